@@ -1,0 +1,213 @@
+//! Cold-build benchmark at bench scale (CONTRACT §6): fold MB/s per core, `rollupd build`
+//! time and peak RSS against DuckDB's `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
+//! same files in the same run, rollup sizes and state size against the CSV bytes.
+//!
+//! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR]`
+//! Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rollupd::gen::{generate, GenOptions};
+use rollupd::manifest::Manifest;
+use rollupd::rollup::default_specs;
+use rollupd::schema::Zone;
+
+struct Args {
+    files: usize,
+    rows: usize,
+    data: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        files: 49,
+        rows: 500_000,
+        data: std::env::temp_dir().join("rollupd-bench"),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let val = || argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--files" => a.files = val().parse().expect("--files N"),
+            "--rows" => a.rows = val().parse().expect("--rows N"),
+            "--data" => a.data = PathBuf::from(val()),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    };
+    rd.flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+/// Runs a command, returning wall seconds and the child's peak RSS in MB. The child is
+/// reaped with `wait4` (for its resource usage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_measured(cmd: &mut Command) -> (f64, f64) {
+    let start = Instant::now();
+    let child = cmd.spawn().expect("spawn");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let secs = start.elapsed().as_secs_f64();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    (secs, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// The reference run (a child process of the benchmark): DuckDB alone.
+fn reference() {
+    let sql = std::env::var("ROLLUPD_BENCH_SQL").expect("sql");
+    let db = std::env::var("ROLLUPD_BENCH_DB").expect("db");
+    let conn = duckdb::Connection::open(&db).expect("open");
+    conn.execute_batch(&sql).expect("reference sql");
+    conn.execute_batch("CHECKPOINT").expect("checkpoint");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--reference") {
+        return reference();
+    }
+    let a = args();
+    let data = a.data.join(format!("data-{}x{}", a.files, a.rows));
+    if !data.join(format!("events-{:03}.csv", a.files - 1)).exists() {
+        let start = Instant::now();
+        let r = generate(
+            &data,
+            &GenOptions {
+                files: a.files,
+                rows_per_file: a.rows,
+                seed: 1,
+            },
+        )
+        .expect("generate");
+        eprintln!(
+            "generated {} rows, {:.2} GB in {:.1} s",
+            r.rows,
+            r.bytes as f64 / 1e9,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let files = rollupd::watch::scan_folder(&data, false).unwrap();
+    let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    let work = a.data.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+
+    // Fold alone, one core: parse, derive, sort and build the partials of three files.
+    let specs = default_specs();
+    let sample = &files[..files.len().min(3)];
+    let start = Instant::now();
+    let mut folded = 0;
+    for (i, f) in sample.iter().enumerate() {
+        folded += rollupd::fold::fold_file(f, i as i32, Zone::Utc, &specs)
+            .unwrap()
+            .bytes;
+    }
+    let fold_mbps = folded as f64 / 1e6 / start.elapsed().as_secs_f64();
+
+    // DuckDB reference, in a child process so it gets the machine as we do.
+    let db = work.join("reference.duckdb");
+    let sql = format!(
+        "CREATE TABLE events AS SELECT * FROM read_csv('{}/*.csv');",
+        data.display()
+    );
+    let exe = std::env::current_exe().unwrap();
+    let (ref_secs, ref_rss) = run_measured(
+        Command::new(&exe)
+            .env("ROLLUPD_BENCH_SQL", &sql)
+            .env("ROLLUPD_BENCH_DB", &db)
+            .arg("--reference"),
+    );
+
+    // rollupd's cold build.
+    let state = work.join("state");
+    let (our_secs, our_rss) = run_measured(
+        Command::new(env!("CARGO_BIN_EXE_rollupd"))
+            .args(["build", "--watch"])
+            .arg(&data)
+            .arg("--state")
+            .arg(&state),
+    );
+
+    let manifest = Manifest::load(&state).unwrap().expect("manifest");
+    let state_bytes = dir_bytes(&state);
+    let db_bytes = dir_bytes(&state.join("events.duckdb"));
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().unwrap(),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap()
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default()
+    );
+    println!(
+        "data: {} files x {} rows, {:.2} GB of CSV\n",
+        files.len(),
+        a.rows,
+        csv_bytes as f64 / 1e9
+    );
+    println!("| measure | rollupd | reference | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| cold build (rollups + table) | {our_secs:.1} s | DuckDB CTAS read_csv {ref_secs:.1} s | {:.2}x |",
+        our_secs / ref_secs
+    );
+    println!(
+        "| peak RSS | {our_rss:.0} MB | DuckDB CTAS {ref_rss:.0} MB | {:.2}x |",
+        our_rss / ref_rss
+    );
+    println!(
+        "| fold alone, 1 core | {fold_mbps:.0} MB/s | goal 400 MB/s | {:.2}x |",
+        fold_mbps / 400.0
+    );
+    println!(
+        "| state on disk | {:.0} MB (DuckDB {:.0} MB, rollups {:.0} MB) | CSV {:.0} MB | {:.2}x |",
+        state_bytes as f64 / 1e6,
+        db_bytes as f64 / 1e6,
+        manifest.bytes() as f64 / 1e6,
+        csv_bytes as f64 / 1e6,
+        state_bytes as f64 / csv_bytes as f64
+    );
+    println!("\n| rollup | rows | bytes |");
+    println!("|---|---|---|");
+    for r in &manifest.rollups {
+        println!(
+            "| {} | {} | {:.1} MB |",
+            r.name,
+            r.rows,
+            r.bytes as f64 / 1e6
+        );
+    }
+}

@@ -1,0 +1,695 @@
+//! The engine: a state folder's store, rollups and DuckDB table, kept up to date with a
+//! folder of CSVs, and the published snapshot that queries run against.
+//!
+//! Data flows one way: files → fold → store → snapshot → queries. An update compares the
+//! folder with the store's registry and acts on differences only. Each update commits in
+//! this order: DuckDB (one transaction per file), the store (one sled transaction), the
+//! rollup partitions and manifest (by rename). `open` repairs whatever a crash between
+//! those steps left behind, without re-parsing files whose content did not change.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::changes::{detect, fingerprint, Change, Seen};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::fold::{fold_bytes, Folded};
+use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
+use crate::query::exec::execute;
+use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
+use crate::rollup::{default_specs, Agg, Key, RollupRows, RollupSpec};
+use crate::schema::Zone;
+use crate::store::{Commit, FileRecord, Store};
+use crate::table::{Table, TableChange, TableFile, TableOptions};
+use crate::watch::scan_folder;
+
+/// How the engine folds and stores.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Time zone of the derived time columns.
+    pub zone: Zone,
+    /// The rollups to keep.
+    pub specs: Vec<RollupSpec>,
+    /// Fold threads (0 = one per core).
+    pub threads: usize,
+    /// CSV bytes folded per commit; bounds the memory an update holds.
+    pub batch_bytes: u64,
+    /// Bad rows a file may have (skipped, counted and reported) before it fails.
+    pub max_bad_rows: u64,
+    pub table: TableOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            zone: Zone::Utc,
+            specs: default_specs(),
+            threads: 0,
+            batch_bytes: 512 << 20,
+            max_bad_rows: 0,
+            table: TableOptions::default(),
+        }
+    }
+}
+
+/// One immutable published state: the rollups of one generation.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub manifest: Manifest,
+    pub catalog: Vec<CatalogEntry>,
+    pub rollups: Vec<Arc<RollupRows>>,
+}
+
+impl Snapshot {
+    pub fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
+    fn new(manifest: Manifest, rollups: Vec<Arc<RollupRows>>) -> Snapshot {
+        let catalog = manifest
+            .rollups
+            .iter()
+            .map(|r| CatalogEntry {
+                spec: r.spec.clone(),
+                rows: r.rows,
+            })
+            .collect();
+        Snapshot {
+            manifest,
+            catalog,
+            rollups,
+        }
+    }
+}
+
+/// A query's answer with where it came from.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: ResultSet,
+    /// `rollup:<name>` or `duckdb`.
+    pub source: String,
+    pub generation: u64,
+    pub elapsed: Duration,
+}
+
+/// What an update did.
+#[derive(Debug, Default)]
+pub struct UpdateReport {
+    pub generation: u64,
+    pub added: usize,
+    pub replaced: usize,
+    pub appended: usize,
+    pub moved: usize,
+    pub removed: usize,
+    /// Rows folded by this update.
+    pub rows: u64,
+    /// CSV bytes parsed by this update.
+    pub bytes_parsed: u64,
+    /// Files that could not be folded, with the reason; the store keeps their earlier
+    /// contribution, if any.
+    pub failed: Vec<(PathBuf, String)>,
+    /// Rows skipped as bad (within `max_bad_rows`), with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+    pub elapsed: Duration,
+}
+
+impl UpdateReport {
+    pub fn changed(&self) -> usize {
+        self.added + self.replaced + self.appended + self.moved + self.removed
+    }
+}
+
+/// Counters of work done since the engine opened.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub bytes_parsed: AtomicU64,
+    per_file: Mutex<HashMap<PathBuf, u64>>,
+}
+
+impl Stats {
+    fn parsed(&self, path: &Path, bytes: u64) {
+        self.bytes_parsed.fetch_add(bytes, Ordering::Relaxed);
+        *self
+            .per_file
+            .lock()
+            .expect("stats lock")
+            .entry(path.to_path_buf())
+            .or_default() += bytes;
+    }
+
+    /// Bytes parsed from `path` since start.
+    pub fn bytes_parsed_of(&self, path: &Path) -> u64 {
+        self.per_file
+            .lock()
+            .expect("stats lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The engine over one state folder.
+pub struct Engine {
+    state: PathBuf,
+    opts: EngineOptions,
+    table: Table,
+    store: Store,
+    snapshot: RwLock<Arc<Snapshot>>,
+    stats: Stats,
+    /// Changes forced by crash repair, done by the next update.
+    repairs: Mutex<Vec<FileRecord>>,
+    /// One update at a time.
+    updating: Mutex<()>,
+}
+
+const DB_FILE: &str = "events.duckdb";
+const STORE_DIR: &str = "store";
+
+impl Engine {
+    /// Opens the state folder (creating it if needed), repairs what an interrupted update
+    /// left behind, and loads the published snapshot.
+    pub fn open(state: &Path, opts: EngineOptions) -> Result<Engine> {
+        std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
+        let store = Store::open(&state.join(STORE_DIR))?;
+        let table = Table::open(&state.join(DB_FILE), &opts.table)?;
+        let engine = Engine {
+            state: state.to_path_buf(),
+            opts,
+            table,
+            store,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            stats: Stats::default(),
+            repairs: Mutex::new(Vec::new()),
+            updating: Mutex::new(()),
+        };
+        engine.recover()?;
+        Ok(engine)
+    }
+
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The current published snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        *self.snapshot.write().expect("snapshot lock") = Arc::new(snapshot);
+    }
+
+    /// Brings table and rollups in line with the store after an interrupted update.
+    fn recover(&self) -> Result<()> {
+        let records: HashMap<i32, FileRecord> = self
+            .store
+            .files()?
+            .into_iter()
+            .map(|r| (r.id as i32, r))
+            .collect();
+        let mut repairs = Vec::new();
+        let in_table: HashMap<i32, TableFile> =
+            self.table.files()?.into_iter().map(|f| (f.id, f)).collect();
+        for (id, f) in &in_table {
+            match records.get(id) {
+                None => self.table.apply(TableChange::Remove { id: *id })?,
+                Some(r) if f.size > r.size || f.parts > r.parts as i32 => {
+                    self.table.apply(TableChange::Truncate {
+                        file: table_file(r),
+                    })?
+                }
+                Some(r) if f.size < r.size || f.parts < r.parts as i32 => repairs.push(r.clone()),
+                Some(_) => {}
+            }
+        }
+        repairs.extend(
+            records
+                .values()
+                .filter(|r| !in_table.contains_key(&(r.id as i32)))
+                .cloned(),
+        );
+        *self.repairs.lock().expect("repairs lock") = repairs;
+
+        let generation = self.store.generation()?;
+        let layout_ok = self
+            .store
+            .layout()?
+            .is_none_or(|(zone, specs)| zone == self.opts.zone.name() && specs == self.opts.specs);
+        if !layout_ok {
+            return Err(Error::State {
+                path: self.state.clone(),
+                reason: "the state was built with another time zone or rollup set".into(),
+            });
+        }
+        let manifest = Manifest::load(&self.state)?;
+        match manifest {
+            Some(m) if m.generation == generation && specs_of(&m) == self.opts.specs => {
+                let rollups = m
+                    .rollups
+                    .par_iter()
+                    .map(|r| read_rollup(&self.state, r).map(Arc::new))
+                    .collect::<Result<Vec<_>>>()?;
+                self.publish(Snapshot::new(m, rollups));
+            }
+            _ => {
+                // The rollups lag the store (or are missing): merge them from the stored
+                // partials, no CSV is read.
+                let ids: Vec<u32> = records.keys().map(|id| *id as u32).collect();
+                let rollups = (0..self.opts.specs.len())
+                    .into_par_iter()
+                    .map(|s| {
+                        let parts = ids
+                            .iter()
+                            .map(|id| self.store.partial(*id, s))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(RollupRows::merge_all(&parts))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.write_and_publish(generation, rollups)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the folder with the store and folds what changed.
+    pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
+        let _one = self.updating.lock().expect("update lock");
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        for path in scan_folder(watch, false)? {
+            match Seen::stat(&path) {
+                Ok(s) => seen.push(s),
+                Err(_) => continue, // vanished since the listing
+            }
+        }
+        let records = self.store.files()?;
+        let mut changes = detect(&seen, &records, &mut |p, len| fingerprint(p, len))?;
+        let repairs = std::mem::take(&mut *self.repairs.lock().expect("repairs lock"));
+        for r in repairs {
+            changes.retain(|c| change_id(c) != Some(r.id));
+            match seen.iter().find(|s| s.path == r.path) {
+                Some(s) => changes.push(Change::Replace(r, s.clone())),
+                None => changes.push(Change::Remove(r)),
+            }
+        }
+        let mut report = UpdateReport {
+            generation: self.snapshot().generation(),
+            ..UpdateReport::default()
+        };
+        let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
+        for batch in batches(changes, self.opts.batch_bytes) {
+            self.apply(batch, &mut report)?;
+        }
+        report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
+        report.failed.sort();
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    /// Applies one batch of changes as one generation. Files are folded in parallel and
+    /// each goes to DuckDB as soon as it is folded.
+    fn apply(&self, changes: Vec<Change>, report: &mut UpdateReport) -> Result<()> {
+        let specs = &self.opts.specs;
+        let mut next_id = self.store.next_id()?;
+        let ids: Vec<u32> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Add(_) | Change::Replace(..) => {
+                    next_id += 1;
+                    next_id - 1
+                }
+                Change::Append(r, _) | Change::Remove(r) | Change::Move(r, _) => r.id,
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.threads)
+            .build()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut commit = Commit {
+            generation: self.store.generation()? + 1,
+            ..Commit::default()
+        };
+        // Everything folded by this batch, merged as it arrives (then dropped per file).
+        let mut added: Vec<FxHashMap<Key, Agg>> = vec![FxHashMap::default(); specs.len()];
+        let mut removed_ids: Vec<u32> = Vec::new();
+        let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<(Folded, u64)>>)>(2);
+        let t0 = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let (changes, ids) = (&changes, &ids);
+            scope.spawn(move || {
+                pool.install(|| {
+                    changes
+                        .par_iter()
+                        .enumerate()
+                        .for_each_with(tx, |tx, (i, c)| {
+                            let folded = match c {
+                                Change::Add(s) | Change::Replace(_, s) => {
+                                    Some(self.fold(s, 0, ids[i] as i32, 0))
+                                }
+                                Change::Append(r, s) => {
+                                    Some(self.fold(s, r.size, r.id as i32, r.parts as i32))
+                                }
+                                Change::Remove(_) | Change::Move(..) => None,
+                            };
+                            let _ = tx.send((i, folded));
+                        })
+                })
+            });
+            for (i, folded) in rx {
+                let change = changes[i].clone();
+                let folded = match folded {
+                    Some(Err(e)) => {
+                        let path = match &change {
+                            Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) => {
+                                s.path.clone()
+                            }
+                            Change::Remove(r) | Change::Move(r, _) => r.path.clone(),
+                        };
+                        report.failed.push((path, e.to_string()));
+                        continue;
+                    }
+                    Some(Ok(f)) => Some(f),
+                    None => None,
+                };
+                match (change, folded) {
+                    (c @ (Change::Add(_) | Change::Replace(..)), Some((f, fp))) => {
+                        let (old, s) = match c {
+                            Change::Replace(old, s) => (Some(old.id), s),
+                            Change::Add(s) => (None, s),
+                            _ => unreachable!(),
+                        };
+                        skipped(report, &s, &f);
+                        let mut r = record(ids[i], &s, fp, f.rows, 1);
+                        r.bad_rows = f.bad_rows.len() as u64;
+                        self.table.apply(TableChange::Put {
+                            old: old.map(|id| id as i32),
+                            batch: f.table,
+                            file: table_file(&r),
+                        })?;
+                        report.rows += f.rows;
+                        add_partial(&mut added, &f.partial);
+                        commit.folded.push((r, encode_all(&f.partial)));
+                        match old {
+                            Some(id) => {
+                                report.replaced += 1;
+                                removed_ids.push(id);
+                                commit.removed.push(id);
+                            }
+                            None => report.added += 1,
+                        }
+                    }
+                    (Change::Append(old, s), Some((f, fp))) => {
+                        skipped(report, &s, &f);
+                        let mut r = record(old.id, &s, fp, old.rows + f.rows, old.parts + 1);
+                        r.bad_rows = old.bad_rows + f.bad_rows.len() as u64;
+                        self.table.apply(TableChange::Append {
+                            batch: f.table,
+                            file: table_file(&r),
+                        })?;
+                        report.appended += 1;
+                        report.rows += f.rows;
+                        add_partial(&mut added, &f.partial);
+                        appended.push((r.id, f.partial));
+                        commit.folded.push((r, Vec::new()));
+                    }
+                    (Change::Remove(old), _) => {
+                        self.table
+                            .apply(TableChange::Remove { id: old.id as i32 })?;
+                        report.removed += 1;
+                        removed_ids.push(old.id);
+                        commit.removed.push(old.id);
+                    }
+                    (Change::Move(old, s), _) => {
+                        let r = FileRecord {
+                            path: s.path.clone(),
+                            mtime_ns: s.mtime_ns,
+                            inode: s.inode,
+                            ..old
+                        };
+                        self.table.apply(TableChange::Record {
+                            file: table_file(&r),
+                        })?;
+                        report.moved += 1;
+                        commit.moved.push(r);
+                    }
+                    (c, None) => unreachable!("change {c:?} needs a fold"),
+                }
+            }
+            Ok(())
+        })?;
+        if commit.folded.is_empty() && commit.moved.is_empty() && commit.removed.is_empty() {
+            return Ok(());
+        }
+
+        let t_fold = t0.elapsed();
+        // Appended files keep one partial: the old one merged with the tail's.
+        for (id, tail) in appended {
+            let whole: Vec<RollupRows> = tail
+                .iter()
+                .enumerate()
+                .map(|(s, t)| Ok(self.store.partial(id, s)?.merge(t)))
+                .collect::<Result<_>>()?;
+            let slot = commit
+                .folded
+                .iter_mut()
+                .find(|(r, _)| r.id == id)
+                .expect("appended record");
+            slot.1 = encode_all(&whole);
+        }
+
+        // New rollups: old + added − removed, extremes repaired from remaining partials.
+        let snap = self.snapshot();
+        let gone: HashSet<u32> = removed_ids.iter().copied().collect();
+        let kept: Vec<u32> = self
+            .store
+            .files()?
+            .into_iter()
+            .map(|r| r.id)
+            .filter(|id| !gone.contains(id) && !commit.folded.iter().any(|(r, _)| r.id == *id))
+            .collect();
+        let rollups = added
+            .into_par_iter()
+            .enumerate()
+            .map(|(s, add)| {
+                let old = snap
+                    .rollups
+                    .get(s)
+                    .map(|r| r.as_ref())
+                    .cloned()
+                    .unwrap_or_default();
+                let add = RollupRows::from_map(add);
+                let sub = RollupRows::merge_all(
+                    &removed_ids
+                        .iter()
+                        .map(|id| self.store.partial(*id, s))
+                        .collect::<Result<Vec<_>>>()?,
+                );
+                let (mut rows, affected) = old.combine(&add, &sub);
+                if !affected.is_empty() {
+                    let mut remaining = kept
+                        .iter()
+                        .map(|id| self.store.partial(*id, s))
+                        .collect::<Result<Vec<_>>>()?;
+                    for (_, parts) in &commit.folded {
+                        remaining.push(codec::decode(&parts[s])?);
+                    }
+                    rows.recompute_extremes(&affected, &remaining);
+                }
+                Ok(rows)
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let t_merge = t0.elapsed();
+        self.store.set_layout(&self.opts.zone.name(), specs)?;
+        self.store.commit(&commit, next_id)?;
+        let t_store = t0.elapsed();
+        self.write_and_publish(commit.generation, rollups)?;
+        tracing::info!(
+            generation = commit.generation,
+            fold_and_table_ms = t_fold.as_millis() as u64,
+            merge_ms = (t_merge - t_fold).as_millis() as u64,
+            store_ms = (t_store - t_merge).as_millis() as u64,
+            publish_ms = (t0.elapsed() - t_store).as_millis() as u64,
+            "generation committed"
+        );
+        report.generation = commit.generation;
+        Ok(())
+    }
+
+    /// Reads and folds a file from byte `from` on, returning the fold and the fingerprint
+    /// of everything up to the end of what was folded.
+    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<(Folded, u64)> {
+        let mut bytes = std::fs::read(&s.path).map_err(|e| Error::io(&s.path, e))?;
+        bytes.truncate(s.size as usize);
+        if (bytes.len() as u64) < s.size || (bytes.len() as u64) < from {
+            return Err(Error::BadFile {
+                path: s.path.clone(),
+                reason: "file shrank while being read".into(),
+            });
+        }
+        let fp = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let f = fold_bytes(
+            &s.path,
+            &bytes,
+            from as usize,
+            (id, part),
+            self.opts.zone,
+            &self.opts.specs,
+            self.opts.max_bad_rows,
+        )?;
+        self.stats.parsed(&s.path, f.bytes);
+        Ok((f, fp))
+    }
+
+    /// Writes rollup partitions that changed, publishes the manifest and the snapshot.
+    fn write_and_publish(&self, generation: u64, rollups: Vec<RollupRows>) -> Result<()> {
+        let snap = self.snapshot();
+        let entries = self
+            .opts
+            .specs
+            .par_iter()
+            .zip(&rollups)
+            .enumerate()
+            .map(|(i, (spec, rows))| {
+                let previous = snap
+                    .manifest
+                    .rollups
+                    .get(i)
+                    .filter(|e| &e.spec == spec)
+                    .map(|e| (e, snap.rollups[i].as_ref()));
+                write_rollup(&self.state, spec, rows, generation, previous)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.table.checkpoint()?;
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            generation,
+            zone: self.opts.zone.name(),
+            rollups: entries,
+        };
+        manifest.publish(&self.state)?;
+        self.publish(Snapshot::new(
+            manifest,
+            rollups.into_iter().map(Arc::new).collect(),
+        ));
+        Ok(())
+    }
+
+    /// Answers a JSON query.
+    pub fn query(&self, json: &serde_json::Value) -> Result<Answer> {
+        let start = Instant::now();
+        let query = Query::parse(json)?;
+        let snap = self.snapshot();
+        let plan = plan(&query, &snap.catalog);
+        let (rollup, source) = match &plan.route {
+            Route::Rollup(i) => (
+                Some(snap.rollups[*i].as_ref()),
+                format!("rollup:{}", snap.catalog[*i].spec.name()),
+            ),
+            Route::DuckDb { .. } => (None, "duckdb".to_string()),
+        };
+        let result = execute(&query, &plan, rollup, &self.table)?;
+        Ok(Answer {
+            result,
+            source,
+            generation: snap.generation(),
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+fn specs_of(m: &Manifest) -> Vec<RollupSpec> {
+    m.rollups.iter().map(|r| r.spec.clone()).collect()
+}
+
+fn change_id(c: &Change) -> Option<u32> {
+    match c {
+        Change::Add(_) => None,
+        Change::Remove(r) | Change::Replace(r, _) | Change::Append(r, _) | Change::Move(r, _) => {
+            Some(r.id)
+        }
+    }
+}
+
+fn record(id: u32, s: &Seen, fingerprint: u64, rows: u64, parts: u32) -> FileRecord {
+    FileRecord {
+        id,
+        path: s.path.clone(),
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        inode: s.inode,
+        fingerprint,
+        rows,
+        bad_rows: 0,
+        parts,
+    }
+}
+
+fn table_file(r: &FileRecord) -> TableFile {
+    TableFile {
+        id: r.id as i32,
+        path: r.path.display().to_string(),
+        size: r.size,
+        parts: r.parts as i32,
+        rows: r.rows,
+    }
+}
+
+fn skipped(report: &mut UpdateReport, s: &Seen, f: &Folded) {
+    for (line, reason) in &f.bad_rows {
+        report
+            .skipped
+            .push((s.path.clone(), format!("line {line} skipped: {reason}")));
+    }
+}
+
+fn add_partial(added: &mut [FxHashMap<Key, Agg>], partial: &[RollupRows]) {
+    for (map, p) in added.iter_mut().zip(partial) {
+        for (k, a) in &p.0 {
+            map.entry(*k).or_default().merge(a);
+        }
+    }
+}
+
+fn encode_all(partial: &[RollupRows]) -> Vec<Vec<u8>> {
+    partial.iter().map(codec::encode).collect()
+}
+
+/// Splits changes into batches of at most `limit` bytes to fold (at least one change each).
+fn batches(changes: Vec<Change>, limit: u64) -> Vec<Vec<Change>> {
+    let mut out: Vec<Vec<Change>> = Vec::new();
+    let mut bytes = 0;
+    for c in changes {
+        let cost = match &c {
+            Change::Add(s) | Change::Replace(_, s) => s.size,
+            Change::Append(r, s) => s.size - r.size,
+            Change::Remove(_) | Change::Move(..) => 0,
+        };
+        if out.is_empty() || (bytes + cost > limit && !out.last().expect("batch").is_empty()) {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += cost;
+        out.last_mut().expect("batch").push(c);
+    }
+    out
+}

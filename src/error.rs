@@ -1,0 +1,59 @@
+//! The library's error type: every failure names what it was working on.
+
+use std::path::PathBuf;
+
+/// Errors of the rollupd library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A query that does not follow the JSON query language; the message names the offending part.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// An input file that could not be folded.
+    #[error("{path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    /// An I/O failure on a path.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure inside DuckDB.
+    #[error("duckdb: {0}")]
+    DuckDb(#[from] duckdb::Error),
+    /// A failure inside Arrow (IPC, casts, kernels).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// State on disk that cannot be used (wrong version, missing parts).
+    #[error("state {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    /// Anything else that is a bug or an unexpected condition.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An `InvalidQuery` error with the given message.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidQuery(msg.into())
+    }
+
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The protocol's error kind for this error (CONTRACT §3).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidQuery(_) => "invalid_query",
+            _ => "internal",
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The fold: one CSV file → a sorted Arrow batch for the DuckDB table plus the file's
+//! partial aggregate for every rollup. One parse feeds both.
+//!
+//! Columns are found by header name (any order, extra columns ignored); a UTF-8 BOM,
+//! CRLF line endings and quoted fields are accepted. Derived time columns are computed
+//! in the fold's time zone.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, FixedSizeBinaryBuilder, Int32Array, RecordBatch,
+    StringArray,
+};
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::rollup::{country_code, Agg, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
+use crate::schema::{type_code, Zone, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
+
+/// Rows per Arrow batch while parsing.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The schema of the DuckDB `events` table, as Arrow batches carry it.
+pub fn table_schema() -> SchemaRef {
+    static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let price = DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE);
+        let uuid = Field::new("auction_id", DataType::FixedSizeBinary(16), true).with_metadata(
+            std::collections::HashMap::from([(
+                "ARROW:extension:name".to_string(),
+                "arrow.uuid".to_string(),
+            )]),
+        );
+        Arc::new(Schema::new(vec![
+            Field::new("file_id", DataType::Int32, false),
+            Field::new("part", DataType::Int32, false),
+            Field::new("ts", DataType::Int64, true),
+            Field::new("type", DataType::Utf8, true),
+            uuid,
+            Field::new("advertiser_id", DataType::Int32, true),
+            Field::new("publisher_id", DataType::Int32, true),
+            Field::new("bid_price", price.clone(), true),
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("total_price", price, true),
+            Field::new("country", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("local_minute", DataType::Int32, true),
+        ]))
+    })
+    .clone()
+}
+
+/// Column positions in `table_schema()`.
+mod col {
+    pub const TYPE: usize = 3;
+    pub const ADV: usize = 5;
+    pub const PUBL: usize = 6;
+    pub const BID: usize = 7;
+    pub const TOTAL: usize = 9;
+    pub const COUNTRY: usize = 10;
+    pub const DAY: usize = 11;
+    pub const MINUTE: usize = 12;
+}
+
+/// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
+pub type Partial = Vec<RollupRows>;
+
+/// What folding one file produced.
+#[derive(Debug)]
+pub struct Folded {
+    /// The file's rows for the `events` table, sorted by (day, type, country).
+    pub table: RecordBatch,
+    /// The file's partial for each rollup spec.
+    pub partial: Partial,
+    pub rows: u64,
+    /// Bytes parsed.
+    pub bytes: u64,
+    /// Rows skipped as bad: (line, reason).
+    pub bad_rows: Vec<(usize, String)>,
+}
+
+/// Folds the CSV file at `path` (identified in the table as `file_id`).
+///
+/// Fails with `Error::BadFile` naming the line and reason when the file cannot be parsed;
+/// nothing is produced in that case.
+pub fn fold_file(path: &Path, file_id: i32, zone: Zone, specs: &[RollupSpec]) -> Result<Folded> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    fold_bytes(path, &bytes, 0, (file_id, 0), zone, specs, 0)
+}
+
+/// Longest line accepted, in bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Folds file content `bytes`, from byte `from` on (0 = the whole file; otherwise the
+/// start of an appended tail, parsed with the file's header line). `ids` is the file id
+/// and the part number its rows get in the table. Up to `max_bad_rows` rows that do not
+/// parse are skipped and counted; more fail the fold.
+pub fn fold_bytes(
+    path: &Path,
+    bytes: &[u8],
+    from: usize,
+    ids: (i32, i32),
+    zone: Zone,
+    specs: &[RollupSpec],
+    max_bad_rows: u64,
+) -> Result<Folded> {
+    let bad = |line: usize, reason: String| Error::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {reason}"),
+    };
+    if bytes.is_empty() {
+        return Err(Error::BadFile {
+            path: path.to_path_buf(),
+            reason: "empty file (no header line)".into(),
+        });
+    }
+    let header_len = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    let parsed = (bytes.len() - from.min(bytes.len())) as u64;
+    let from = from.max(header_len);
+    let header = &bytes[..header_len];
+    let body = &bytes[from..];
+    let first_line = 1 + bytes[..from].iter().filter(|b| **b == b'\n').count();
+    let mut start = 0;
+    for (i, nl) in body
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| (*b == b'\n').then_some(i))
+        .chain(std::iter::once(body.len()))
+        .enumerate()
+    {
+        if nl - start > MAX_LINE {
+            return Err(bad(
+                first_line + i,
+                format!("line longer than {MAX_LINE} bytes"),
+            ));
+        }
+        start = nl + 1;
+    }
+    let (batches, bad_rows) = match parse_csv(path, header.chain(body), first_line, ids, zone) {
+        Ok(b) => (b, Vec::new()),
+        Err(e @ Error::BadFile { .. }) if max_bad_rows == 0 => return Err(e),
+        Err(_) => parse_tolerant(path, header, body, first_line, ids, zone, max_bad_rows)?,
+    };
+    let table = if batches.is_empty() {
+        RecordBatch::new_empty(table_schema())
+    } else {
+        concat_batches(&table_schema(), &batches)?
+    };
+    drop(batches);
+    let table = sort_for_table(&table)?;
+    let partial = fold_batch(&table, specs)?;
+    Ok(Folded {
+        rows: table.num_rows() as u64,
+        table,
+        partial,
+        bytes: parsed,
+        bad_rows,
+    })
+}
+
+/// Rows parsed despite bad ones, and the bad ones: (line, reason).
+type Tolerated = (Vec<RecordBatch>, Vec<(usize, String)>);
+
+/// Parses line by line groups, isolating bad lines by bisection; fails once more than
+/// `max_bad_rows` are bad. Lines are split at newlines (no quoted newlines here).
+fn parse_tolerant(
+    path: &Path,
+    header: &[u8],
+    body: &[u8],
+    first_line: usize,
+    ids: (i32, i32),
+    zone: Zone,
+    max_bad_rows: u64,
+) -> Result<Tolerated> {
+    let mut lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
+    if lines
+        .last()
+        .is_some_and(|l| l.iter().all(|b| b.is_ascii_whitespace()))
+    {
+        lines.pop();
+    }
+    let mut batches = Vec::new();
+    let mut bad = Vec::new();
+    let mut stack = vec![(0, lines.len())];
+    while let Some((a, b)) = stack.pop() {
+        if a >= b {
+            continue;
+        }
+        let chunk: Vec<u8> = lines[a..b].concat();
+        match parse_csv(path, header.chain(&chunk[..]), first_line + a, ids, zone) {
+            Ok(mut ok) => batches.append(&mut ok),
+            Err(e) if b - a == 1 => {
+                bad.push((first_line + a, e.to_string()));
+                if bad.len() as u64 > max_bad_rows {
+                    bad.sort();
+                    return Err(Error::BadFile {
+                        path: path.to_path_buf(),
+                        reason: format!("more than {max_bad_rows} bad rows; first: {}", bad[0].1),
+                    });
+                }
+            }
+            Err(_) => {
+                let mid = (a + b) / 2;
+                stack.push((mid, b));
+                stack.push((a, mid));
+            }
+        }
+    }
+    bad.sort();
+    Ok((batches, bad))
+}
+
+/// Parses CSV text into table batches.
+/// `first_line` is the file line number of the first row after the header.
+pub fn parse_csv<R: Read>(
+    path: &Path,
+    reader: R,
+    first_line: usize,
+    ids: (i32, i32),
+    zone: Zone,
+) -> Result<Vec<RecordBatch>> {
+    let bad = |line: usize, reason: String| Error::BadFile {
+        path: path.to_path_buf(),
+        reason: if line > 0 {
+            format!("line {line}: {reason}")
+        } else {
+            reason
+        },
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let header = read_header(&mut reader).map_err(|e| Error::io(path, e))?;
+    let Some(header) = header else {
+        return Err(bad(0, "empty file (no header line)".into()));
+    };
+    let names = split_header(&header);
+    let mut fields = Vec::with_capacity(names.len());
+    for name in &names {
+        let ty = match name.as_str() {
+            "ts" | "user_id" => DataType::Int64,
+            "advertiser_id" | "publisher_id" => DataType::Int32,
+            "bid_price" | "total_price" => DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE),
+            _ => DataType::Utf8,
+        };
+        fields.push(Field::new(name, ty, true));
+    }
+    let mut projection = Vec::with_capacity(RAW_COLUMNS.len());
+    for want in RAW_COLUMNS {
+        match names.iter().position(|n| n == want) {
+            Some(i) => projection.push(i),
+            None => return Err(bad(1, format!("missing column {want:?} in header"))),
+        }
+    }
+    let csv = arrow_csv::ReaderBuilder::new(Arc::new(Schema::new(fields)))
+        .with_header(false)
+        .with_batch_size(BATCH_ROWS)
+        .with_projection(projection)
+        .build_buffered(reader)?;
+    let mut clock = zone.clock();
+    let mut out = Vec::new();
+    let mut first_line = first_line;
+    for batch in csv {
+        let batch = batch.map_err(|e| bad(0, csv_error_text(e, first_line)))?;
+        let rows = batch.num_rows();
+        out.push(to_table_batch(&batch, ids, &mut clock).map_err(|(i, r)| bad(first_line + i, r))?);
+        first_line += rows;
+    }
+    Ok(out)
+}
+
+/// arrow-csv numbers lines from the first record it reads (from 0 in value errors, from
+/// 1 in the others); shift them to file lines.
+fn csv_error_text(e: arrow::error::ArrowError, first_line: usize) -> String {
+    let text = e.to_string();
+    let base = if text.contains("Error while parsing value") {
+        first_line
+    } else {
+        first_line - 1
+    };
+    let re_line = |t: &str| -> Option<(usize, usize)> {
+        let at = t.find("line ")? + 5;
+        let digits: String = t[at..].chars().take_while(char::is_ascii_digit).collect();
+        Some((at, digits.parse().ok()?))
+    };
+    match re_line(&text) {
+        Some((at, n)) => {
+            let n_len = n.to_string().len();
+            format!("{}{}{}", &text[..at], n + base, &text[at + n_len..])
+        }
+        None => text,
+    }
+}
+
+/// Reads the header line: strips a UTF-8 BOM and the line ending. None for an empty file.
+fn read_header<R: BufRead>(reader: &mut R) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut text = line.as_slice();
+    text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    while let Some(rest) = text
+        .strip_suffix(b"\n")
+        .or_else(|| text.strip_suffix(b"\r"))
+    {
+        text = rest;
+    }
+    Ok(Some(String::from_utf8_lossy(text).into_owned()))
+}
+
+/// Splits a CSV header line into names, honouring double quotes.
+fn split_header(line: &str) -> Vec<String> {
+    let mut names = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                names.last_mut().expect("non-empty").push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => names.push(String::new()),
+            c => names.last_mut().expect("non-empty").push(c),
+        }
+    }
+    names.iter().map(|n| n.trim().to_string()).collect()
+}
+
+/// Turns a parsed batch (raw columns in canonical order) into a table batch.
+/// Errors carry the row index within the batch and a reason.
+fn to_table_batch(
+    raw: &RecordBatch,
+    (file_id, part): (i32, i32),
+    clock: &mut crate::schema::LocalClock,
+) -> std::result::Result<RecordBatch, (usize, String)> {
+    let n = raw.num_rows();
+    let ts = raw.column(0).as_primitive::<Int64Type>();
+    let types = raw.column(1).as_string::<i32>();
+    for (i, t) in types.iter().enumerate() {
+        if let Some(t) = t {
+            if type_code(t).is_none() {
+                return Err((i, format!("unknown event type {t:?}")));
+            }
+        }
+    }
+    let auctions = raw.column(2).as_string::<i32>();
+    let mut uuid = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    for (i, a) in auctions.iter().enumerate() {
+        match a {
+            None => uuid.append_null(),
+            Some(text) => match parse_uuid(text) {
+                Some(bytes) => uuid.append_value(bytes).expect("16 bytes"),
+                None => return Err((i, format!("bad auction_id {text:?}: not a UUID"))),
+            },
+        }
+    }
+    let mut days = Vec::with_capacity(n);
+    let mut minutes = Vec::with_capacity(n);
+    for (i, t) in ts.iter().enumerate() {
+        match t {
+            None => {
+                days.push(None);
+                minutes.push(None);
+            }
+            Some(ms) => match clock.local_minute(ms) {
+                Some(m) => {
+                    days.push(Some(m.div_euclid(1440)));
+                    minutes.push(Some(m));
+                }
+                None => return Err((i, format!("ts {ms} out of range"))),
+            },
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(vec![file_id; n])),
+        Arc::new(Int32Array::from(vec![part; n])),
+        raw.column(0).clone(),
+        raw.column(1).clone(),
+        Arc::new(uuid.finish()),
+        raw.column(3).clone(),
+        raw.column(4).clone(),
+        raw.column(5).clone(),
+        raw.column(6).clone(),
+        raw.column(7).clone(),
+        raw.column(8).clone(),
+        Arc::new(Date32Array::from(days)),
+        Arc::new(Int32Array::from(minutes)),
+    ];
+    RecordBatch::try_new(table_schema(), columns).map_err(|e| (0, e.to_string()))
+}
+
+/// Parses UUID text (with or without dashes, any case) into 16 bytes.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    let mut nibbles = 0;
+    for b in text.bytes() {
+        let v = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            b'-' => continue,
+            _ => return None,
+        };
+        if nibbles == 32 {
+            return None;
+        }
+        out[nibbles / 2] |= v << (4 * (1 - nibbles % 2));
+        nibbles += 1;
+    }
+    (nibbles == 32).then_some(out)
+}
+
+/// Sorts a file's rows by (day, type, country) so DuckDB's zone maps stay useful.
+fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() == 0 {
+        return Ok(batch.clone());
+    }
+    let sort = [col::DAY, col::TYPE, col::COUNTRY].map(|c| SortColumn {
+        values: batch.column(c).clone(),
+        options: None,
+    });
+    let idx = lexsort_to_indices(&sort, None)?;
+    Ok(take_record_batch(batch, &idx)?)
+}
+
+/// Folds table rows into a partial for each spec.
+pub fn fold_batch(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
+    let n = batch.num_rows();
+    let minute = batch.column(col::MINUTE).as_primitive::<Int32Type>();
+    let types = batch.column(col::TYPE).as_string::<i32>();
+    let countries: &StringArray = batch.column(col::COUNTRY).as_string::<i32>();
+    let adv = batch.column(col::ADV).as_primitive::<Int32Type>();
+    let publ = batch.column(col::PUBL).as_primitive::<Int32Type>();
+    let bid = batch.column(col::BID).as_primitive::<Decimal128Type>();
+    let total = batch.column(col::TOTAL).as_primitive::<Decimal128Type>();
+
+    let mut local_codes: FxHashMap<&str, u16> = FxHashMap::default();
+    let mut maps: Vec<FxHashMap<Key, Agg>> = specs.iter().map(|_| FxHashMap::default()).collect();
+    let price = |a: &arrow::array::Decimal128Array, i: usize| -> Option<i64> {
+        // Precision 18 at parse time guarantees the value fits an i64.
+        a.is_valid(i).then(|| a.value(i) as i64)
+    };
+    for i in 0..n {
+        let country = if countries.is_valid(i) {
+            let text = countries.value(i);
+            match local_codes.get(text) {
+                Some(c) => *c,
+                None => {
+                    let c = country_code(text)?;
+                    local_codes.insert(text, c);
+                    c
+                }
+            }
+        } else {
+            0
+        };
+        let row = Key {
+            time: if minute.is_valid(i) {
+                minute.value(i)
+            } else {
+                NULL_TIME
+            },
+            typ: if types.is_valid(i) {
+                type_code(types.value(i)).unwrap_or(0)
+            } else {
+                0
+            },
+            country,
+            adv: if adv.is_valid(i) {
+                adv.value(i) as i64
+            } else {
+                NULL_ID
+            },
+            publ: if publ.is_valid(i) {
+                publ.value(i) as i64
+            } else {
+                NULL_ID
+            },
+        };
+        let mut one = Agg {
+            rows: 1,
+            ..Agg::default()
+        };
+        if let Some(v) = price(bid, i) {
+            one.bid.add(v);
+        }
+        if let Some(v) = price(total, i) {
+            one.total.add(v);
+        }
+        for (spec, map) in specs.iter().zip(maps.iter_mut()) {
+            map.entry(spec.key(&row)).or_default().merge(&one);
+        }
+    }
+    Ok(maps.into_iter().map(RollupRows::from_map).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_split_and_bom() {
+        let mut r = &b"\xEF\xBB\xBF\"ts\",type,\"a,b\"\r\n1,2,3\n"[..];
+        let h = read_header(&mut r).unwrap().unwrap();
+        assert_eq!(split_header(&h), vec!["ts", "type", "a,b"]);
+    }
+
+    #[test]
+    fn uuid_text() {
+        let u = parse_uuid("123e4567-e89b-12d3-a456-426614174000").unwrap();
+        assert_eq!(u[0], 0x12);
+        assert_eq!(u[15], 0x00);
+        assert!(parse_uuid("123e4567").is_none());
+        assert!(parse_uuid("zz3e4567-e89b-12d3-a456-426614174000").is_none());
+    }
+}

@@ -1,0 +1,25 @@
+//! rollupd: a file-watching incremental rollup daemon for folders of ad-event CSVs.
+//!
+//! Files are folded (`fold`) into per-file partial aggregates that merge into rollups
+//! (`rollup`), published as Arrow IPC partitions (`manifest`); raw rows go to a DuckDB
+//! table (`table`). Queries in a small JSON language (`query`) are answered from the
+//! smallest covering rollup, or from DuckDB. `engine` ties these together over a state
+//! folder.
+
+pub mod changes;
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod fold;
+pub mod gen;
+pub mod manifest;
+pub mod protocol;
+pub mod query;
+pub mod rollup;
+pub mod schema;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+pub use engine::{Answer, Engine, EngineOptions};
+pub use error::{Error, Result};

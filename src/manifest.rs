@@ -1,0 +1,569 @@
+//! Rollup files on disk: each rollup is a set of Arrow IPC (LZ4) partitions by month,
+//! listed in a manifest that carries the generation. Every file is written to a temp
+//! name, fsynced and renamed; a new generation becomes visible only when the manifest
+//! is replaced, so a reader never sees half a change.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampSecondArray,
+};
+use arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampSecondType,
+};
+use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow_ipc::CompressionType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::rollup::{
+    country_code, country_name, Agg, Dim, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
+};
+use crate::schema::{type_code, type_name, TimeCol, PRICE_PRECISION, PRICE_SCALE};
+
+/// Version of the manifest format.
+pub const MANIFEST_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+const ROLLUP_DIR: &str = "rollups";
+
+/// The published state of the rollups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub version: u32,
+    pub generation: u64,
+    /// The time zone the rollups were folded in.
+    pub zone: String,
+    pub rollups: Vec<RollupEntry>,
+}
+
+/// One rollup in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RollupEntry {
+    pub name: String,
+    pub spec: RollupSpec,
+    pub rows: u64,
+    pub bytes: u64,
+    pub partitions: Vec<PartitionEntry>,
+}
+
+/// One partition file of a rollup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionEntry {
+    /// `YYYY-MM` for time rollups, `all` for all-time ones, `null` for NULL times.
+    pub key: String,
+    /// Path relative to the state folder.
+    pub file: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Reads the manifest of a state folder; None when there is none yet.
+    pub fn load(state: &Path) -> Result<Option<Manifest>> {
+        let path = state.join(MANIFEST);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| Error::State {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if m.version != MANIFEST_VERSION {
+            return Err(Error::State {
+                path,
+                reason: format!(
+                    "manifest version {} (this build reads {MANIFEST_VERSION})",
+                    m.version
+                ),
+            });
+        }
+        Ok(Some(m))
+    }
+
+    /// Publishes this manifest atomically, then removes rollup files it no longer lists.
+    pub fn publish(&self, state: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        write_atomic(&state.join(MANIFEST), &text)?;
+        self.remove_unlisted(state)
+    }
+
+    fn remove_unlisted(&self, state: &Path) -> Result<()> {
+        let listed: std::collections::HashSet<PathBuf> = self
+            .rollups
+            .iter()
+            .flat_map(|r| r.partitions.iter().map(|p| state.join(&p.file)))
+            .collect();
+        let root = state.join(ROLLUP_DIR);
+        let Ok(dirs) = fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for dir in dirs.flatten() {
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            let mut empty = true;
+            for f in files.flatten() {
+                if listed.contains(&f.path()) {
+                    empty = false;
+                } else {
+                    fs::remove_file(f.path()).map_err(|e| Error::io(f.path(), e))?;
+                }
+            }
+            if empty {
+                let _ = fs::remove_dir(dir.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Total bytes of all rollup files.
+    pub fn bytes(&self) -> u64 {
+        self.rollups.iter().map(|r| r.bytes).sum()
+    }
+}
+
+/// Writes `data` to `path` via a temp file, fsync and rename, then fsyncs the folder.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Fsyncs a folder so renames in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// The partition key of a bucket time under `grain`, and the first time after it.
+fn partition_of(grain: Option<TimeCol>, time: i32) -> (String, i32) {
+    match grain {
+        None => ("all".into(), i32::MAX),
+        Some(_) if time == NULL_TIME => ("null".into(), i32::MAX),
+        Some(_) => {
+            let text = TimeCol::Day.format(time);
+            let (y, m): (i32, u32) = (
+                text[..4].parse().unwrap_or(0),
+                text[5..7].parse().unwrap_or(1),
+            );
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let next = chrono::NaiveDate::from_ymd_opt(ny, nm, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(i32::MAX, |d| {
+                    (d.and_utc().timestamp() / 60).min(i32::MAX as i64) as i32
+                });
+            (text[..7].to_string(), next)
+        }
+    }
+}
+
+/// Writes a rollup's partitions for `generation` and returns its manifest entry.
+/// Partitions whose rows equal those of `previous` (the rollup's last entry and rows)
+/// are kept as they are, not rewritten.
+pub fn write_rollup(
+    state: &Path,
+    spec: &RollupSpec,
+    rows: &RollupRows,
+    generation: u64,
+    previous: Option<(&RollupEntry, &RollupRows)>,
+) -> Result<RollupEntry> {
+    let name = spec.name();
+    let dir = state.join(ROLLUP_DIR).join(&name);
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    type Previous<'a> = std::collections::HashMap<String, (&'a PartitionEntry, &'a [(Key, Agg)])>;
+    let old: Previous = previous
+        .map(|(entry, old_rows)| {
+            let slices = partitions(spec, &old_rows.0);
+            entry
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    slices
+                        .iter()
+                        .find(|(k, _)| *k == p.key)
+                        .map(|(_, s)| (p.key.clone(), (p, *s)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut entries = Vec::new();
+    let mut wrote = false;
+    for (key, part) in partitions(spec, &rows.0) {
+        if let Some((p, old_part)) = old.get(&key) {
+            if *old_part == part {
+                entries.push((*p).clone());
+                continue;
+            }
+        }
+        let batch = to_batch(spec, part)?;
+        let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
+        let bytes = write_ipc(&state.join(&file), &batch)?;
+        wrote = true;
+        entries.push(PartitionEntry {
+            key,
+            file,
+            rows: part.len() as u64,
+            bytes,
+        });
+    }
+    if wrote {
+        sync_dir(&dir)?;
+    }
+    Ok(RollupEntry {
+        name,
+        spec: spec.clone(),
+        rows: rows.len() as u64,
+        bytes: entries.iter().map(|p| p.bytes).sum(),
+        partitions: entries,
+    })
+}
+
+/// Splits sorted rows into partitions: (key, rows).
+fn partitions<'a>(spec: &RollupSpec, rows: &'a [(Key, Agg)]) -> Vec<(String, &'a [(Key, Agg)])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let (key, next) = partition_of(spec.grain, rows[start].0.time);
+        let len = if next == i32::MAX {
+            rows.len() - start
+        } else {
+            rows[start..].partition_point(|r| r.0.time < next)
+        };
+        out.push((key, &rows[start..start + len]));
+        start += len;
+    }
+    out
+}
+
+fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    let mut w = FileWriter::try_new_with_options(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        &batch.schema(),
+        opts,
+    )?;
+    w.write(batch)?;
+    w.finish()?;
+    let file = w
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| Error::io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    let bytes = file.metadata().map_err(|e| Error::io(&tmp, e))?.len();
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// Reads a rollup's rows back from its partition files.
+pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
+    let mut rows = Vec::with_capacity(entry.rows as usize);
+    for p in &entry.partitions {
+        let path = state.join(&p.file);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)?;
+        for batch in reader {
+            from_batch(&entry.spec, &batch?, &mut rows)?;
+        }
+    }
+    rows.sort_unstable_by_key(|r| r.0);
+    Ok(RollupRows(rows))
+}
+
+fn measure_fields(name: &str) -> [Field; 4] {
+    let dec = |p| DataType::Decimal128(p, PRICE_SCALE);
+    [
+        Field::new(format!("{name}_count"), DataType::Int64, false),
+        Field::new(format!("{name}_sum"), dec(38), true),
+        Field::new(format!("{name}_min"), dec(PRICE_PRECISION), true),
+        Field::new(format!("{name}_max"), dec(PRICE_PRECISION), true),
+    ]
+}
+
+/// The Arrow schema of a rollup's files.
+pub fn rollup_schema(spec: &RollupSpec) -> SchemaRef {
+    let mut fields = Vec::new();
+    match spec.grain {
+        None => {}
+        Some(t @ (TimeCol::Day | TimeCol::Week)) => {
+            fields.push(Field::new(t.name(), DataType::Date32, true))
+        }
+        Some(t) => fields.push(Field::new(
+            t.name(),
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        )),
+    }
+    for d in &spec.dims {
+        let ty = match d {
+            Dim::Type | Dim::Country => DataType::Utf8,
+            Dim::Advertiser | Dim::Publisher => DataType::Int32,
+        };
+        fields.push(Field::new(d.column().name(), ty, true));
+    }
+    fields.push(Field::new("count", DataType::Int64, false));
+    fields.extend(measure_fields("bid_price"));
+    fields.extend(measure_fields("total_price"));
+    Arc::new(Schema::new(fields))
+}
+
+fn measure_arrays(rows: &[(Key, Agg)], pick: fn(&Agg) -> &Measure) -> Result<[ArrayRef; 4]> {
+    let m = || rows.iter().map(|r| pick(&r.1));
+    let dec = |p: u8, it: Vec<Option<i128>>| -> Result<ArrayRef> {
+        Ok(Arc::new(
+            Decimal128Array::from(it).with_precision_and_scale(p, PRICE_SCALE)?,
+        ))
+    };
+    Ok([
+        Arc::new(Int64Array::from_iter_values(m().map(|x| x.n as i64))),
+        dec(38, m().map(|x| (x.n > 0).then_some(x.sum)).collect())?,
+        dec(
+            PRICE_PRECISION,
+            m().map(|x| (x.n > 0).then_some(x.min as i128)).collect(),
+        )?,
+        dec(
+            PRICE_PRECISION,
+            m().map(|x| (x.n > 0).then_some(x.max as i128)).collect(),
+        )?,
+    ])
+}
+
+fn to_batch(spec: &RollupSpec, rows: &[(Key, Agg)]) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    let time = || {
+        rows.iter()
+            .map(|r| (r.0.time != NULL_TIME).then_some(r.0.time))
+    };
+    match spec.grain {
+        None => {}
+        Some(TimeCol::Day | TimeCol::Week) => cols.push(Arc::new(Date32Array::from_iter(
+            time().map(|t| t.map(|m| m.div_euclid(1440))),
+        ))),
+        Some(_) => cols.push(Arc::new(TimestampSecondArray::from_iter(
+            time().map(|t| t.map(|m| m as i64 * 60)),
+        ))),
+    }
+    for d in &spec.dims {
+        let col: ArrayRef = match d {
+            Dim::Type => Arc::new(StringArray::from_iter(
+                rows.iter()
+                    .map(|r| (r.0.typ != 0).then(|| type_name(r.0.typ))),
+            )),
+            Dim::Country => Arc::new(StringArray::from_iter(
+                rows.iter()
+                    .map(|r| (r.0.country != 0).then(|| country_name(r.0.country))),
+            )),
+            Dim::Advertiser => Arc::new(Int32Array::from_iter(
+                rows.iter()
+                    .map(|r| (r.0.adv != NULL_ID).then_some(r.0.adv as i32)),
+            )),
+            Dim::Publisher => Arc::new(Int32Array::from_iter(
+                rows.iter()
+                    .map(|r| (r.0.publ != NULL_ID).then_some(r.0.publ as i32)),
+            )),
+        };
+        cols.push(col);
+    }
+    cols.push(Arc::new(Int64Array::from_iter_values(
+        rows.iter().map(|r| r.1.rows as i64),
+    )));
+    cols.extend(measure_arrays(rows, |a| &a.bid)?);
+    cols.extend(measure_arrays(rows, |a| &a.total)?);
+    Ok(RecordBatch::try_new(rollup_schema(spec), cols)?)
+}
+
+fn bad_file(what: &str) -> Error {
+    Error::Internal(format!("rollup file: {what}"))
+}
+
+fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut Vec<(Key, Agg)>) -> Result<()> {
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| bad_file(&format!("missing column {name}")))
+    };
+    let n = batch.num_rows();
+    let mut keys = vec![Key::default(); n];
+    if let Some(t) = spec.grain {
+        let c = col(t.name())?;
+        for (i, k) in keys.iter_mut().enumerate() {
+            k.time = if c.is_null(i) {
+                NULL_TIME
+            } else if matches!(t, TimeCol::Day | TimeCol::Week) {
+                c.as_primitive::<Date32Type>().value(i) * 1440
+            } else {
+                (c.as_primitive::<TimestampSecondType>().value(i) / 60) as i32
+            };
+        }
+    }
+    for d in &spec.dims {
+        let c = col(d.column().name())?;
+        for (i, k) in keys.iter_mut().enumerate() {
+            match d {
+                Dim::Type => {
+                    k.typ = if c.is_null(i) {
+                        0
+                    } else {
+                        type_code(c.as_string::<i32>().value(i))
+                            .ok_or_else(|| bad_file("unknown type"))?
+                    }
+                }
+                Dim::Country => {
+                    k.country = if c.is_null(i) {
+                        0
+                    } else {
+                        country_code(c.as_string::<i32>().value(i))?
+                    }
+                }
+                Dim::Advertiser | Dim::Publisher => {
+                    let v = if c.is_null(i) {
+                        NULL_ID
+                    } else {
+                        c.as_primitive::<Int32Type>().value(i) as i64
+                    };
+                    if *d == Dim::Advertiser {
+                        k.adv = v
+                    } else {
+                        k.publ = v
+                    }
+                }
+            }
+        }
+    }
+    let count = col("count")?.as_primitive::<Int64Type>().clone();
+    let measure = |name: &str| -> Result<Vec<Measure>> {
+        let n_col = col(&format!("{name}_count"))?
+            .as_primitive::<Int64Type>()
+            .clone();
+        let sum = col(&format!("{name}_sum"))?
+            .as_primitive::<Decimal128Type>()
+            .clone();
+        let min = col(&format!("{name}_min"))?
+            .as_primitive::<Decimal128Type>()
+            .clone();
+        let max = col(&format!("{name}_max"))?
+            .as_primitive::<Decimal128Type>()
+            .clone();
+        Ok((0..n)
+            .map(|i| Measure {
+                n: n_col.value(i) as u64,
+                sum: if sum.is_valid(i) { sum.value(i) } else { 0 },
+                min: if min.is_valid(i) {
+                    min.value(i) as i64
+                } else {
+                    0
+                },
+                max: if max.is_valid(i) {
+                    max.value(i) as i64
+                } else {
+                    0
+                },
+            })
+            .collect())
+    };
+    let bid = measure("bid_price")?;
+    let total = measure("total_price")?;
+    for i in 0..n {
+        out.push((
+            keys[i],
+            Agg {
+                rows: count.value(i) as u64,
+                bid: bid[i],
+                total: total[i],
+            },
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::TimeCol;
+
+    #[test]
+    fn rollup_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RollupSpec::new(
+            Some(TimeCol::Hour),
+            &[Dim::Type, Dim::Country, Dim::Publisher],
+        );
+        let us = country_code("US").unwrap();
+        let mut a = Agg {
+            rows: 3,
+            ..Agg::default()
+        };
+        a.bid.add(1_500_000_000);
+        a.bid.add(-2);
+        let rows = RollupRows(vec![
+            (
+                Key {
+                    time: 28_401_660,
+                    typ: 2,
+                    country: us,
+                    adv: 0,
+                    publ: 7,
+                },
+                a,
+            ),
+            (
+                Key {
+                    time: 28_500_000,
+                    typ: 0,
+                    country: 0,
+                    adv: 0,
+                    publ: NULL_ID,
+                },
+                Agg {
+                    rows: 1,
+                    ..Agg::default()
+                },
+            ),
+            (
+                Key {
+                    time: NULL_TIME,
+                    typ: 1,
+                    country: us,
+                    adv: 0,
+                    publ: 9,
+                },
+                Agg {
+                    rows: 2,
+                    ..Agg::default()
+                },
+            ),
+        ]);
+        let entry = write_rollup(dir.path(), &spec, &rows, 7, None).unwrap();
+        let again = write_rollup(dir.path(), &spec, &rows, 8, Some((&entry, &rows))).unwrap();
+        assert_eq!(again, entry, "unchanged partitions are kept");
+        assert_eq!(entry.partitions.len(), 3);
+        assert_eq!(read_rollup(dir.path(), &entry).unwrap(), rows);
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            generation: 7,
+            zone: "UTC".into(),
+            rollups: vec![entry],
+        };
+        m.publish(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
+    }
+}

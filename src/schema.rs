@@ -1,0 +1,350 @@
+//! The event data model: raw and derived columns, event types, time zones and time buckets.
+//!
+//! Time is handled as *local minutes*: minutes since 1970-01-01 00:00 of the configured
+//! time zone's wall clock. Every derived time column is a bucket of that number, so a
+//! coarser grain is always derivable from a finer one (minute → hour → day → week).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone as _};
+
+use crate::error::{Error, Result};
+
+/// The raw CSV columns, in the canonical header order of CONTRACT §1.
+pub const RAW_COLUMNS: [&str; 9] = [
+    "ts",
+    "type",
+    "auction_id",
+    "advertiser_id",
+    "publisher_id",
+    "bid_price",
+    "user_id",
+    "total_price",
+    "country",
+];
+
+/// Decimal scale of prices: values are kept as exact integers of 10^-9 units.
+pub const PRICE_SCALE: i8 = 9;
+/// Decimal precision of prices (fits an i64).
+pub const PRICE_PRECISION: u8 = 18;
+/// 10^PRICE_SCALE, for converting exact prices to floating point.
+pub const PRICE_UNIT: f64 = 1e9;
+
+/// The four event types, coded 1..=4; code 0 is NULL.
+pub const EVENT_TYPES: [&str; 4] = ["serve", "impression", "click", "purchase"];
+
+/// The code of an event type name (1..=4), or None for anything else.
+pub fn type_code(name: &str) -> Option<u8> {
+    EVENT_TYPES
+        .iter()
+        .position(|t| *t == name)
+        .map(|i| i as u8 + 1)
+}
+
+/// The name of a non-NULL event type code.
+pub fn type_name(code: u8) -> &'static str {
+    EVENT_TYPES[code as usize - 1]
+}
+
+/// A derived time column. Ordered from finest to coarsest.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeCol {
+    Minute,
+    Hour,
+    Day,
+    Week,
+}
+
+impl TimeCol {
+    pub const ALL: [TimeCol; 4] = [TimeCol::Minute, TimeCol::Hour, TimeCol::Day, TimeCol::Week];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeCol::Minute => "minute",
+            TimeCol::Hour => "hour",
+            TimeCol::Day => "day",
+            TimeCol::Week => "week",
+        }
+    }
+
+    /// The bucket (its first local minute) that local minute `m` falls in.
+    pub fn bucket(self, m: i32) -> i32 {
+        match self {
+            TimeCol::Minute => m,
+            TimeCol::Hour => m - m.rem_euclid(60),
+            TimeCol::Day => m - m.rem_euclid(1440),
+            TimeCol::Week => {
+                let day = m.div_euclid(1440);
+                // 1970-01-01 was a Thursday: (day + 3) mod 7 is 0 on Mondays.
+                (day - (day + 3).rem_euclid(7)) * 1440
+            }
+        }
+    }
+
+    /// The canonical text of a bucket (CONTRACT §2).
+    pub fn format(self, bucket: i32) -> String {
+        let dt = minute_to_datetime(bucket);
+        match self {
+            TimeCol::Minute => dt.format("%Y-%m-%d %H:%M").to_string(),
+            TimeCol::Hour => dt.format("%Y-%m-%d %H:00:00").to_string(),
+            TimeCol::Day | TimeCol::Week => dt.format("%Y-%m-%d").to_string(),
+        }
+    }
+
+    /// Parses the text of a value of this column into local minutes.
+    ///
+    /// Day and week take `YYYY-MM-DD`; hour and minute take `YYYY-MM-DD HH:MM[:SS]` with
+    /// zero seconds. A value that is not on a bucket boundary (a Tuesday for `week`,
+    /// 13:30 for `hour`) is accepted and compared chronologically, as SQL would.
+    pub fn parse(self, text: &str) -> Result<i32> {
+        let bad = || {
+            Error::invalid(format!(
+                "bad {} value {text:?}: expected {}",
+                self.name(),
+                match self {
+                    TimeCol::Day | TimeCol::Week => "YYYY-MM-DD",
+                    TimeCol::Hour => "YYYY-MM-DD HH:00:00",
+                    TimeCol::Minute => "YYYY-MM-DD HH:MM",
+                }
+            ))
+        };
+        let dt = match self {
+            TimeCol::Day | TimeCol::Week => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map_err(|_| bad())?
+                .and_hms_opt(0, 0, 0)
+                .ok_or_else(bad)?,
+            TimeCol::Hour | TimeCol::Minute => {
+                NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+                    .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M"))
+                    .map_err(|_| bad())?
+            }
+        };
+        if dt.and_utc().timestamp().rem_euclid(60) != 0 {
+            return Err(bad());
+        }
+        i32::try_from(dt.and_utc().timestamp().div_euclid(60)).map_err(|_| bad())
+    }
+}
+
+fn minute_to_datetime(m: i32) -> NaiveDateTime {
+    chrono::DateTime::from_timestamp(m as i64 * 60, 0)
+        .expect("i32 minutes are always a valid timestamp")
+        .naive_utc()
+}
+
+/// Every column a query may name: the raw ones and the derived time columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Column {
+    Ts,
+    Type,
+    AuctionId,
+    AdvertiserId,
+    PublisherId,
+    BidPrice,
+    UserId,
+    TotalPrice,
+    Country,
+    Time(TimeCol),
+}
+
+/// How a column's values are typed in queries and results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Integers (ts, ids).
+    Int,
+    /// Exact decimals shown as floating point (prices).
+    Price,
+    /// Free text (type, country).
+    Text,
+    /// UUID text.
+    Uuid,
+    /// A derived time column.
+    Time(TimeCol),
+}
+
+impl Column {
+    pub const ALL: [Column; 13] = [
+        Column::Ts,
+        Column::Type,
+        Column::AuctionId,
+        Column::AdvertiserId,
+        Column::PublisherId,
+        Column::BidPrice,
+        Column::UserId,
+        Column::TotalPrice,
+        Column::Country,
+        Column::Time(TimeCol::Day),
+        Column::Time(TimeCol::Week),
+        Column::Time(TimeCol::Hour),
+        Column::Time(TimeCol::Minute),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Ts => "ts",
+            Column::Type => "type",
+            Column::AuctionId => "auction_id",
+            Column::AdvertiserId => "advertiser_id",
+            Column::PublisherId => "publisher_id",
+            Column::BidPrice => "bid_price",
+            Column::UserId => "user_id",
+            Column::TotalPrice => "total_price",
+            Column::Country => "country",
+            Column::Time(t) => t.name(),
+        }
+    }
+
+    pub fn kind(self) -> ColumnKind {
+        match self {
+            Column::Ts | Column::AdvertiserId | Column::PublisherId | Column::UserId => {
+                ColumnKind::Int
+            }
+            Column::BidPrice | Column::TotalPrice => ColumnKind::Price,
+            Column::Type | Column::Country => ColumnKind::Text,
+            Column::AuctionId => ColumnKind::Uuid,
+            Column::Time(t) => ColumnKind::Time(t),
+        }
+    }
+}
+
+impl FromStr for Column {
+    type Err = ();
+
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        Column::ALL.into_iter().find(|c| c.name() == s).ok_or(())
+    }
+}
+
+impl fmt::Display for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The time zone derived time columns are computed in (UTC by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Zone {
+    #[default]
+    Utc,
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// The time zone called `name` in the IANA database (`UTC` included).
+    pub fn parse(name: &str) -> Result<Zone> {
+        if name.eq_ignore_ascii_case("utc") {
+            return Ok(Zone::Utc);
+        }
+        name.parse::<chrono_tz::Tz>()
+            .map(Zone::Named)
+            .map_err(|_| Error::Internal(format!("unknown time zone {name:?}")))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Zone::Utc => "UTC".to_string(),
+            Zone::Named(tz) => tz.name().to_string(),
+        }
+    }
+
+    /// A converter from epoch milliseconds to local minutes, caching the zone offset.
+    pub fn clock(&self) -> LocalClock {
+        LocalClock {
+            zone: *self,
+            cached_slot: i64::MIN,
+            cached_offset_min: 0,
+        }
+    }
+}
+
+/// Converts epoch milliseconds to local minutes, caching the zone's UTC offset per
+/// 15-minute slot of UTC time (zone offsets change on quarter-hour boundaries).
+#[derive(Debug, Clone)]
+pub struct LocalClock {
+    zone: Zone,
+    cached_slot: i64,
+    cached_offset_min: i64,
+}
+
+impl LocalClock {
+    /// Local minutes of the instant `ts_ms`, or None when out of range.
+    pub fn local_minute(&mut self, ts_ms: i64) -> Option<i32> {
+        let utc_min = ts_ms.div_euclid(60_000);
+        let local = match self.zone {
+            Zone::Utc => utc_min,
+            Zone::Named(tz) => {
+                let slot = utc_min.div_euclid(15);
+                if slot != self.cached_slot {
+                    let dt = chrono::DateTime::from_timestamp(slot * 15 * 60, 0)?;
+                    let offset = tz.offset_from_utc_datetime(&dt.naive_utc()).fix();
+                    self.cached_offset_min = offset.local_minus_utc() as i64 / 60;
+                    self.cached_slot = slot;
+                }
+                utc_min + self.cached_offset_min
+            }
+        };
+        i32::try_from(local).ok()
+    }
+}
+
+/// Formats an exact price (10^-9 units) as a float.
+pub fn price_to_f64(v: i128) -> f64 {
+    v as f64 / PRICE_UNIT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_text() {
+        let m = TimeCol::Minute.parse("2024-06-01 13:45").unwrap();
+        assert_eq!(TimeCol::Minute.format(m), "2024-06-01 13:45");
+        assert_eq!(
+            TimeCol::Hour.format(TimeCol::Hour.bucket(m)),
+            "2024-06-01 13:00:00"
+        );
+        assert_eq!(TimeCol::Day.format(TimeCol::Day.bucket(m)), "2024-06-01");
+        // 2024-06-01 is a Saturday; its ISO week starts Monday 2024-05-27.
+        assert_eq!(TimeCol::Week.format(TimeCol::Week.bucket(m)), "2024-05-27");
+        assert_eq!(
+            TimeCol::Hour.parse("2024-06-01 13:00:00").unwrap(),
+            TimeCol::Hour.bucket(m)
+        );
+        assert!(TimeCol::Day.parse("2024-13-01").is_err());
+        assert!(TimeCol::Hour.parse("2024-06-01 13:00:30").is_err());
+        assert!(TimeCol::Day.parse("2024-06-01 13:00").is_err());
+    }
+
+    #[test]
+    fn buckets_before_1970_floor() {
+        let m = TimeCol::Minute.parse("1969-12-31 23:59").unwrap();
+        assert_eq!(m, -1);
+        assert_eq!(TimeCol::Day.format(TimeCol::Day.bucket(m)), "1969-12-31");
+        assert_eq!(TimeCol::Week.format(TimeCol::Week.bucket(m)), "1969-12-29");
+    }
+
+    #[test]
+    fn zones_shift_local_time() {
+        let ts = 1_717_249_500_000; // 2024-06-01 13:45 UTC
+        let mut utc = Zone::Utc.clock();
+        let mut tokyo = Zone::parse("Asia/Tokyo").unwrap().clock();
+        let mut ny = Zone::parse("America/New_York").unwrap().clock();
+        assert_eq!(
+            TimeCol::Minute.format(utc.local_minute(ts).unwrap()),
+            "2024-06-01 13:45"
+        );
+        assert_eq!(
+            TimeCol::Minute.format(tokyo.local_minute(ts).unwrap()),
+            "2024-06-01 22:45"
+        );
+        assert_eq!(
+            TimeCol::Minute.format(ny.local_minute(ts).unwrap()),
+            "2024-06-01 09:45"
+        );
+    }
+}

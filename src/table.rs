@@ -1,0 +1,297 @@
+//! The DuckDB `events` table: raw rows of every folded file, appended and deleted per
+//! file, queried for what no rollup covers.
+//!
+//! DuckDB's connection and appender are not `Send`-friendly, so the database lives on a
+//! thread of its own; `Table` is a cheap-to-clone handle that sends it jobs.
+//!
+//! Failure semantics: each file change runs in one DuckDB transaction (delete the file's
+//! old rows, append the new ones, record the file), so after an error or a crash the
+//! table holds either the old or the new rows of a file, never a mix.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use arrow::record_batch::RecordBatch;
+use crossbeam_channel::{bounded, unbounded, Sender};
+use duckdb::types::{ToSqlOutput, Value as DValue, ValueRef};
+use duckdb::{params, Config, Connection};
+
+use crate::error::{Error, Result};
+use crate::query::output::Value;
+use crate::query::plan::Param;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A file as the table records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableFile {
+    pub id: i32,
+    pub path: String,
+    /// Bytes of the file folded into the table.
+    pub size: u64,
+    /// Parts appended (the initial fold and each appended tail); rows carry their part.
+    pub parts: i32,
+    pub rows: u64,
+}
+
+/// One file's change to the table, applied in one transaction.
+#[derive(Debug)]
+pub enum TableChange {
+    /// New rows for a file (a new file, or a rewrite replacing file `old`).
+    Put {
+        old: Option<i32>,
+        batch: RecordBatch,
+        file: TableFile,
+    },
+    /// An appended tail: rows of the next part.
+    Append { batch: RecordBatch, file: TableFile },
+    /// A file gone: its rows and record.
+    Remove { id: i32 },
+    /// Only the file's record changes (renamed, touched).
+    Record { file: TableFile },
+    /// Drops the file's parts from `file.parts` on (undoing an uncommitted append).
+    Truncate { file: TableFile },
+}
+
+/// DuckDB settings.
+#[derive(Debug, Clone, Default)]
+pub struct TableOptions {
+    /// Worker threads DuckDB may use (0 = DuckDB's default).
+    pub threads: usize,
+    /// DuckDB's memory limit, e.g. "1GB" (empty = DuckDB's default).
+    pub memory_limit: String,
+}
+
+/// A handle to the DuckDB thread.
+#[derive(Clone)]
+pub struct Table {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Mutex<Option<Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.tx.lock().expect("table lock").take();
+        if let Some(t) = self.thread.lock().expect("table lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    file_id INTEGER PRIMARY KEY,
+    path VARCHAR NOT NULL,
+    size BIGINT NOT NULL,
+    parts INTEGER NOT NULL,
+    rows BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    file_id INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    ts BIGINT,
+    \"type\" VARCHAR,
+    auction_id UUID,
+    advertiser_id INTEGER,
+    publisher_id INTEGER,
+    bid_price DECIMAL(18, 9),
+    user_id BIGINT,
+    total_price DECIMAL(18, 9),
+    country VARCHAR,
+    day DATE,
+    local_minute INTEGER
+);";
+
+impl Table {
+    /// Opens (creating if needed) the database file at `path` on a new thread.
+    pub fn open(path: &Path, opts: &TableOptions) -> Result<Table> {
+        let mut config = Config::default();
+        if opts.threads > 0 {
+            config = config.threads(opts.threads as i64)?;
+        }
+        if !opts.memory_limit.is_empty() {
+            config = config.max_memory(&opts.memory_limit)?;
+        }
+        let mut conn = Connection::open_with_flags(path, config)?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = unbounded::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("duckdb".into())
+            .spawn(move || {
+                for job in rx {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Table {
+            inner: Arc::new(Inner {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the DuckDB thread and waits for its result.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (reply_tx, reply_rx) = bounded(1);
+        let job: Job = Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        });
+        self.inner
+            .tx
+            .lock()
+            .expect("table lock")
+            .as_ref()
+            .ok_or_else(|| Error::Internal("duckdb thread stopped".into()))?
+            .send(job)
+            .map_err(|_| Error::Internal("duckdb thread stopped".into()))?;
+        reply_rx
+            .recv()
+            .map_err(|_| Error::Internal("duckdb thread died".into()))?
+    }
+
+    /// Applies one file's change in one transaction.
+    pub fn apply(&self, change: TableChange) -> Result<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let delete_rows = |id: i32, from_part: i32| {
+                tx.execute(
+                    "DELETE FROM events WHERE file_id = ? AND part >= ?",
+                    params![id, from_part],
+                )
+            };
+            let (batch, file) = match change {
+                TableChange::Put { old, batch, file } => {
+                    if let Some(old) = old {
+                        delete_rows(old, 0)?;
+                        tx.execute("DELETE FROM files WHERE file_id = ?", params![old])?;
+                    }
+                    delete_rows(file.id, 0)?;
+                    (Some(batch), Some(file))
+                }
+                TableChange::Append { batch, file } => (Some(batch), Some(file)),
+                TableChange::Remove { id } => {
+                    delete_rows(id, 0)?;
+                    tx.execute("DELETE FROM files WHERE file_id = ?", params![id])?;
+                    (None, None)
+                }
+                TableChange::Record { file } => (None, Some(file)),
+                TableChange::Truncate { file } => {
+                    delete_rows(file.id, file.parts)?;
+                    (None, Some(file))
+                }
+            };
+            if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+                let mut app = tx.appender("events")?;
+                app.append_record_batch(batch)?;
+                app.flush()?;
+            }
+            if let Some(f) = file {
+                tx.execute(
+                    "INSERT OR REPLACE INTO files (file_id, path, size, parts, rows) VALUES (?, ?, ?, ?, ?)",
+                    params![f.id, f.path, f.size as i64, f.parts, f.rows as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The files the table holds rows of.
+    pub fn files(&self) -> Result<Vec<TableFile>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT file_id, path, size, parts, rows FROM files")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(TableFile {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                    parts: r.get(3)?,
+                    rows: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<duckdb::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Writes DuckDB's WAL into the database file.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.call(|conn| Ok(conn.execute_batch("CHECKPOINT")?))
+    }
+
+    /// Runs a query with bound parameters; values come back as result values.
+    pub fn query(&self, sql: String, params: Vec<Param>) -> Result<Vec<Vec<Value>>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(&sql)?;
+            let bound: Vec<DValue> = params
+                .into_iter()
+                .map(|p| match p {
+                    Param::Int(i) => DValue::BigInt(i),
+                    Param::Float(f) => DValue::Double(f),
+                    Param::Text(s) => DValue::Text(s),
+                })
+                .collect();
+            let mut rows = stmt.query(duckdb::params_from_iter(
+                bound.iter().map(ToSqlOutput::from),
+            ))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let n = row.as_ref().column_count();
+                let mut values = Vec::with_capacity(n);
+                for i in 0..n {
+                    values.push(value(row.get_ref(i)?)?);
+                }
+                out.push(values);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The number of rows in `events`.
+    pub fn row_count(&self) -> Result<u64> {
+        self.call(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+}
+
+fn value(v: ValueRef<'_>) -> Result<Value> {
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Boolean(b) => Value::Int(b as i128),
+        ValueRef::TinyInt(i) => Value::Int(i.into()),
+        ValueRef::SmallInt(i) => Value::Int(i.into()),
+        ValueRef::Int(i) => Value::Int(i.into()),
+        ValueRef::BigInt(i) => Value::Int(i.into()),
+        ValueRef::HugeInt(i) => Value::Int(i),
+        ValueRef::UTinyInt(i) => Value::Int(i.into()),
+        ValueRef::USmallInt(i) => Value::Int(i.into()),
+        ValueRef::UInt(i) => Value::Int(i.into()),
+        ValueRef::UBigInt(i) => Value::Int(i.into()),
+        ValueRef::Float(f) => Value::Float(f.into()),
+        ValueRef::Double(f) => Value::Float(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        other => {
+            return Err(Error::Internal(format!(
+                "unexpected DuckDB result type {:?}",
+                other.data_type()
+            )))
+        }
+    })
+}

@@ -1,0 +1,112 @@
+//! The real binary: gen, build and query on a temp folder.
+
+use crate::util::{ok_stdout, Workspace};
+
+fn built() -> Workspace {
+    let ws = Workspace::new();
+    ok_stdout(&ws.run(&[
+        "gen",
+        "watch",
+        "--files",
+        "2",
+        "--rows-per-file",
+        "3000",
+        "--seed",
+        "9",
+    ]));
+    ok_stdout(&ws.run(&["build", "--watch", "watch", "--state", "state"]));
+    ws
+}
+
+#[test]
+fn gen_is_deterministic() {
+    let a = Workspace::new();
+    let b = Workspace::new();
+    for ws in [&a, &b] {
+        ok_stdout(&ws.run(&[
+            "gen",
+            "d",
+            "--files",
+            "2",
+            "--rows-per-file",
+            "500",
+            "--seed",
+            "4",
+        ]));
+    }
+    for name in ["events-000.csv", "events-001.csv"] {
+        let x = std::fs::read(a.tmp.path().join("d").join(name)).unwrap();
+        let y = std::fs::read(b.tmp.path().join("d").join(name)).unwrap();
+        assert_eq!(x, y, "{name}");
+    }
+}
+
+#[test]
+fn query_file_with_an_array_prints_one_line_per_query() {
+    let ws = built();
+    let refs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference-queries.json");
+    let out = ok_stdout(&ws.run(&["query", "--state", "state", "-f", refs]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        assert_eq!(l["ok"], true, "{l}");
+        assert!(l["source"].as_str().unwrap().starts_with("rollup:"), "{l}");
+        assert_eq!(l["generation"], 1);
+        assert!(l["elapsed_us"].is_u64());
+    }
+}
+
+#[test]
+fn query_formats_csv_and_arrow() {
+    let ws = built();
+    let q = r#"{"select":["type",{"COUNT":"*"}],"group_by":["type"]}"#;
+    let json = ok_stdout(&ws.run(&["query", "--state", "state", q]));
+    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let csv = ok_stdout(&ws.run(&["query", "--state", "state", "--format", "csv", q]));
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("type,COUNT(*)"));
+    let rows = json["rows"].as_array().unwrap();
+    for (line, row) in lines.zip(rows) {
+        assert_eq!(line, format!("{},{}", row[0].as_str().unwrap(), row[1]));
+    }
+    let out = ws.run(&["query", "--state", "state", "--format", "arrow", q]);
+    assert!(out.status.success());
+    let reader = arrow_ipc::reader::StreamReader::try_new(&out.stdout[..], None).unwrap();
+    let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, rows.len());
+}
+
+#[test]
+fn invalid_query_fails_with_a_one_line_reason() {
+    let ws = built();
+    let out = ws.run(&[
+        "query",
+        "--state",
+        "state",
+        r#"{"select":["nope"],"limit":1}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("invalid_query") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn query_without_state_says_what_to_do() {
+    let ws = Workspace::new();
+    let out = ws.run(&[
+        "query",
+        "--state",
+        "nowhere",
+        r#"{"select":[{"COUNT":"*"}]}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("rollupd build"), "{err}");
+}

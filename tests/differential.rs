@@ -1,0 +1,137 @@
+//! Differential tests: random and reference queries against DuckDB over the raw CSVs.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rollupd::query::{plan::covers, Query};
+use rollupd::rollup::{Dim, RollupSpec};
+use rollupd::schema::Column;
+
+use crate::oracle::{assert_same, oracle, query_context, random_query};
+use crate::util::{answer_rows, reference_queries, Workspace};
+
+/// The rollup a query should be answered from, worked out independently of the planner:
+/// the smallest rollup whose key has every column the query touches.
+fn expected_source(q: &Query, catalog: &[(RollupSpec, u64)]) -> String {
+    let simple_aggs = q.select.iter().all(|item| match item {
+        rollupd::query::request::Item::Column(_) => true,
+        rollupd::query::request::Item::Agg(a) => match a.arg {
+            None | Some(Column::BidPrice | Column::TotalPrice) => true,
+            Some(c) => a.func == rollupd::query::request::Func::Count && key_column(c),
+        },
+    });
+    let columns: Vec<Column> = q.key_columns().collect();
+    if !q.is_aggregate() || !simple_aggs || !columns.iter().all(|c| key_column(*c)) {
+        return "duckdb".into();
+    }
+    let fits = |spec: &RollupSpec| {
+        let all_aggs_fit = q.select.iter().all(|item| match item {
+            rollupd::query::request::Item::Agg(a) => match a.arg {
+                Some(
+                    c @ (Column::Type
+                    | Column::Country
+                    | Column::AdvertiserId
+                    | Column::PublisherId),
+                ) => spec.dims.contains(&Dim::of(c).unwrap()),
+                Some(Column::Time(t)) => spec.grain.is_some_and(|g| g <= t),
+                _ => true,
+            },
+            _ => true,
+        });
+        all_aggs_fit
+            && columns.iter().all(|c| match c {
+                Column::Time(t) => spec.grain.is_some_and(|g| g <= *t),
+                c => spec.dims.contains(&Dim::of(*c).unwrap()),
+            })
+    };
+    catalog
+        .iter()
+        .filter(|(spec, _)| fits(spec))
+        .min_by_key(|(_, rows)| *rows)
+        .map_or("duckdb".into(), |(spec, _)| {
+            format!("rollup:{}", spec.name())
+        })
+}
+
+fn key_column(c: Column) -> bool {
+    matches!(c, Column::Time(_)) || Dim::of(c).is_some()
+}
+
+#[test]
+fn random_queries_equal_duckdb_over_the_csvs() {
+    let ws = Workspace::new();
+    let files = ws.generate(3, 4000, 7);
+    let engine = ws.build();
+    let snap = engine.snapshot();
+    let catalog: Vec<(RollupSpec, u64)> = snap
+        .catalog
+        .iter()
+        .map(|e| (e.spec.clone(), e.rows))
+        .collect();
+    let ctx = query_context(&files);
+    let mut rng = ChaCha8Rng::seed_from_u64(20241124);
+    let (mut rollup, mut duckdb) = (0, 0);
+    for i in 0..1200 {
+        let q = random_query(&mut rng, &ctx);
+        let parsed = Query::parse(&q).unwrap_or_else(|e| panic!("query {i} {q}: {e}"));
+        let answer = engine
+            .query(&q)
+            .unwrap_or_else(|e| panic!("query {i} {q}: {e}"));
+        let want = oracle(&files, &q).unwrap_or_else(|e| panic!("oracle {i} {q}: {e}"));
+        assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want)
+            .unwrap_or_else(|e| panic!("query {i}: {e}"));
+        let expected = expected_source(&parsed, &catalog);
+        assert_eq!(answer.source, expected, "query {i} {q}");
+        assert_eq!(
+            answer.source != "duckdb",
+            snap.catalog.iter().any(|e| covers(&e.spec, &parsed)),
+            "query {i} {q}"
+        );
+        if answer.source == "duckdb" {
+            duckdb += 1;
+        } else {
+            rollup += 1;
+        }
+    }
+    assert!(
+        rollup >= 300 && duckdb >= 200,
+        "rollup {rollup}, duckdb {duckdb}"
+    );
+}
+
+#[test]
+fn reference_queries_come_from_rollups_and_equal_duckdb() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 20_000, 3);
+    let engine = ws.build();
+    let expected = [
+        "rollup:day_type_country",
+        "rollup:day_type_country_publisher",
+        "rollup:day_type_country",
+        "rollup:all_type_advertiser",
+        "rollup:minute_type",
+    ];
+    for (q, source) in reference_queries().iter().zip(expected) {
+        let answer = engine.query(q).unwrap();
+        assert_eq!(answer.source, source, "{q}");
+        assert!(!answer.result.rows.is_empty(), "{q}");
+        let want = oracle(&files, q).unwrap();
+        assert_same(q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
+    }
+}
+
+#[test]
+fn rollups_are_identical_whatever_the_fold_order() {
+    let ws = Workspace::new();
+    ws.generate(4, 3000, 11);
+    let one = ws.build();
+    let other = Workspace::new();
+    for (i, f) in ws.files().iter().rev().enumerate() {
+        std::fs::copy(f, other.watch().join(format!("renamed-{i}.csv"))).unwrap();
+    }
+    let two = other.build();
+    let (a, b) = (one.snapshot(), two.snapshot());
+    assert_eq!(a.rollups.len(), b.rollups.len());
+    for (x, y) in a.rollups.iter().zip(&b.rollups) {
+        assert_eq!(x, y);
+    }
+}

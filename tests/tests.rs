@@ -1,0 +1,13 @@
+//! Integration tests: the engine and the real binary on temp folders, checked against
+//! DuckDB over the raw CSV files.
+
+mod oracle;
+mod util;
+
+mod bad_input;
+mod cli;
+mod crash;
+mod differential;
+mod history;
+mod input;
+mod invalid;
