@@ -13,6 +13,7 @@ use rollupd::gen::{generate, GenOptions};
 use rollupd::manifest::Manifest;
 use rollupd::rollup::default_specs;
 use rollupd::schema::Zone;
+use rollupd::{Engine, EngineOptions};
 
 struct Args {
     files: usize,
@@ -88,6 +89,78 @@ fn reference() {
     conn.execute_batch("CHECKPOINT").expect("checkpoint");
 }
 
+/// A folder of hard links to `files`.
+fn linked(files: &[PathBuf], dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in files {
+        std::fs::hard_link(f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// One 500,000-row file like the bench data (`rows` rows), written into `dir`.
+fn new_file(dir: &Path, name: &str, rows: usize, seed: u64) -> PathBuf {
+    let mut text = Vec::new();
+    let opts = GenOptions {
+        files: 1,
+        rows_per_file: rows,
+        seed,
+    };
+    rollupd::gen::write_file(&mut text, &opts, 0).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Times one in-process update; returns (seconds, MB parsed).
+fn timed_update(engine: &Engine, watch: &Path) -> (f64, f64) {
+    let start = Instant::now();
+    let r = engine.update(watch).unwrap();
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    (start.elapsed().as_secs_f64(), r.bytes_parsed as f64 / 1e6)
+}
+
+/// Incremental changes on a folded state: the daemon's cost (engine already open).
+fn incremental(files: &[PathBuf], work: &Path, state49: &Path, rows: usize) {
+    println!("\n| change (engine open, in-process) | time | parsed |");
+    println!("|---|---|---|");
+    let watch49 = work.join("watch");
+    let e49 = Engine::open(state49, EngineOptions::default()).unwrap();
+    let ten = &files[..files.len().min(10)];
+    let state10 = work.join("state10");
+    let watch10 = linked(ten, &work.join("watch10"));
+    let e10 = Engine::open(&state10, EngineOptions::default()).unwrap();
+    e10.update(&watch10).unwrap();
+    for (label, engine, watch) in [(ten.len(), &e10, &watch10), (files.len(), &e49, &watch49)] {
+        new_file(watch, "new-0.csv", rows, 777);
+        let (t, mb) = timed_update(engine, watch);
+        println!("| add one {rows}-row file, {label} files folded | {t:.2} s | {mb:.1} MB |");
+    }
+    let new = watch49.join("new-0.csv");
+    let tail = new_file(work, "tail.csv", 10_000, 778);
+    let tail_text = std::fs::read(&tail).unwrap();
+    let body = &tail_text[tail_text.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let mut f = std::fs::OpenOptions::new().append(true).open(&new).unwrap();
+    std::io::Write::write_all(&mut f, body).unwrap();
+    drop(f);
+    let (t, mb) = timed_update(&e49, &watch49);
+    println!("| append 10,000 rows to a tracked file | {t:.2} s | {mb:.1} MB |");
+    let touched = &watch49.join(files[0].file_name().unwrap());
+    std::fs::File::options()
+        .write(true)
+        .open(touched)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    let (t, mb) = timed_update(&e49, &watch49);
+    println!("| touch a tracked file | {t:.2} s | {mb:.1} MB |");
+    std::fs::remove_file(&new).unwrap();
+    let (t, mb) = timed_update(&e49, &watch49);
+    println!("| delete a tracked file | {t:.2} s | {mb:.1} MB |");
+    let (t, mb) = timed_update(&e49, &watch49);
+    println!("| nothing changed | {t:.2} s | {mb:.1} MB |");
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--reference") {
         return reference();
@@ -144,12 +217,13 @@ fn main() {
             .arg("--reference"),
     );
 
-    // rollupd's cold build.
+    // rollupd's cold build, on a folder of hard links to the data.
     let state = work.join("state");
+    let watch = linked(&files, &work.join("watch"));
     let (our_secs, our_rss) = run_measured(
         Command::new(env!("CARGO_BIN_EXE_rollupd"))
             .args(["build", "--watch"])
-            .arg(&data)
+            .arg(&watch)
             .arg("--state")
             .arg(&state),
     );
@@ -200,6 +274,12 @@ fn main() {
         csv_bytes as f64 / 1e6,
         state_bytes as f64 / csv_bytes as f64
     );
+    println!(
+        "| sled store | {:.0} MB | CSV {:.0} MB | {:.2}x |",
+        dir_bytes(&state.join("store")) as f64 / 1e6,
+        csv_bytes as f64 / 1e6,
+        dir_bytes(&state.join("store")) as f64 / csv_bytes as f64
+    );
     println!("\n| rollup | rows | bytes |");
     println!("|---|---|---|");
     for r in &manifest.rollups {
@@ -210,4 +290,5 @@ fn main() {
             r.bytes as f64 / 1e6
         );
     }
+    incremental(&files, &work, &state, a.rows);
 }

@@ -51,12 +51,15 @@ impl Default for EngineOptions {
             zone: Zone::Utc,
             specs: default_specs(),
             threads: 0,
-            batch_bytes: 512 << 20,
+            batch_bytes: 256 << 20,
             max_bad_rows: 0,
             table: TableOptions::default(),
         }
     }
 }
+
+/// A fold, the fingerprint of the bytes folded, and the encoded partials (whole files).
+type Fold = (Folded, u64, Vec<Vec<u8>>);
 
 /// One immutable published state: the rollups of one generation.
 #[derive(Debug, Default)]
@@ -219,6 +222,13 @@ impl Engine {
 
     /// Brings table and rollups in line with the store after an interrupted update.
     fn recover(&self) -> Result<()> {
+        self.reconcile_table()?;
+        self.recover_rollups()
+    }
+
+    /// Makes the table agree with the store: drops rows the store does not know, cuts off
+    /// uncommitted appends, and queues files whose rows are missing for folding.
+    fn reconcile_table(&self) -> Result<()> {
         let records: HashMap<i32, FileRecord> = self
             .store
             .files()?
@@ -247,7 +257,12 @@ impl Engine {
                 .cloned(),
         );
         *self.repairs.lock().expect("repairs lock") = repairs;
+        Ok(())
+    }
 
+    /// Loads the published rollups, or merges them again from the stored partials when
+    /// the manifest lags the store.
+    fn recover_rollups(&self) -> Result<()> {
         let generation = self.store.generation()?;
         let layout_ok = self
             .store
@@ -272,7 +287,7 @@ impl Engine {
             _ => {
                 // The rollups lag the store (or are missing): merge them from the stored
                 // partials, no CSV is read.
-                let ids: Vec<u32> = records.keys().map(|id| *id as u32).collect();
+                let ids: Vec<u32> = self.store.files()?.iter().map(|r| r.id).collect();
                 let rollups = (0..self.opts.specs.len())
                     .into_par_iter()
                     .map(|s| {
@@ -280,7 +295,7 @@ impl Engine {
                             .iter()
                             .map(|id| self.store.partial(*id, s))
                             .collect::<Result<Vec<_>>>()?;
-                        Ok(RollupRows::merge_all(&parts))
+                        Ok(Arc::new(RollupRows::merge_all(&parts)))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 self.write_and_publish(generation, rollups)?;
@@ -315,8 +330,24 @@ impl Engine {
             ..UpdateReport::default()
         };
         let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
+        // Each batch commits to the store; the rollups are published once, at the end
+        // (a crash in between is repaired from the stored partials).
+        let mut rollups = self.snapshot().rollups.clone();
+        let generation = report.generation;
         for batch in batches(changes, self.opts.batch_bytes) {
-            self.apply(batch, &mut report)?;
+            if let Err(e) = self.apply(batch, &mut report, &mut rollups) {
+                // The table may hold changes the store did not commit; put it back.
+                if let Err(again) = self.reconcile_table() {
+                    tracing::error!("repairing the table after a failed update: {again}");
+                }
+                if report.generation != generation {
+                    self.write_and_publish(report.generation, rollups)?;
+                }
+                return Err(e);
+            }
+        }
+        if report.generation != generation {
+            self.write_and_publish(report.generation, rollups)?;
         }
         report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
         report.failed.sort();
@@ -326,7 +357,12 @@ impl Engine {
 
     /// Applies one batch of changes as one generation. Files are folded in parallel and
     /// each goes to DuckDB as soon as it is folded.
-    fn apply(&self, changes: Vec<Change>, report: &mut UpdateReport) -> Result<()> {
+    fn apply(
+        &self,
+        changes: Vec<Change>,
+        report: &mut UpdateReport,
+        current: &mut Vec<Arc<RollupRows>>,
+    ) -> Result<()> {
         let specs = &self.opts.specs;
         let mut next_id = self.store.next_id()?;
         let ids: Vec<u32> = changes
@@ -351,8 +387,19 @@ impl Engine {
         let mut added: Vec<FxHashMap<Key, Agg>> = vec![FxHashMap::default(); specs.len()];
         let mut removed_ids: Vec<u32> = Vec::new();
         let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<(Folded, u64)>>)>(2);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<Fold>>)>(2);
         let t0 = Instant::now();
+        // Table changes run on the DuckDB thread while the next files fold and merge; at
+        // most two wait in its queue, which bounds the batches held in memory.
+        let mut pending: std::collections::VecDeque<crate::table::Pending<()>> =
+            std::collections::VecDeque::new();
+        let mut table_apply = |change: TableChange| -> Result<()> {
+            while pending.len() >= 2 {
+                pending.pop_front().expect("pending").wait()?;
+            }
+            pending.push_back(self.table.apply_queued(change)?);
+            Ok(())
+        };
         std::thread::scope(|scope| -> Result<()> {
             let (changes, ids) = (&changes, &ids);
             scope.spawn(move || {
@@ -391,7 +438,7 @@ impl Engine {
                     None => None,
                 };
                 match (change, folded) {
-                    (c @ (Change::Add(_) | Change::Replace(..)), Some((f, fp))) => {
+                    (c @ (Change::Add(_) | Change::Replace(..)), Some((f, fp, encoded))) => {
                         let (old, s) = match c {
                             Change::Replace(old, s) => (Some(old.id), s),
                             Change::Add(s) => (None, s),
@@ -400,14 +447,14 @@ impl Engine {
                         skipped(report, &s, &f);
                         let mut r = record(ids[i], &s, fp, f.rows, 1);
                         r.bad_rows = f.bad_rows.len() as u64;
-                        self.table.apply(TableChange::Put {
+                        table_apply(TableChange::Put {
                             old: old.map(|id| id as i32),
                             batch: f.table,
                             file: table_file(&r),
                         })?;
                         report.rows += f.rows;
                         add_partial(&mut added, &f.partial);
-                        commit.folded.push((r, encode_all(&f.partial)));
+                        commit.folded.push((r, encoded));
                         match old {
                             Some(id) => {
                                 report.replaced += 1;
@@ -417,11 +464,11 @@ impl Engine {
                             None => report.added += 1,
                         }
                     }
-                    (Change::Append(old, s), Some((f, fp))) => {
+                    (Change::Append(old, s), Some((f, fp, _))) => {
                         skipped(report, &s, &f);
                         let mut r = record(old.id, &s, fp, old.rows + f.rows, old.parts + 1);
                         r.bad_rows = old.bad_rows + f.bad_rows.len() as u64;
-                        self.table.apply(TableChange::Append {
+                        table_apply(TableChange::Append {
                             batch: f.table,
                             file: table_file(&r),
                         })?;
@@ -445,7 +492,7 @@ impl Engine {
                             inode: s.inode,
                             ..old
                         };
-                        self.table.apply(TableChange::Record {
+                        table_apply(TableChange::Record {
                             file: table_file(&r),
                         })?;
                         report.moved += 1;
@@ -460,6 +507,9 @@ impl Engine {
             return Ok(());
         }
 
+        for p in pending {
+            p.wait()?;
+        }
         let t_fold = t0.elapsed();
         // Appended files keep one partial: the old one merged with the tail's.
         for (id, tail) in appended {
@@ -477,7 +527,6 @@ impl Engine {
         }
 
         // New rollups: old + added − removed, extremes repaired from remaining partials.
-        let snap = self.snapshot();
         let gone: HashSet<u32> = removed_ids.iter().copied().collect();
         let kept: Vec<u32> = self
             .store
@@ -490,12 +539,8 @@ impl Engine {
             .into_par_iter()
             .enumerate()
             .map(|(s, add)| {
-                let old = snap
-                    .rollups
-                    .get(s)
-                    .map(|r| r.as_ref())
-                    .cloned()
-                    .unwrap_or_default();
+                let empty = RollupRows::default();
+                let old = current.get(s).map_or(&empty, |r| r.as_ref());
                 let add = RollupRows::from_map(add);
                 let sub = RollupRows::merge_all(
                     &removed_ids
@@ -514,30 +559,29 @@ impl Engine {
                     }
                     rows.recompute_extremes(&affected, &remaining);
                 }
-                Ok(rows)
+                Ok(Arc::new(rows))
             })
             .collect::<Result<Vec<_>>>()?;
 
         let t_merge = t0.elapsed();
         self.store.set_layout(&self.opts.zone.name(), specs)?;
         self.store.commit(&commit, next_id)?;
-        let t_store = t0.elapsed();
-        self.write_and_publish(commit.generation, rollups)?;
+        *current = rollups;
         tracing::info!(
             generation = commit.generation,
             fold_and_table_ms = t_fold.as_millis() as u64,
             merge_ms = (t_merge - t_fold).as_millis() as u64,
-            store_ms = (t_store - t_merge).as_millis() as u64,
-            publish_ms = (t0.elapsed() - t_store).as_millis() as u64,
-            "generation committed"
+            store_ms = (t0.elapsed() - t_merge).as_millis() as u64,
+            "generation committed to the store"
         );
         report.generation = commit.generation;
         Ok(())
     }
 
-    /// Reads and folds a file from byte `from` on, returning the fold and the fingerprint
-    /// of everything up to the end of what was folded.
-    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<(Folded, u64)> {
+    /// Reads and folds a file from byte `from` on, returning the fold, the fingerprint of
+    /// everything up to the end of what was folded, and (for a whole file) the encoded
+    /// partials for the store.
+    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<Fold> {
         let mut bytes = std::fs::read(&s.path).map_err(|e| Error::io(&s.path, e))?;
         bytes.truncate(s.size as usize);
         if (bytes.len() as u64) < s.size || (bytes.len() as u64) < from {
@@ -547,6 +591,7 @@ impl Engine {
             });
         }
         let fp = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let start = Instant::now();
         let f = fold_bytes(
             &s.path,
             &bytes,
@@ -557,11 +602,17 @@ impl Engine {
             self.opts.max_bad_rows,
         )?;
         self.stats.parsed(&s.path, f.bytes);
-        Ok((f, fp))
+        tracing::debug!(path = %s.path.display(), ms = start.elapsed().as_millis() as u64, "folded");
+        let encoded = if from == 0 {
+            encode_all(&f.partial)
+        } else {
+            Vec::new()
+        };
+        Ok((f, fp, encoded))
     }
 
     /// Writes rollup partitions that changed, publishes the manifest and the snapshot.
-    fn write_and_publish(&self, generation: u64, rollups: Vec<RollupRows>) -> Result<()> {
+    fn write_and_publish(&self, generation: u64, rollups: Vec<Arc<RollupRows>>) -> Result<()> {
         let snap = self.snapshot();
         let entries = self
             .opts
@@ -587,10 +638,7 @@ impl Engine {
             rollups: entries,
         };
         manifest.publish(&self.state)?;
-        self.publish(Snapshot::new(
-            manifest,
-            rollups.into_iter().map(Arc::new).collect(),
-        ));
+        self.publish(Snapshot::new(manifest, rollups));
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, FixedSizeBinaryBuilder, Int32Array, RecordBatch,
     StringArray,
 };
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use rustc_hash::FxHashMap;
 
@@ -154,8 +154,15 @@ pub fn fold_bytes(
         concat_batches(&table_schema(), &batches)?
     };
     drop(batches);
+    let t = std::time::Instant::now();
     let table = sort_for_table(&table)?;
+    let t_sort = t.elapsed();
     let partial = fold_batch(&table, specs)?;
+    tracing::debug!(
+        sort_ms = t_sort.as_millis() as u64,
+        partial_ms = (t.elapsed() - t_sort).as_millis() as u64,
+        "fold steps"
+    );
     Ok(Folded {
         rows: table.num_rows() as u64,
         table,
@@ -417,22 +424,64 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     (nibbles == 32).then_some(out)
 }
 
-/// Sorts a file's rows by (day, type, country) so DuckDB's zone maps stay useful.
+/// Sorts a file's rows by day (NULL last), type and country so DuckDB's zone maps stay
+/// useful. Sorts one integer key per row rather than comparing strings.
 fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
-    if batch.num_rows() == 0 {
+    let n = batch.num_rows();
+    if n == 0 {
         return Ok(batch.clone());
     }
-    let sort = [col::DAY, col::TYPE, col::COUNTRY].map(|c| SortColumn {
-        values: batch.column(c).clone(),
-        options: None,
-    });
-    let idx = lexsort_to_indices(&sort, None)?;
+    let day = batch
+        .column(col::DAY)
+        .as_primitive::<arrow::datatypes::Date32Type>();
+    let types = batch.column(col::TYPE).as_string::<i32>();
+    let countries = batch.column(col::COUNTRY).as_string::<i32>();
+    let mut codes: FxHashMap<&str, u64> = FxHashMap::default();
+    let mut names: Vec<&str> = countries.iter().flatten().collect();
+    names.sort_unstable();
+    names.dedup();
+    for (i, name) in names.into_iter().enumerate() {
+        codes.insert(name, i as u64 + 1);
+    }
+    let mut keys: Vec<(u64, u32)> = (0..n)
+        .map(|i| {
+            let d = if day.is_valid(i) {
+                (i64::from(day.value(i)) - i64::from(i32::MIN)) as u64
+            } else {
+                1 << 32
+            };
+            let t = if types.is_valid(i) {
+                u64::from(type_code(types.value(i)).unwrap_or(0))
+            } else {
+                5
+            };
+            let c = if countries.is_valid(i) {
+                codes[countries.value(i)]
+            } else {
+                0xffff
+            };
+            ((d << 24) | (t << 16) | c, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    let idx = arrow::array::UInt32Array::from_iter_values(keys.into_iter().map(|k| k.1));
     Ok(take_record_batch(batch, &idx)?)
 }
 
-/// Folds table rows into a partial for each spec.
+/// Folds table rows, sorted by day (NULL last) as `sort_for_table` leaves them, into a
+/// partial for each spec. Rollups whose grain is a day or finer are aggregated one day at
+/// a time in a small map (their keys never span days), so the hot data stays in cache and
+/// each day's sorted groups append in key order; the others use one map for the file.
 pub fn fold_batch(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
     let n = batch.num_rows();
+    let day = batch
+        .column(col::DAY)
+        .as_primitive::<arrow::datatypes::Date32Type>();
+    let daily: Vec<bool> = specs
+        .iter()
+        .map(|s| s.grain.is_some_and(|g| g <= crate::schema::TimeCol::Day))
+        .collect();
+    let mut out: Vec<Vec<(Key, Agg)>> = specs.iter().map(|_| Vec::new()).collect();
     let minute = batch.column(col::MINUTE).as_primitive::<Int32Type>();
     let types = batch.column(col::TYPE).as_string::<i32>();
     let countries: &StringArray = batch.column(col::COUNTRY).as_string::<i32>();
@@ -442,12 +491,19 @@ pub fn fold_batch(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> 
     let total = batch.column(col::TOTAL).as_primitive::<Decimal128Type>();
 
     let mut local_codes: FxHashMap<&str, u16> = FxHashMap::default();
-    let mut maps: Vec<FxHashMap<Key, Agg>> = specs.iter().map(|_| FxHashMap::default()).collect();
+    let mut groups: Vec<Groups> = specs.iter().map(|_| Groups::default()).collect();
     let price = |a: &arrow::array::Decimal128Array, i: usize| -> Option<i64> {
         // Precision 18 at parse time guarantees the value fits an i64.
         a.is_valid(i).then(|| a.value(i) as i64)
     };
     for i in 0..n {
+        if i > 0 && (day.is_valid(i) != day.is_valid(i - 1) || day.value(i) != day.value(i - 1)) {
+            for ((g, o), d) in groups.iter_mut().zip(out.iter_mut()).zip(&daily) {
+                if *d {
+                    g.drain_sorted(o);
+                }
+            }
+        }
         let country = if countries.is_valid(i) {
             let text = countries.value(i);
             match local_codes.get(text) {
@@ -484,21 +540,62 @@ pub fn fold_batch(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> 
                 NULL_ID
             },
         };
-        let mut one = Agg {
-            rows: 1,
-            ..Agg::default()
-        };
-        if let Some(v) = price(bid, i) {
-            one.bid.add(v);
-        }
-        if let Some(v) = price(total, i) {
-            one.total.add(v);
-        }
-        for (spec, map) in specs.iter().zip(maps.iter_mut()) {
-            map.entry(spec.key(&row)).or_default().merge(&one);
+        let (b, t) = (price(bid, i), price(total, i));
+        for (spec, g) in specs.iter().zip(groups.iter_mut()) {
+            let agg = g.slot(spec.key(&row));
+            agg.rows += 1;
+            if let Some(v) = b {
+                agg.bid.add(v);
+            }
+            if let Some(v) = t {
+                agg.total.add(v);
+            }
         }
     }
-    Ok(maps.into_iter().map(RollupRows::from_map).collect())
+    Ok(groups
+        .into_iter()
+        .zip(out)
+        .map(|(mut g, mut o)| {
+            g.drain_sorted(&mut o);
+            RollupRows(o)
+        })
+        .collect())
+}
+
+/// Hash aggregation with small hash entries: the map holds an index into dense vectors
+/// of keys and aggregates, so growing and probing move 28 bytes, not a whole aggregate.
+#[derive(Default)]
+struct Groups {
+    index: FxHashMap<Key, u32>,
+    keys: Vec<Key>,
+    aggs: Vec<Agg>,
+}
+
+impl Groups {
+    #[inline]
+    fn slot(&mut self, key: Key) -> &mut Agg {
+        let next = self.aggs.len() as u32;
+        let i = *self.index.entry(key).or_insert(next);
+        if i == next {
+            self.keys.push(key);
+            self.aggs.push(Agg::default());
+        }
+        &mut self.aggs[i as usize]
+    }
+
+    /// Appends the groups, sorted by key, to `out` and empties the map.
+    fn drain_sorted(&mut self, out: &mut Vec<(Key, Agg)>) {
+        self.index.clear();
+        let mut order: Vec<(Key, u32)> = self
+            .keys
+            .drain(..)
+            .enumerate()
+            .map(|(i, k)| (k, i as u32))
+            .collect();
+        order.sort_unstable_by_key(|e| e.0);
+        out.extend(order.into_iter().map(|(k, i)| (k, self.aggs[i as usize])));
+        self.aggs.clear();
+    }
 }
 
 #[cfg(test)]

@@ -157,7 +157,9 @@ pub struct Key {
 }
 
 /// Exact aggregates of one price column: non-NULL count, sum, min, max in 10^-9 units.
+/// Packed to 8-byte alignment (the i128 would otherwise pad every rollup row to 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C, packed(8))]
 pub struct Measure {
     pub n: u64,
     pub sum: i128,
@@ -448,6 +450,11 @@ pub fn country_names() -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn rollup_rows_stay_compact() {
+        assert_eq!(std::mem::size_of::<(Key, Agg)>(), 112);
+    }
+
     fn agg(rows: u64, bid: Option<i64>) -> Agg {
         let mut a = Agg {
             rows,
@@ -473,7 +480,8 @@ mod tests {
         assert_eq!(abc, cba);
         assert_eq!(abc, RollupRows::merge_all([&b, &c, &a]));
         let first = abc.0[0].1;
-        assert_eq!((first.rows, first.bid.n, first.bid.sum), (2, 2, -2));
+        let (n, sum) = (first.bid.n, first.bid.sum);
+        assert_eq!((first.rows, n, sum), (2, 2, -2));
         assert_eq!((first.bid.min, first.bid.max), (-7, 5));
         assert_eq!(abc.time_range(2, 3).len(), 2);
     }

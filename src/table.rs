@@ -23,6 +23,18 @@ use crate::query::plan::Param;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// The result of a job queued on the DuckDB thread.
+pub struct Pending<R>(crossbeam_channel::Receiver<Result<R>>);
+
+impl<R> Pending<R> {
+    /// Waits for the job to finish.
+    pub fn wait(self) -> Result<R> {
+        self.0
+            .recv()
+            .map_err(|_| Error::Internal("duckdb thread died".into()))?
+    }
+}
+
 /// A file as the table records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableFile {
@@ -55,12 +67,21 @@ pub enum TableChange {
 }
 
 /// DuckDB settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TableOptions {
-    /// Worker threads DuckDB may use (0 = DuckDB's default).
+    /// Worker threads DuckDB may use (0 = DuckDB's default: one per core).
     pub threads: usize,
-    /// DuckDB's memory limit, e.g. "1GB" (empty = DuckDB's default).
+    /// DuckDB's memory limit, e.g. "1GB" (empty = DuckDB's default, 80% of RAM).
     pub memory_limit: String,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            threads: 0,
+            memory_limit: "1GB".into(),
+        }
+    }
 }
 
 /// A handle to the DuckDB thread.
@@ -148,6 +169,14 @@ impl Table {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
+        self.submit(f)?.wait()
+    }
+
+    /// Queues `f` on the DuckDB thread (jobs run in order) without waiting for it.
+    pub fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<Pending<R>> {
         let (reply_tx, reply_rx) = bounded(1);
         let job: Job = Box::new(move |conn| {
             let _ = reply_tx.send(f(conn));
@@ -160,14 +189,17 @@ impl Table {
             .ok_or_else(|| Error::Internal("duckdb thread stopped".into()))?
             .send(job)
             .map_err(|_| Error::Internal("duckdb thread stopped".into()))?;
-        reply_rx
-            .recv()
-            .map_err(|_| Error::Internal("duckdb thread died".into()))?
+        Ok(Pending(reply_rx))
     }
 
     /// Applies one file's change in one transaction.
     pub fn apply(&self, change: TableChange) -> Result<()> {
-        self.call(move |conn| {
+        self.apply_queued(change)?.wait()
+    }
+
+    /// Queues one file's change (one transaction) without waiting for it.
+    pub fn apply_queued(&self, change: TableChange) -> Result<Pending<()>> {
+        self.submit(move |conn| {
             let tx = conn.transaction()?;
             let delete_rows = |id: i32, from_part: i32| {
                 tx.execute(

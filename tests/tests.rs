@@ -11,3 +11,8 @@ mod differential;
 mod history;
 mod input;
 mod invalid;
+
+#[test]
+fn oracle_self_check() {
+    oracle::self_check();
+}
