@@ -308,8 +308,10 @@ impl Engine {
     pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
         let _one = self.updating.lock().expect("update lock");
         let start = Instant::now();
+        // Absolute paths, so `build --watch data` and `--watch /abs/data` agree.
+        let watch = watch.canonicalize().map_err(|e| Error::io(watch, e))?;
         let mut seen = Vec::new();
-        for path in scan_folder(watch, false)? {
+        for path in scan_folder(&watch, false)? {
             match Seen::stat(&path) {
                 Ok(s) => seen.push(s),
                 Err(_) => continue, // vanished since the listing

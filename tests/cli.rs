@@ -110,3 +110,20 @@ fn query_without_state_says_what_to_do() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("rollupd build"), "{err}");
 }
+
+#[test]
+fn relative_and_absolute_watch_paths_are_the_same_folder() {
+    let ws = built();
+    let abs = ws.tmp.path().join("watch");
+    let out = ws.run(&[
+        "build",
+        "--watch",
+        abs.to_str().unwrap(),
+        "--state",
+        "state",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&ok_stdout(&out)).unwrap();
+    assert_eq!(report["moved"], 0, "{report}");
+    assert_eq!(report["bytes_parsed"], 0, "{report}");
+}
