@@ -336,21 +336,22 @@ impl Engine {
         // (a crash in between is repaired from the stored partials).
         let mut rollups = self.snapshot().rollups.clone();
         let generation = report.generation;
+        let mut outcome = Ok(());
         for batch in batches(changes, self.opts.batch_bytes) {
             if let Err(e) = self.apply(batch, &mut report, &mut rollups) {
                 // The table may hold changes the store did not commit; put it back.
                 if let Err(again) = self.reconcile_table() {
                     tracing::error!("repairing the table after a failed update: {again}");
                 }
-                if report.generation != generation {
-                    self.write_and_publish(report.generation, rollups)?;
-                }
-                return Err(e);
+                outcome = Err(e);
+                break;
             }
         }
+        // Batches committed before a failure are published all the same.
         if report.generation != generation {
             self.write_and_publish(report.generation, rollups)?;
         }
+        outcome?;
         report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
         report.failed.sort();
         report.elapsed = start.elapsed();
