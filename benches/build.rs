@@ -5,11 +5,12 @@
 //! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR]`
 //! Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use rollupd::gen::{generate, GenOptions};
 use rollupd::manifest::Manifest;
 use rollupd::rollup::default_specs;
 use rollupd::schema::Zone;
@@ -22,27 +23,11 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        files: 49,
-        rows: 500_000,
-        data: std::env::temp_dir().join("rollupd-bench"),
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let val = || argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--files" => a.files = val().parse().expect("--files N"),
-            "--rows" => a.rows = val().parse().expect("--rows N"),
-            "--data" => a.data = PathBuf::from(val()),
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
+    Args {
+        files: common::arg("--files", 49),
+        rows: common::arg("--rows", 500_000),
+        data: common::data_root(),
     }
-    a
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -89,26 +74,10 @@ fn reference() {
     conn.execute_batch("CHECKPOINT").expect("checkpoint");
 }
 
-/// A folder of hard links to `files`.
-fn linked(files: &[PathBuf], dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in files {
-        std::fs::hard_link(f, dir.join(f.file_name().unwrap())).unwrap();
-    }
-    dir.to_path_buf()
-}
-
 /// One 500,000-row file like the bench data (`rows` rows), written into `dir`.
 fn new_file(dir: &Path, name: &str, rows: usize, seed: u64) -> PathBuf {
-    let mut text = Vec::new();
-    let opts = GenOptions {
-        files: 1,
-        rows_per_file: rows,
-        seed,
-    };
-    rollupd::gen::write_file(&mut text, &opts, 0).unwrap();
     let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
+    std::fs::write(&p, rollupd::gen::sample_file(rows, seed)).unwrap();
     p
 }
 
@@ -128,7 +97,7 @@ fn incremental(files: &[PathBuf], work: &Path, state49: &Path, rows: usize) {
     let e49 = Engine::open(state49, EngineOptions::default()).unwrap();
     let ten = &files[..files.len().min(10)];
     let state10 = work.join("state10");
-    let watch10 = linked(ten, &work.join("watch10"));
+    let watch10 = common::linked(ten, &work.join("watch10"));
     let e10 = Engine::open(&state10, EngineOptions::default()).unwrap();
     e10.update(&watch10).unwrap();
     for (label, engine, watch) in [(ten.len(), &e10, &watch10), (files.len(), &e49, &watch49)] {
@@ -166,26 +135,7 @@ fn main() {
         return reference();
     }
     let a = args();
-    let data = a.data.join(format!("data-{}x{}", a.files, a.rows));
-    if !data.join(format!("events-{:03}.csv", a.files - 1)).exists() {
-        let start = Instant::now();
-        let r = generate(
-            &data,
-            &GenOptions {
-                files: a.files,
-                rows_per_file: a.rows,
-                seed: 1,
-            },
-        )
-        .expect("generate");
-        eprintln!(
-            "generated {} rows, {:.2} GB in {:.1} s",
-            r.rows,
-            r.bytes as f64 / 1e9,
-            start.elapsed().as_secs_f64()
-        );
-    }
-    let files = rollupd::watch::scan_folder(&data, false).unwrap();
+    let files = common::bench_data(&a.data, a.files, a.rows);
     let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
     let work = a.data.join("work");
     let _ = std::fs::remove_dir_all(&work);
@@ -207,7 +157,7 @@ fn main() {
     let db = work.join("reference.duckdb");
     let sql = format!(
         "CREATE TABLE events AS SELECT * FROM read_csv('{}/*.csv');",
-        data.display()
+        files[0].parent().expect("data folder").display()
     );
     let exe = std::env::current_exe().unwrap();
     let (ref_secs, ref_rss) = run_measured(
@@ -219,7 +169,7 @@ fn main() {
 
     // rollupd's cold build, on a folder of hard links to the data.
     let state = work.join("state");
-    let watch = linked(&files, &work.join("watch"));
+    let watch = common::linked(&files, &work.join("watch"));
     let (our_secs, our_rss) = run_measured(
         Command::new(env!("CARGO_BIN_EXE_rollupd"))
             .args(["build", "--watch"])

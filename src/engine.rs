@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,13 +20,14 @@ use crate::changes::{detect, fingerprint, Change, Seen};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::fold::{fold_bytes, Folded};
+use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
 use crate::query::exec::execute;
 use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
 use crate::rollup::{default_specs, Agg, Key, RollupRows, RollupSpec};
 use crate::schema::Zone;
 use crate::store::{Commit, FileRecord, Store};
-use crate::table::{Table, TableChange, TableFile, TableOptions};
+use crate::table::{Table, TableChange, TableFile, TableOptions, View};
 use crate::watch::scan_folder;
 
 /// How the engine folds and stores.
@@ -34,6 +35,8 @@ use crate::watch::scan_folder;
 pub struct EngineOptions {
     /// Time zone of the derived time columns.
     pub zone: Zone,
+    /// Whether CSVs in subfolders of the watched folder count too.
+    pub recursive: bool,
     /// The rollups to keep.
     pub specs: Vec<RollupSpec>,
     /// Fold threads (0 = one per core).
@@ -42,6 +45,9 @@ pub struct EngineOptions {
     pub batch_bytes: u64,
     /// Bad rows a file may have (skipped, counted and reported) before it fails.
     pub max_bad_rows: u64,
+    /// DuckDB connections per published view: how many DuckDB-routed queries of one
+    /// generation run at once.
+    pub readers: usize,
     pub table: TableOptions,
 }
 
@@ -49,10 +55,12 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             zone: Zone::Utc,
+            recursive: false,
             specs: default_specs(),
             threads: 0,
             batch_bytes: 256 << 20,
             max_bad_rows: 0,
+            readers: 2,
             table: TableOptions::default(),
         }
     }
@@ -61,12 +69,15 @@ impl Default for EngineOptions {
 /// A fold, the fingerprint of the bytes folded, and the encoded partials (whole files).
 type Fold = (Folded, u64, Vec<Vec<u8>>);
 
-/// One immutable published state: the rollups of one generation.
+/// One immutable published state: the rollups of one generation and a DuckDB view of the
+/// table as of the same generation.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub manifest: Manifest,
     pub catalog: Vec<CatalogEntry>,
     pub rollups: Vec<Arc<RollupRows>>,
+    /// `None` only before the first publish.
+    pub view: Option<View>,
 }
 
 impl Snapshot {
@@ -74,7 +85,7 @@ impl Snapshot {
         self.manifest.generation
     }
 
-    fn new(manifest: Manifest, rollups: Vec<Arc<RollupRows>>) -> Snapshot {
+    fn new(manifest: Manifest, rollups: Vec<Arc<RollupRows>>, view: View) -> Snapshot {
         let catalog = manifest
             .rollups
             .iter()
@@ -87,6 +98,7 @@ impl Snapshot {
             manifest,
             catalog,
             rollups,
+            view: Some(view),
         }
     }
 }
@@ -169,6 +181,11 @@ pub struct Engine {
     repairs: Mutex<Vec<FileRecord>>,
     /// One update at a time.
     updating: Mutex<()>,
+    _lock: StateLock,
+    /// Set to stop an update early (at the next file); see [`Engine::cancel`].
+    cancelled: AtomicBool,
+    /// The published generation, for waiters.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 const DB_FILE: &str = "events.duckdb";
@@ -179,6 +196,7 @@ impl Engine {
     /// left behind, and loads the published snapshot.
     pub fn open(state: &Path, opts: EngineOptions) -> Result<Engine> {
         std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
+        let lock = StateLock::acquire(state)?;
         let store = Store::open(&state.join(STORE_DIR))?;
         let table = Table::open(&state.join(DB_FILE), &opts.table)?;
         let engine = Engine {
@@ -190,6 +208,9 @@ impl Engine {
             stats: Stats::default(),
             repairs: Mutex::new(Vec::new()),
             updating: Mutex::new(()),
+            _lock: lock,
+            cancelled: AtomicBool::new(false),
+            generation: tokio::sync::watch::Sender::new(0),
         };
         engine.recover()?;
         Ok(engine)
@@ -197,6 +218,10 @@ impl Engine {
 
     pub fn state(&self) -> &Path {
         &self.state
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
     }
 
     pub fn table(&self) -> &Table {
@@ -216,8 +241,31 @@ impl Engine {
         self.snapshot.read().expect("snapshot lock").clone()
     }
 
+    /// The published generation, changing as generations are published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The files the store tracks.
+    pub fn files(&self) -> Result<Vec<FileRecord>> {
+        self.store.files()
+    }
+
+    /// Stops the running update (if any) and every later one before its next file. Files
+    /// folded and committed so far are published; the rest stay as they were.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
     fn publish(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation();
         *self.snapshot.write().expect("snapshot lock") = Arc::new(snapshot);
+        self.generation.send_replace(generation);
+    }
+
+    /// A view of the table as of now, for the snapshot about to be published.
+    fn view(&self) -> Result<View> {
+        self.table.view(self.opts.readers)
     }
 
     /// Brings table and rollups in line with the store after an interrupted update.
@@ -282,7 +330,7 @@ impl Engine {
                     .par_iter()
                     .map(|r| read_rollup(&self.state, r).map(Arc::new))
                     .collect::<Result<Vec<_>>>()?;
-                self.publish(Snapshot::new(m, rollups));
+                self.publish(Snapshot::new(m, rollups, self.view()?));
             }
             _ => {
                 // The rollups lag the store (or are missing): merge them from the stored
@@ -306,18 +354,28 @@ impl Engine {
 
     /// Compares the folder with the store and folds what changed.
     pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
+        self.update_except(watch, &HashSet::new())
+    }
+
+    /// Like [`Engine::update`], but leaves the files at the paths in `hold` (and their
+    /// records) as they are: files still being written, or known not to fold.
+    pub fn update_except(&self, watch: &Path, hold: &HashSet<PathBuf>) -> Result<UpdateReport> {
         let _one = self.updating.lock().expect("update lock");
         let start = Instant::now();
         // Absolute paths, so `build --watch data` and `--watch /abs/data` agree.
         let watch = watch.canonicalize().map_err(|e| Error::io(watch, e))?;
         let mut seen = Vec::new();
-        for path in scan_folder(&watch, false)? {
+        for path in scan_folder(&watch, self.opts.recursive)? {
+            if hold.contains(&path) {
+                continue;
+            }
             match Seen::stat(&path) {
                 Ok(s) => seen.push(s),
                 Err(_) => continue, // vanished since the listing
             }
         }
-        let records = self.store.files()?;
+        let mut records = self.store.files()?;
+        records.retain(|r| !hold.contains(&r.path));
         let mut changes = detect(&seen, &records, &mut |p, len| fingerprint(p, len))?;
         let repairs = std::mem::take(&mut *self.repairs.lock().expect("repairs lock"));
         for r in repairs {
@@ -427,6 +485,7 @@ impl Engine {
             for (i, folded) in rx {
                 let change = changes[i].clone();
                 let folded = match folded {
+                    Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
                     Some(Err(e)) => {
                         let path = match &change {
                             Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) => {
@@ -585,6 +644,9 @@ impl Engine {
     /// everything up to the end of what was folded, and (for a whole file) the encoded
     /// partials for the store.
     fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<Fold> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
         let mut bytes = std::fs::read(&s.path).map_err(|e| Error::io(&s.path, e))?;
         bytes.truncate(s.size as usize);
         if (bytes.len() as u64) < s.size || (bytes.len() as u64) < from {
@@ -616,7 +678,7 @@ impl Engine {
 
     /// Writes rollup partitions that changed, publishes the manifest and the snapshot.
     fn write_and_publish(&self, generation: u64, rollups: Vec<Arc<RollupRows>>) -> Result<()> {
-        let snap = self.snapshot();
+        let previous = self.snapshot();
         let entries = self
             .opts
             .specs
@@ -624,16 +686,16 @@ impl Engine {
             .zip(&rollups)
             .enumerate()
             .map(|(i, (spec, rows))| {
-                let previous = snap
+                let before = previous
                     .manifest
                     .rollups
                     .get(i)
                     .filter(|e| &e.spec == spec)
-                    .map(|e| (e, snap.rollups[i].as_ref()));
-                write_rollup(&self.state, spec, rows, generation, previous)
+                    .map(|e| (e, previous.rollups[i].as_ref()));
+                write_rollup(&self.state, spec, rows, generation, before)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.table.checkpoint()?;
+        drop(previous);
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             generation,
@@ -641,7 +703,14 @@ impl Engine {
             rollups: entries,
         };
         manifest.publish(&self.state)?;
-        self.publish(Snapshot::new(manifest, rollups));
+        self.publish(Snapshot::new(manifest, rollups, self.view()?));
+        // Once no query reads an older generation; otherwise at a later publish.
+        let snap = self.snapshot();
+        if let Some(view) = &snap.view {
+            if !self.table.checkpoint_quiet(view)? {
+                tracing::debug!("checkpoint postponed: a query still reads an older generation");
+            }
+        }
         Ok(())
     }
 
@@ -658,7 +727,11 @@ impl Engine {
             ),
             Route::DuckDb { .. } => (None, "duckdb".to_string()),
         };
-        let result = execute(&query, &plan, rollup, &self.table)?;
+        let view = snap
+            .view
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no published snapshot yet".into()))?;
+        let result = execute(&query, &plan, rollup, view)?;
         Ok(Answer {
             result,
             source,

@@ -27,6 +27,9 @@ pub enum Error {
     /// State on disk that cannot be used (wrong version, missing parts).
     #[error("state {path}: {reason}")]
     State { path: PathBuf, reason: String },
+    /// Work stopped early because the engine was asked to stop.
+    #[error("cancelled: rollupd is shutting down")]
+    Cancelled,
     /// Anything else that is a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),

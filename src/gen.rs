@@ -101,6 +101,19 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> io::Result<GenReport> {
     Ok(report)
 }
 
+/// The bytes of one sample file of `rows` rows from `seed` (the first file `generate`
+/// would write with that seed).
+pub fn sample_file(rows: usize, seed: u64) -> Vec<u8> {
+    let mut text = Vec::new();
+    let opts = GenOptions {
+        files: 1,
+        rows_per_file: rows,
+        seed,
+    };
+    write_file(&mut text, &opts, 0).expect("writing to memory");
+    text
+}
+
 /// Writes one file's content for file index `index` into `out` (used by generate and by
 /// tests that want a single file's bytes). Returns the number of data rows written.
 pub fn write_file<W: Write>(out: &mut W, opts: &GenOptions, index: usize) -> io::Result<u64> {

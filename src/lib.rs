@@ -4,19 +4,28 @@
 //! (`rollup`), published as Arrow IPC partitions (`manifest`); raw rows go to a DuckDB
 //! table (`table`). Queries in a small JSON language (`query`) are answered from the
 //! smallest covering rollup, or from DuckDB. `engine` ties these together over a state
-//! folder.
+//! folder. The daemon (`daemon`) keeps it up to date with a watched folder (`watch`,
+//! `ingest`) and serves queries on a Unix socket (`server`, `connection`, `cmd`,
+//! `protocol`); `client` is the other end.
 
 pub mod changes;
+pub mod client;
+pub mod cmd;
 pub mod codec;
+pub mod connection;
+pub mod daemon;
 pub mod engine;
 pub mod error;
 pub mod fold;
 pub mod gen;
+pub mod ingest;
+pub mod lock;
 pub mod manifest;
 pub mod protocol;
 pub mod query;
 pub mod rollup;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod table;
 pub mod watch;

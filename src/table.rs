@@ -9,7 +9,8 @@
 //! table holds either the old or the new rows of a file, never a mix.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use arrow::record_batch::RecordBatch;
@@ -92,6 +93,8 @@ pub struct Table {
 
 struct Inner {
     tx: Mutex<Option<Sender<Job>>>,
+    /// Views not yet dropped (each holds open read transactions).
+    views: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
@@ -141,6 +144,10 @@ impl Table {
         }
         let mut conn = Connection::open_with_flags(path, config)?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints happen only when no view is reading (see `View::quiesce`): DuckDB
+        // 2.0's checkpoints alongside open read transactions were seen to leave the table
+        // answering ORDER BY … LIMIT wrongly after deletes. So none automatically.
+        conn.execute_batch("SET checkpoint_threshold = '1TB'")?;
         let (tx, rx) = unbounded::<Job>();
         let thread = std::thread::Builder::new()
             .name("duckdb".into())
@@ -153,6 +160,7 @@ impl Table {
         Ok(Table {
             inner: Arc::new(Inner {
                 tx: Mutex::new(Some(tx)),
+                views: Arc::new(AtomicUsize::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
             }),
@@ -266,32 +274,38 @@ impl Table {
         self.call(|conn| Ok(conn.execute_batch("CHECKPOINT")?))
     }
 
-    /// Runs a query with bound parameters; values come back as result values.
-    pub fn query(&self, sql: String, params: Vec<Param>) -> Result<Vec<Vec<Value>>> {
+    /// A view of the table as it is now, for queries that must not see later changes:
+    /// `readers` connections, each inside a read-only transaction begun now. Queue it right
+    /// after the changes it must include and before any it must not.
+    pub fn view(&self, readers: usize) -> Result<View> {
+        let views = self.inner.views.clone();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let bound: Vec<DValue> = params
-                .into_iter()
-                .map(|p| match p {
-                    Param::Int(i) => DValue::BigInt(i),
-                    Param::Float(f) => DValue::Double(f),
-                    Param::Text(s) => DValue::Text(s),
+            let conns = (0..readers.max(1))
+                .map(|_| {
+                    let reader = conn.try_clone()?;
+                    pin(&reader)?;
+                    Ok(reader)
                 })
-                .collect();
-            let mut rows = stmt.query(duckdb::params_from_iter(
-                bound.iter().map(ToSqlOutput::from),
-            ))?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let n = row.as_ref().column_count();
-                let mut values = Vec::with_capacity(n);
-                for i in 0..n {
-                    values.push(value(row.get_ref(i)?)?);
-                }
-                out.push(values);
-            }
-            Ok(out)
+                .collect::<Result<Vec<_>>>()?;
+            views.fetch_add(1, Ordering::SeqCst);
+            Ok(View {
+                size: conns.len(),
+                idle: Mutex::new(conns),
+                returned: Condvar::new(),
+                views,
+            })
         })
+    }
+
+    /// Writes DuckDB's WAL into the database file if `current` is the only view alive,
+    /// pausing its queries meanwhile; otherwise leaves it for a later call. Returns whether
+    /// it checkpointed.
+    pub fn checkpoint_quiet(&self, current: &View) -> Result<bool> {
+        if self.inner.views.load(Ordering::SeqCst) != 1 {
+            return Ok(false);
+        }
+        current.quiesce(|| self.checkpoint())?;
+        Ok(true)
     }
 
     /// The number of rows in `events`.
@@ -301,6 +315,99 @@ impl Table {
             Ok(n as u64)
         })
     }
+}
+
+/// A consistent, read-only view of the table as of one moment: a small pool of DuckDB
+/// connections pinned to the same snapshot. Queries on it never wait for ingest (only
+/// for a free connection of the pool); dropping the view ends its transactions.
+pub struct View {
+    size: usize,
+    idle: Mutex<Vec<Connection>>,
+    returned: Condvar,
+    views: Arc<AtomicUsize>,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.views.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Begins a read-only transaction and fixes its snapshot of the database (the first read
+/// does).
+fn pin(conn: &Connection) -> Result<()> {
+    conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
+    conn.query_row("SELECT count(*) FROM files", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("View")
+    }
+}
+
+impl View {
+    /// Runs a query with bound parameters on the calling thread; values come back as
+    /// result values. Blocks while every connection of the view is busy.
+    pub fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+        let conn = {
+            let mut idle = self.idle.lock().expect("view lock");
+            loop {
+                match idle.pop() {
+                    Some(c) => break c,
+                    None => idle = self.returned.wait(idle).expect("view lock"),
+                }
+            }
+        };
+        let result = run_query(&conn, sql, params);
+        self.idle.lock().expect("view lock").push(conn);
+        self.returned.notify_all();
+        result
+    }
+
+    /// Runs `f` with no transaction of this view open: waits for running queries, ends the
+    /// transactions, runs `f`, and pins them again; queries wait meanwhile. Only for `f`
+    /// that change nothing a query can see (a checkpoint).
+    fn quiesce<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let mut idle = self.idle.lock().expect("view lock");
+        while idle.len() < self.size {
+            idle = self.returned.wait(idle).expect("view lock");
+        }
+        for conn in idle.iter() {
+            conn.execute_batch("COMMIT")?;
+        }
+        let result = f();
+        for conn in idle.iter() {
+            pin(conn)?;
+        }
+        result
+    }
+}
+
+fn run_query(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+    let mut stmt = conn.prepare(sql)?;
+    let bound: Vec<DValue> = params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => DValue::BigInt(*i),
+            Param::Float(f) => DValue::Double(*f),
+            Param::Text(s) => DValue::Text(s.clone()),
+        })
+        .collect();
+    let mut rows = stmt.query(duckdb::params_from_iter(
+        bound.iter().map(ToSqlOutput::from),
+    ))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let n = row.as_ref().column_count();
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(value(row.get_ref(i)?)?);
+        }
+        out.push(values);
+    }
+    Ok(out)
 }
 
 fn value(v: ValueRef<'_>) -> Result<Value> {

@@ -1,11 +1,20 @@
-//! The watched folder: which files in it are event CSVs.
+//! The watched folder: which files in it are event CSVs, when they change (notify), and
+//! when a change has settled enough to fold.
 //!
 //! Watched: `*.csv` directly in the folder (or below it, when recursive). Ignored:
 //! dot-files and names ending in `.tmp`, `.part`, `.partial`, `.crdownload` or `~`.
+//!
+//! Events only wake the daemon: what changed is always found by comparing the folder with
+//! the registry, so lost, duplicated or coalesced events cannot cause wrong state.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::changes::Seen;
 use crate::error::{Error, Result};
 
 /// Whether a file name is one the folder's CSVs may have.
@@ -42,9 +51,154 @@ fn scan_into(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> 
     Ok(())
 }
 
+/// A notify watch on the folder that calls `wake` on every change under it (reads are
+/// ignored). Dropping it stops watching.
+pub struct FolderWatcher {
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl FolderWatcher {
+    pub fn start(
+        dir: &Path,
+        recursive: bool,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<FolderWatcher> {
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+                    // An error may mean lost events: wake, and let the scan find out.
+                    _ => wake(),
+                }
+            })
+            .map_err(|e| watch_error(dir, e))?;
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        watcher.watch(dir, mode).map_err(|e| watch_error(dir, e))?;
+        Ok(FolderWatcher { _watcher: watcher })
+    }
+}
+
+fn watch_error(dir: &Path, e: notify::Error) -> Error {
+    Error::io(dir, std::io::Error::other(format!("cannot watch: {e}")))
+}
+
+/// Tells settled changes from files still being written.
+///
+/// A changed file is settled once its size and mtime have stayed the same for the settle
+/// interval. A file first seen with an mtime already older than the interval (moved in,
+/// or changed while the daemon was down) is settled at once.
+#[derive(Debug)]
+pub struct Settle {
+    interval: Duration,
+    observed: HashMap<PathBuf, Observation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Observation {
+    size: u64,
+    mtime_ns: i64,
+    since: Instant,
+}
+
+impl Settle {
+    pub fn new(interval: Duration) -> Settle {
+        Settle {
+            interval,
+            observed: HashMap::new(),
+        }
+    }
+
+    /// Of the `changed` files, those not settled at `now`, and when the first of them
+    /// will be (if it stays as it is). Forgets files no longer changed.
+    pub fn unsettled(
+        &mut self,
+        changed: &[&Seen],
+        now: Instant,
+    ) -> (HashSet<PathBuf>, Option<Instant>) {
+        let wall_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let interval = self.interval;
+        let mut keep = HashMap::with_capacity(changed.len());
+        let mut unsettled = HashSet::new();
+        let mut next: Option<Instant> = None;
+        for s in changed {
+            let old_enough = wall_ns.saturating_sub(s.mtime_ns) >= interval.as_nanos() as i64;
+            let since = match self.observed.get(&s.path) {
+                Some(o) if o.size == s.size && o.mtime_ns == s.mtime_ns => o.since,
+                Some(_) => now,
+                None if old_enough => now.checked_sub(interval).unwrap_or(now),
+                None => now,
+            };
+            let ready = since + interval;
+            if ready > now {
+                unsettled.insert(s.path.clone());
+                next = Some(next.map_or(ready, |n| n.min(ready)));
+            }
+            keep.insert(
+                s.path.clone(),
+                Observation {
+                    size: s.size,
+                    mtime_ns: s.mtime_ns,
+                    since,
+                },
+            );
+        }
+        self.observed = keep;
+        (unsettled, next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seen(path: &str, size: u64, mtime_ns: i64) -> Seen {
+        Seen {
+            path: PathBuf::from(path),
+            size,
+            mtime_ns,
+            inode: 1,
+        }
+    }
+
+    fn now_ns() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+    }
+
+    #[test]
+    fn a_change_settles_after_the_interval_unless_it_changes_again() {
+        let mut settle = Settle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let a = seen("a.csv", 10, now_ns());
+        let (u, next) = settle.unsettled(&[&a], t0);
+        assert!(u.contains(&a.path));
+        assert_eq!(next, Some(t0 + Duration::from_secs(1)));
+        // Grown half a second later: the clock starts again.
+        let a2 = seen("a.csv", 20, a.mtime_ns + 1);
+        let t1 = t0 + Duration::from_millis(500);
+        let (u, next) = settle.unsettled(&[&a2], t1);
+        assert!(u.contains(&a2.path));
+        assert_eq!(next, Some(t1 + Duration::from_secs(1)));
+        let (u, next) = settle.unsettled(&[&a2], t1 + Duration::from_secs(1));
+        assert!(u.is_empty());
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_file_moved_in_with_an_old_mtime_is_settled_at_once() {
+        let mut settle = Settle::new(Duration::from_secs(1));
+        let old = seen("b.csv", 10, now_ns() - 5_000_000_000);
+        let (u, _) = settle.unsettled(&[&old], Instant::now());
+        assert!(u.is_empty());
+    }
 
     #[test]
     fn candidates() {

@@ -33,13 +33,7 @@ fn killed_builds_recover_without_reparsing_unchanged_files() {
     for round in 0..50 {
         // A change: a new file, and now and then a deleted or rewritten one.
         let name = format!("round-{round:02}.csv");
-        let mut text = Vec::new();
-        let opts = rollupd::gen::GenOptions {
-            files: 1,
-            rows_per_file: 15_000,
-            seed: 100 + round,
-        };
-        rollupd::gen::write_file(&mut text, &opts, 0).unwrap();
+        let text = rollupd::gen::sample_file(15_000, 100 + round);
         ws.write(&name, &text);
         if round % 5 == 4 {
             let victim = ws.watch().join(format!("round-{:02}.csv", round - 2));

@@ -7,6 +7,7 @@ mod util;
 mod bad_input;
 mod cli;
 mod crash;
+mod daemon;
 mod differential;
 mod history;
 mod input;

@@ -109,3 +109,102 @@ const REFERENCE: &str = r#"[{"select":["day",{"SUM":"bid_price"}],"from":"events
  {"select":["country",{"AVG":"total_price"}],"from":"events","where":[{"col":"type","op":"eq","val":"purchase"}],"group_by":["country"],"order_by":[{"col":"AVG(total_price)","dir":"desc"}]},
  {"select":["advertiser_id","type",{"COUNT":"*"}],"from":"events","group_by":["advertiser_id","type"],"order_by":[{"col":"COUNT(*)","dir":"desc"}]},
  {"select":["minute",{"SUM":"bid_price"}],"from":"events","where":[{"col":"type","op":"eq","val":"impression"},{"col":"day","op":"eq","val":"2024-06-01"}],"group_by":["minute"],"order_by":[{"col":"minute","dir":"asc"}]}]"#;
+
+/// A `rollupd run` child on a workspace, with its socket; killed if still running when
+/// dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+/// The settle interval the tests' daemons use.
+pub const SETTLE_MS: u64 = 150;
+
+impl Daemon {
+    /// Starts `rollupd run` on the workspace's `watch` and `state` folders and waits until
+    /// its socket answers.
+    pub fn start(ws: &Workspace, extra: &[&str]) -> Daemon {
+        let settle = SETTLE_MS.to_string();
+        let mut args = vec![
+            "run",
+            "--watch",
+            "watch",
+            "--state",
+            "state",
+            "--settle-ms",
+            &settle,
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_rollupd"))
+            .current_dir(ws.tmp.path())
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start rollupd run");
+        let mut daemon = Daemon {
+            child,
+            socket: ws.state().join("rollupd.sock"),
+        };
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(mut c) = rollupd::client::Client::connect(&daemon.socket) {
+                if c.request(&serde_json::json!({"op": "ping"})).is_ok() {
+                    return daemon;
+                }
+            }
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("rollupd run exited early: {status}");
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the daemon did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> rollupd::client::Client {
+        rollupd::client::Client::connect(&self.socket).expect("connect")
+    }
+
+    /// One request on a new connection; the reply must be ok.
+    pub fn request(&self, request: serde_json::Value) -> rollupd::client::Reply {
+        let reply = self.client().request(&request).expect("request");
+        assert!(reply.error().is_none(), "{request} → {}", reply.line);
+        reply
+    }
+
+    /// Waits until every change is published; returns the generation.
+    pub fn sync(&self) -> u64 {
+        self.request(serde_json::json!({"op": "sync"})).line["generation"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.request(serde_json::json!({"op": "status"})).line
+    }
+
+    /// Stops the daemon with SIGTERM; it must exit 0.
+    pub fn stop(mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "rollupd run exited with {status}");
+    }
+
+    /// Kills the daemon with SIGKILL.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

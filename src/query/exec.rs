@@ -11,20 +11,20 @@ use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
 use crate::rollup::{country_name, country_names, Agg, Key, RollupRows, NULL_ID, NULL_TIME};
 use crate::schema::{price_to_f64, type_name, Column, TimeCol, EVENT_TYPES};
-use crate::table::Table;
+use crate::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
-/// route is a rollup) or from `table`.
+/// route is a rollup) or from the DuckDB `view` of the same generation.
 pub fn execute(
     query: &Query,
     plan: &Plan,
     rollup: Option<&RollupRows>,
-    table: &Table,
+    view: &View,
 ) -> Result<ResultSet> {
     let rows = match (&plan.route, rollup) {
         (Route::Rollup(_), Some(rows)) => aggregate_rollup(query, plan.time_range, rows),
         (Route::DuckDb { sql, params }, _) => {
-            let mut rows = table.query(sql.clone(), params.clone())?;
+            let mut rows = view.query(sql, params)?;
             format_times(query, &mut rows);
             rows
         }

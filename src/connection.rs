@@ -1,0 +1,86 @@
+//! One client connection of the socket server: newline-delimited requests in, each capped
+//! in size, and response lines (plus payload bytes) out, each write bounded in time so a
+//! client that stops reading cannot hold the connection's task forever.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+/// What reading a request produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// One request line, without its newline.
+    Line(Vec<u8>),
+    /// A line longer than the cap; the rest of it was not read.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+}
+
+pub struct Connection {
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+    max_line: usize,
+    write_timeout: Duration,
+}
+
+impl Connection {
+    pub fn new(stream: UnixStream, max_line: usize, write_timeout: Duration) -> Connection {
+        let (r, w) = stream.into_split();
+        Connection {
+            reader: BufReader::new(r),
+            writer: BufWriter::new(w),
+            max_line,
+            write_timeout,
+        }
+    }
+
+    /// Reads the next request line, reading at most `max_line` bytes of it.
+    pub async fn read_request(&mut self) -> io::Result<Frame> {
+        let mut line = Vec::new();
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                // A last request without its newline still counts.
+                return Ok(if line.is_empty() {
+                    Frame::Eof
+                } else {
+                    Frame::Line(line)
+                });
+            }
+            let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take > self.max_line {
+                return Ok(Frame::TooLong);
+            }
+            line.extend_from_slice(&buf[..take]);
+            self.reader.consume(take + done as usize);
+            if done {
+                return Ok(Frame::Line(line));
+            }
+        }
+    }
+
+    /// Writes a response line and its payload, failing with `TimedOut` if the client does
+    /// not take them within the write timeout.
+    pub async fn respond(&mut self, line: &str, payload: &[u8]) -> io::Result<()> {
+        let write = async {
+            self.writer.write_all(line.as_bytes()).await?;
+            self.writer.write_all(b"\n").await?;
+            self.writer.write_all(payload).await?;
+            self.writer.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its response",
+            )),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `rollupd run`: the daemon. Opens the engine on the state folder (taking its lock),
+//! binds the socket, starts the ingest loop and serves queries until SIGTERM or SIGINT.
+//!
+//! Shutdown stops accepting connections, lets in-flight requests finish (bounded), stops
+//! ingest before its next file (what it committed is published; the rest is redone from
+//! the files on the next start), removes the socket and returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cmd::Handle;
+use crate::engine::{Engine, EngineOptions};
+use crate::error::{Error, Result};
+use crate::ingest::{Ingest, IngestOptions};
+use crate::server::{self, ServerOptions};
+
+/// Everything the daemon needs to run.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub watch: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub engine: EngineOptions,
+    pub settle: Duration,
+    pub rescan: Duration,
+    /// How long a query waits for its `min_generation` unless it says otherwise.
+    pub wait_timeout: Duration,
+    pub server: ServerOptions,
+}
+
+/// The socket of a state folder unless configured otherwise.
+pub fn default_socket(state: &std::path::Path) -> PathBuf {
+    state.join("rollupd.sock")
+}
+
+/// Runs the daemon in the foreground until a termination signal.
+pub fn run(opts: DaemonOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("server")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("starting the async runtime: {e}")))?;
+    let engine = Arc::new(Engine::open(&opts.state, opts.engine.clone())?);
+    // Absolute paths from here on, for logs and status.
+    let state = engine
+        .state()
+        .canonicalize()
+        .map_err(|e| Error::io(&opts.state, e))?;
+
+    let listener = {
+        let _context = runtime.enter();
+        server::bind(&opts.socket)?
+    };
+    let ingest = Ingest::start(
+        engine.clone(),
+        IngestOptions {
+            watch: opts.watch.clone(),
+            settle: opts.settle,
+            rescan: opts.rescan,
+        },
+    )?;
+    let watch = ingest.watch().to_path_buf();
+    let handle = Handle {
+        engine: engine.clone(),
+        ingest: ingest.handle(),
+        watch: watch.clone(),
+        wait_timeout: opts.wait_timeout,
+    };
+    tracing::info!(
+        watch = %watch.display(),
+        state = %state.display(),
+        socket = %opts.socket.display(),
+        generation = engine.snapshot().generation(),
+        "rollupd is running"
+    );
+    let served = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        server::run(
+            listener,
+            &opts.socket,
+            handle,
+            opts.server.clone(),
+            shutdown,
+        )
+        .await;
+        Ok::<(), Error>(())
+    });
+    ingest.stop();
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(engine);
+    tracing::info!("rollupd stopped");
+    served
+}
+
+/// A future that completes on SIGTERM or SIGINT.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let io = |e| Error::Internal(format!("installing signal handlers: {e}"));
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
