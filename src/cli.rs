@@ -1,18 +1,23 @@
 //! Command-line parsing and the commands' output for people (CONTRACT §4).
+//!
+//! Settings come from the platform defaults, overridden by the config file (`--config`,
+//! or the platform's default one if present), overridden by flags.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value as Json};
 
 use rollupd::client::Client;
-use rollupd::daemon::{default_socket, DaemonOptions};
+use rollupd::config::{Config, Folders};
+use rollupd::daemon::default_socket;
 use rollupd::gen::{generate, GenOptions};
+use rollupd::manifest::Manifest;
 use rollupd::protocol::{error_line, query_response, Format};
-use rollupd::server::ServerOptions;
+use rollupd::schema::Zone;
+use rollupd::service::{self, Platform, ServicePaths};
 use rollupd::{Engine, EngineOptions};
 
 #[derive(Parser)]
@@ -26,78 +31,102 @@ struct Cli {
     command: Command,
 }
 
-/// Where to reach a daemon: its socket, or the state folder it serves.
-#[derive(Args, Clone)]
-struct Target {
-    /// The daemon's socket (default: rollupd.sock in the state folder).
+/// Settings given on the command line, over the config file.
+#[derive(Args, Clone, Default)]
+struct Settings {
+    /// The config file (default: the platform's, if it exists).
     #[arg(long)]
-    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    /// The folder of CSV files.
+    #[arg(long)]
+    watch: Option<PathBuf>,
     /// The state folder.
     #[arg(long)]
     state: Option<PathBuf>,
+    /// The daemon's socket (default: rollupd.sock in the state folder).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Time zone of the derived time columns (UTC or an IANA name).
+    #[arg(long)]
+    time_zone: Option<String>,
+    /// How long a changed file must stay the same before it is folded.
+    #[arg(long)]
+    settle_ms: Option<u64>,
+    /// How often to rescan the folder in case an event was missed.
+    #[arg(long)]
+    rescan_secs: Option<u64>,
+    /// Bad rows a file may have (skipped and reported) before it fails.
+    #[arg(long)]
+    max_bad_rows: Option<u64>,
+    /// The longest request line the socket accepts, in bytes.
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+}
+
+impl Settings {
+    /// The effective configuration.
+    fn config(&self) -> Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(w) = &self.watch {
+            c.watch = absolute(w)?;
+        }
+        if let Some(s) = &self.state {
+            c.state = absolute(s)?;
+        }
+        if let Some(s) = &self.socket {
+            c.socket = Some(absolute(s)?);
+        }
+        if let Some(z) = &self.time_zone {
+            c.time_zone = z.clone();
+        }
+        c.settle_ms = self.settle_ms.unwrap_or(c.settle_ms);
+        c.rescan_secs = self.rescan_secs.unwrap_or(c.rescan_secs);
+        c.max_bad_rows = self.max_bad_rows.unwrap_or(c.max_bad_rows);
+        c.max_request_bytes = self.max_request_bytes.unwrap_or(c.max_request_bytes);
+        c.check().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(std::env::current_dir()?.join(p))
+}
+
+/// Where to reach a daemon: its socket, the state folder it serves, or the config.
+#[derive(Args, Clone)]
+struct Target {
+    /// The daemon's socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The state folder (its daemon's socket is rollupd.sock in it).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The config file naming the socket (default: the platform's).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 impl Target {
-    fn state(&self) -> PathBuf {
-        self.state
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE))
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(|| default_socket(&self.state()))
+    fn socket(&self) -> Result<PathBuf> {
+        Ok(match (&self.socket, &self.state) {
+            (Some(s), _) => s.clone(),
+            (None, Some(state)) => default_socket(state),
+            (None, None) => Config::load(self.config.as_deref())?.socket(),
+        })
     }
 }
-
-const DEFAULT_STATE: &str = "state";
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground: watch the folder, fold changes, serve queries.
     Run {
-        /// The folder of CSV files (created if missing).
-        #[arg(long)]
-        watch: PathBuf,
-        /// The state folder.
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        /// The socket to serve on (default: rollupd.sock in the state folder).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// How long a changed file must stay the same before it is folded.
-        #[arg(long, default_value_t = 1000)]
-        settle_ms: u64,
-        /// How often to rescan the folder in case an event was missed.
-        #[arg(long, default_value_t = 30)]
-        rescan_secs: u64,
-        /// Bad rows a file may have (skipped and reported) before it fails.
-        #[arg(long, default_value_t = 0)]
-        max_bad_rows: u64,
-        /// The longest request line the socket accepts, in bytes.
-        #[arg(long, default_value_t = 1 << 20)]
-        max_request_bytes: usize,
-    },
-    /// Generate sample event CSVs shaped like the real data.
-    Gen {
-        /// Folder to write into.
-        dir: PathBuf,
-        #[arg(long, default_value_t = 4)]
-        files: usize,
-        #[arg(long, default_value_t = 100_000)]
-        rows_per_file: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Bring the state up to date with the folder, once, without a daemon.
     Build {
-        /// The folder of CSV files.
-        #[arg(long)]
-        watch: PathBuf,
-        /// The state folder.
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -140,11 +169,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the effective configuration (defaults, config file, flags) as TOML.
+    Config {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Install and start rollupd as a launchd agent (macOS) or systemd user service.
+    Install {
+        #[command(flatten)]
+        settings: Settings,
+        /// Print what would be written and run, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the files but do not load or start the service.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and remove the service; the data stays unless --purge.
+    Uninstall {
+        #[command(flatten)]
+        settings: Settings,
+        /// Also delete the state folder and the logs (never the watched CSVs).
+        #[arg(long)]
+        purge: bool,
+        /// Print what would be removed and run, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the files without stopping the service.
+        #[arg(long)]
+        no_stop: bool,
+    },
+    /// A first run: sample data, the daemon's cold build with progress, the reference
+    /// queries' answers; then the daemon keeps serving (when run in a terminal).
+    Demo {
+        /// The demo's state folder; the sample CSVs go to its `inbox`.
+        #[arg(long, default_value = "state")]
+        state: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        #[arg(long, default_value_t = 250_000)]
+        rows_per_file: usize,
+    },
+    /// Generate sample event CSVs shaped like the real data.
+    Gen {
+        /// Folder to write into.
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        files: usize,
+        #[arg(long, default_value_t = 100_000)]
+        rows_per_file: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    // The daemon logs what it does; one-shot commands only warnings.
+    // The daemon logs what it does; other commands only warnings.
     let level = match cli.command {
         Command::Run { .. } => "info",
         _ => "warn",
@@ -158,33 +239,60 @@ pub fn run() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Run {
-            watch,
-            state,
-            socket,
-            settle_ms,
-            rescan_secs,
-            max_bad_rows,
-            max_request_bytes,
+        Command::Run { settings } => rollupd::daemon::run(settings.config()?.daemon_options()?)?,
+        Command::Build { settings, json } => build(&settings.config()?, json)?,
+        Command::Query {
+            target,
+            format,
+            file,
+            json,
         } => {
-            let socket = socket.unwrap_or_else(|| default_socket(&state));
-            rollupd::daemon::run(DaemonOptions {
-                watch,
-                state,
-                socket,
-                engine: EngineOptions {
-                    max_bad_rows,
-                    ..EngineOptions::default()
-                },
-                settle: Duration::from_millis(settle_ms),
-                rescan: Duration::from_secs(rescan_secs.max(1)),
-                wait_timeout: Duration::from_secs(30),
-                server: ServerOptions {
-                    max_request_bytes,
-                    ..ServerOptions::default()
-                },
-            })?;
+            let text = match (file, json) {
+                (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+                (Some(f), _) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, Some(j)) => j,
+                (None, None) => bail!("give a query as JSON text or with -f FILE"),
+            };
+            let parsed: Json =
+                serde_json::from_str(&text).context("the query is not valid JSON")?;
+            let queries = match parsed {
+                Json::Array(items) => items,
+                one => vec![one],
+            };
+            // --state alone means "that state folder": through its daemon if one serves it,
+            // straight from the folder otherwise.
+            let direct = target.socket.is_none()
+                && target.state.is_some()
+                && Client::connect(&target.socket()?).is_err();
+            let answers = match &target.state {
+                Some(state) if direct => query_state(state, &queries, format)?,
+                _ => query_socket(&target.socket()?, &queries, format)?,
+            };
+            print_answers(answers, queries.len() > 1, format)?;
         }
+        Command::Status { target, json } => print_op(&target, "status", json, status_text)?,
+        Command::Files { target, json } => print_op(&target, "files", json, files_text)?,
+        Command::Sync { target, json } => print_op(&target, "sync", json, |r| {
+            format!("generation {}\n", r["generation"])
+        })?,
+        Command::Config { settings } => print!("{}", settings.config()?.to_toml()),
+        Command::Install {
+            settings,
+            dry_run,
+            no_start,
+        } => install(&settings, dry_run, no_start)?,
+        Command::Uninstall {
+            settings,
+            purge,
+            dry_run,
+            no_stop,
+        } => uninstall(&settings, purge, dry_run, no_stop)?,
+        Command::Demo {
+            state,
+            files,
+            rows_per_file,
+        } => rollupd::demo::run(&absolute(&state)?, files, rows_per_file)?,
         Command::Gen {
             dir,
             files,
@@ -210,81 +318,126 @@ pub fn run() -> Result<()> {
                 start.elapsed().as_secs_f64()
             );
         }
-        Command::Build { watch, state, json } => {
-            let engine = Engine::open(&state, EngineOptions::default())?;
-            let r = engine.update(&watch)?;
-            if json {
-                let failed: Vec<serde_json::Value> = r
-                    .failed
-                    .iter()
-                    .map(|(p, e)| serde_json::json!({"path": p, "error": e}))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "generation": r.generation, "added": r.added, "replaced": r.replaced,
-                        "appended": r.appended, "moved": r.moved, "removed": r.removed,
-                        "rows": r.rows, "bytes_parsed": r.bytes_parsed, "failed": failed,
-                        "elapsed_us": r.elapsed.as_micros() as u64,
-                    })
-                );
-            }
-            eprintln!(
-                "generation {}: {} added, {} rewritten, {} appended, {} moved, {} removed; \
-                 {} rows, {:.1} MB parsed in {:.2} s",
-                r.generation,
-                r.added,
-                r.replaced,
-                r.appended,
-                r.moved,
-                r.removed,
-                r.rows,
-                r.bytes_parsed as f64 / 1e6,
-                r.elapsed.as_secs_f64()
-            );
-            for (path, reason) in &r.failed {
-                eprintln!("failed: {}: {reason}", path.display());
-            }
-            if !r.failed.is_empty() {
-                bail!("{} file(s) could not be folded", r.failed.len());
-            }
-        }
-        Command::Query {
-            target,
-            format,
-            file,
-            json,
-        } => {
-            let text = match (file, json) {
-                (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-                (Some(f), _) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?,
-                (None, Some(j)) => j,
-                (None, None) => bail!("give a query as JSON text or with -f FILE"),
-            };
-            let parsed: Json =
-                serde_json::from_str(&text).context("the query is not valid JSON")?;
-            let queries = match parsed {
-                Json::Array(items) => items,
-                one => vec![one],
-            };
-            // --state alone means "that state folder": through its daemon if one serves it,
-            // straight from the folder otherwise.
-            let direct = target.socket.is_none()
-                && target.state.is_some()
-                && Client::connect(&target.socket()).is_err();
-            let answers = if direct {
-                query_state(&target.state(), &queries, format)?
-            } else {
-                query_socket(&target.socket(), &queries, format)?
-            };
-            print_answers(answers, queries.len() > 1, format)?;
-        }
-        Command::Status { target, json } => print_op(&target, "status", json, status_text)?,
-        Command::Files { target, json } => print_op(&target, "files", json, files_text)?,
-        Command::Sync { target, json } => print_op(&target, "sync", json, |r| {
-            format!("generation {}\n", r["generation"])
-        })?,
+    }
+    Ok(())
+}
+
+fn build(config: &Config, json: bool) -> Result<()> {
+    let engine = Engine::open(&config.state, config.engine_options()?)?;
+    let r = engine.update(&config.watch)?;
+    if json {
+        let failed: Vec<Json> = r
+            .failed
+            .iter()
+            .map(|(p, e)| json!({"path": p, "error": e}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "generation": r.generation, "added": r.added, "replaced": r.replaced,
+                "appended": r.appended, "moved": r.moved, "removed": r.removed,
+                "rows": r.rows, "bytes_parsed": r.bytes_parsed, "failed": failed,
+                "elapsed_us": r.elapsed.as_micros() as u64,
+            })
+        );
+    }
+    eprintln!(
+        "generation {}: {} added, {} rewritten, {} appended, {} moved, {} removed; \
+         {} rows, {:.1} MB parsed in {:.2} s",
+        r.generation,
+        r.added,
+        r.replaced,
+        r.appended,
+        r.moved,
+        r.removed,
+        r.rows,
+        r.bytes_parsed as f64 / 1e6,
+        r.elapsed.as_secs_f64()
+    );
+    if let Some(why) = engine.rebuilt() {
+        eprintln!("rebuilt: {why}");
+    }
+    for (path, reason) in &r.failed {
+        eprintln!("failed: {}: {reason}", path.display());
+    }
+    if !r.failed.is_empty() {
+        bail!("{} file(s) could not be folded", r.failed.len());
+    }
+    Ok(())
+}
+
+/// The service's paths for the effective config (which is written to the config path if
+/// no file is there yet, so the service runs with it).
+fn service_paths(settings: &Settings) -> Result<(ServicePaths, Config)> {
+    let config = settings.config()?;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .context("HOME is not set")?;
+    let paths = ServicePaths {
+        binary: std::env::current_exe()?,
+        config: match &settings.config {
+            Some(c) => absolute(c)?,
+            None => Folders::current().config,
+        },
+        state: config.state.clone(),
+        socket: config.socket(),
+        watch: config.watch.clone(),
+        log_dir: config.log_dir.clone(),
+        home,
+        xdg_config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
+    };
+    Ok((paths, config))
+}
+
+fn install(settings: &Settings, dry_run: bool, no_start: bool) -> Result<()> {
+    let (paths, config) = service_paths(settings)?;
+    let platform = Platform::current();
+    // SAFETY: getuid has no preconditions.
+    let mut plan = service::install_plan(platform, &paths, unsafe { libc::getuid() });
+    if !paths.config.exists() {
+        plan.write
+            .insert(0, (paths.config.clone(), config.to_toml()));
+    }
+    if dry_run {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    for dir in [&config.watch, &config.state, &config.log_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    plan.execute(!no_start)?;
+    println!(
+        "rollupd is installed ({}).",
+        service::unit_path(platform, &paths).display()
+    );
+    println!("  drop CSV files into: {}", config.watch.display());
+    println!("  state:               {}", config.state.display());
+    println!("  socket:              {}", config.socket().display());
+    println!("  config:              {}", paths.config.display());
+    match platform {
+        Platform::Launchd => println!("  logs:                {}", config.log_dir.display()),
+        Platform::Systemd => println!("  logs:                journalctl --user -u rollupd"),
+    }
+    println!("Try: rollupd status");
+    Ok(())
+}
+
+fn uninstall(settings: &Settings, purge: bool, dry_run: bool, no_stop: bool) -> Result<()> {
+    let (paths, _) = service_paths(settings)?;
+    let platform = Platform::current();
+    // SAFETY: getuid has no preconditions.
+    let plan = service::uninstall_plan(platform, &paths, unsafe { libc::getuid() }, purge);
+    if dry_run {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    plan.execute(!no_stop)?;
+    println!("rollupd is uninstalled.");
+    if !purge {
+        println!(
+            "The state is kept in {} (remove it with `rollupd uninstall --purge`).",
+            paths.state.display()
+        );
     }
     Ok(())
 }
@@ -301,7 +454,14 @@ fn query_state(state: &Path, queries: &[Json], format: Format) -> Result<Vec<Ans
             state.display()
         );
     }
-    let engine = Engine::open(state, EngineOptions::default())?;
+    // Open the state with the layout it was built with, so nothing is rebuilt.
+    let manifest = Manifest::load(state)?.context("no manifest in the state folder")?;
+    let opts = EngineOptions {
+        zone: Zone::parse(&manifest.zone)?,
+        specs: manifest.rollups.iter().map(|r| r.spec.clone()).collect(),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(state, opts)?;
     queries
         .iter()
         .map(|q| {
@@ -366,7 +526,7 @@ fn print_answers(answers: Vec<Answer>, several: bool, format: Format) -> Result<
 /// Runs one protocol op on the daemon and prints its reply: raw with `--json`, else as
 /// `text` makes it for people. An error reply becomes the command's error.
 fn print_op(target: &Target, op: &str, raw: bool, text: impl Fn(&Json) -> String) -> Result<()> {
-    let mut client = Client::connect(&target.socket())?;
+    let mut client = Client::connect(&target.socket()?)?;
     let reply = client.request(&json!({ "op": op }))?;
     if let Some((kind, message)) = reply.error() {
         bail!("{kind} error: {message}");

@@ -139,6 +139,7 @@ fn status(h: &Handle) -> String {
         "state_bytes": dir_size(h.engine.state()),
         "last_change": progress.last_change.map(rfc3339),
         "last_error": progress.last_error,
+        "rebuilt": h.engine.rebuilt(),
     }))
 }
 

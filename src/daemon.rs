@@ -36,62 +36,111 @@ pub fn default_socket(state: &std::path::Path) -> PathBuf {
 
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("starting the async runtime: {e}")))?;
-    let engine = Arc::new(Engine::open(&opts.state, opts.engine.clone())?);
-    // Absolute paths from here on, for logs and status.
-    let state = engine
-        .state()
-        .canonicalize()
-        .map_err(|e| Error::io(&opts.state, e))?;
+    let daemon = Daemon::start(opts)?;
+    daemon.wait_for_signal()?;
+    daemon.stop();
+    Ok(())
+}
 
-    let listener = {
-        let _context = runtime.enter();
-        server::bind(&opts.socket)?
-    };
-    let ingest = Ingest::start(
-        engine.clone(),
-        IngestOptions {
-            watch: opts.watch.clone(),
-            settle: opts.settle,
-            rescan: opts.rescan,
-        },
-    )?;
-    let watch = ingest.watch().to_path_buf();
-    let handle = Handle {
-        engine: engine.clone(),
-        ingest: ingest.handle(),
-        watch: watch.clone(),
-        wait_timeout: opts.wait_timeout,
-    };
-    tracing::info!(
-        watch = %watch.display(),
-        state = %state.display(),
-        socket = %opts.socket.display(),
-        generation = engine.snapshot().generation(),
-        "rollupd is running"
-    );
-    let served = runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
-        server::run(
+/// A running daemon: its engine, ingest loop and socket server.
+pub struct Daemon {
+    runtime: tokio::runtime::Runtime,
+    engine: Arc<Engine>,
+    ingest: Ingest,
+    handle: Handle,
+    server: tokio::task::JoinHandle<()>,
+    stop_server: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Daemon {
+    /// Opens the engine (taking the state folder's lock), binds the socket and starts the
+    /// ingest loop and the server.
+    pub fn start(opts: DaemonOptions) -> Result<Daemon> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("server")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("starting the async runtime: {e}")))?;
+        let engine = Arc::new(Engine::open(&opts.state, opts.engine.clone())?);
+        // Absolute paths from here on, for logs and status.
+        let state = engine
+            .state()
+            .canonicalize()
+            .map_err(|e| Error::io(&opts.state, e))?;
+        let listener = {
+            let _context = runtime.enter();
+            server::bind(&opts.socket)?
+        };
+        let ingest = Ingest::start(
+            engine.clone(),
+            IngestOptions {
+                watch: opts.watch.clone(),
+                settle: opts.settle,
+                rescan: opts.rescan,
+            },
+        )?;
+        let watch = ingest.watch().to_path_buf();
+        let handle = Handle {
+            engine: engine.clone(),
+            ingest: ingest.handle(),
+            watch: watch.clone(),
+            wait_timeout: opts.wait_timeout,
+        };
+        tracing::info!(
+            watch = %watch.display(),
+            state = %state.display(),
+            socket = %opts.socket.display(),
+            generation = engine.snapshot().generation(),
+            "rollupd is running"
+        );
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(server::run(
             listener,
-            &opts.socket,
-            handle,
+            opts.socket.clone(),
+            handle.clone(),
             opts.server.clone(),
-            shutdown,
-        )
-        .await;
-        Ok::<(), Error>(())
-    });
-    ingest.stop();
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    drop(engine);
-    tracing::info!("rollupd stopped");
-    served
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Daemon {
+            runtime,
+            engine,
+            ingest,
+            handle,
+            server,
+            stop_server,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The shared state the server answers from.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Blocks until SIGTERM or SIGINT.
+    pub fn wait_for_signal(&self) -> Result<()> {
+        self.runtime.block_on(async {
+            shutdown_signal()?.await;
+            Ok(())
+        })
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (bounded), stops
+    /// ingest before its next file, and removes the socket.
+    pub fn stop(self) {
+        let _ = self.stop_server.send(());
+        let _ = self.runtime.block_on(self.server);
+        self.ingest.stop();
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+        drop(self.engine);
+        tracing::info!("rollupd stopped");
+    }
 }
 
 /// A future that completes on SIGTERM or SIGINT.

@@ -144,12 +144,15 @@ impl UpdateReport {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub bytes_parsed: AtomicU64,
+    /// Rows folded (including appended tails and files folded again).
+    pub rows_folded: AtomicU64,
     per_file: Mutex<HashMap<PathBuf, u64>>,
 }
 
 impl Stats {
-    fn parsed(&self, path: &Path, bytes: u64) {
+    fn parsed(&self, path: &Path, bytes: u64, rows: u64) {
         self.bytes_parsed.fetch_add(bytes, Ordering::Relaxed);
+        self.rows_folded.fetch_add(rows, Ordering::Relaxed);
         *self
             .per_file
             .lock()
@@ -182,6 +185,8 @@ pub struct Engine {
     /// One update at a time.
     updating: Mutex<()>,
     _lock: StateLock,
+    /// Why the state was started over on open, if it was.
+    rebuilt: Mutex<Option<String>>,
     /// Set to stop an update early (at the next file); see [`Engine::cancel`].
     cancelled: AtomicBool,
     /// The published generation, for waiters.
@@ -209,6 +214,7 @@ impl Engine {
             repairs: Mutex::new(Vec::new()),
             updating: Mutex::new(()),
             _lock: lock,
+            rebuilt: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             generation: tokio::sync::watch::Sender::new(0),
         };
@@ -268,10 +274,54 @@ impl Engine {
         self.table.view(self.opts.readers)
     }
 
-    /// Brings table and rollups in line with the store after an interrupted update.
+    /// Brings table and rollups in line with the store after an interrupted update, and
+    /// starts over when the state was built with another time zone or rollup set.
     fn recover(&self) -> Result<()> {
+        self.check_layout()?;
         self.reconcile_table()?;
         self.recover_rollups()
+    }
+
+    /// A state folded with another time zone or rollup set is emptied (one store commit;
+    /// the table and rollups follow), so the next update folds every file again with the
+    /// configured one. The CSV files are the data; nothing else is lost.
+    fn check_layout(&self) -> Result<()> {
+        let Some((zone, specs)) = self.store.layout()? else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        if zone != self.opts.zone.name() {
+            changes.push(format!("time zone {zone} → {}", self.opts.zone.name()));
+        }
+        if specs != self.opts.specs {
+            let names = |s: &[RollupSpec]| s.iter().map(RollupSpec::name).collect::<Vec<_>>();
+            changes.push(format!(
+                "rollups {:?} → {:?}",
+                names(&specs),
+                names(&self.opts.specs)
+            ));
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let reason = format!("{}; every file is folded again", changes.join(", "));
+        tracing::warn!("the state was built with another layout: {reason}");
+        let files = self.store.files()?;
+        let commit = Commit {
+            generation: self.store.generation()? + 1,
+            removed: files.iter().map(|r| r.id).collect(),
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)?;
+        self.store
+            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
+        *self.rebuilt.lock().expect("rebuilt lock") = Some(reason);
+        Ok(())
+    }
+
+    /// Why this engine started over on open (a changed time zone or rollup set), if it did.
+    pub fn rebuilt(&self) -> Option<String> {
+        self.rebuilt.lock().expect("rebuilt lock").clone()
     }
 
     /// Makes the table agree with the store: drops rows the store does not know, cuts off
@@ -312,19 +362,13 @@ impl Engine {
     /// the manifest lags the store.
     fn recover_rollups(&self) -> Result<()> {
         let generation = self.store.generation()?;
-        let layout_ok = self
-            .store
-            .layout()?
-            .is_none_or(|(zone, specs)| zone == self.opts.zone.name() && specs == self.opts.specs);
-        if !layout_ok {
-            return Err(Error::State {
-                path: self.state.clone(),
-                reason: "the state was built with another time zone or rollup set".into(),
-            });
-        }
         let manifest = Manifest::load(&self.state)?;
         match manifest {
-            Some(m) if m.generation == generation && specs_of(&m) == self.opts.specs => {
+            Some(m)
+                if m.generation == generation
+                    && specs_of(&m) == self.opts.specs
+                    && m.zone == self.opts.zone.name() =>
+            {
                 let rollups = m
                     .rollups
                     .par_iter()
@@ -666,7 +710,7 @@ impl Engine {
             &self.opts.specs,
             self.opts.max_bad_rows,
         )?;
-        self.stats.parsed(&s.path, f.bytes);
+        self.stats.parsed(&s.path, f.bytes, f.rows);
         tracing::debug!(path = %s.path.display(), ms = start.elapsed().as_millis() as u64, "folded");
         let encoded = if from == 0 {
             encode_all(&f.partial)

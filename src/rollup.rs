@@ -78,6 +78,34 @@ impl RollupSpec {
         name
     }
 
+    /// The spec a name like `day_type_country` or `all_advertiser_publisher` stands for
+    /// (dimensions in any order).
+    pub fn from_name(name: &str) -> std::result::Result<RollupSpec, String> {
+        let mut parts = name.split('_');
+        let grain = match parts.next().unwrap_or_default() {
+            "all" => None,
+            "minute" => Some(TimeCol::Minute),
+            "hour" => Some(TimeCol::Hour),
+            "day" => Some(TimeCol::Day),
+            "week" => Some(TimeCol::Week),
+            other => {
+                return Err(format!(
+                    "rollup {name:?}: {other:?} is not a grain (minute, hour, day, week or all)"
+                ))
+            }
+        };
+        let dims = parts
+            .map(|p| {
+                Dim::ALL.into_iter().find(|d| d.short() == p).ok_or_else(|| {
+                    format!(
+                        "rollup {name:?}: {p:?} is not a dimension (type, country, advertiser or publisher)"
+                    )
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RollupSpec::new(grain, &dims))
+    }
+
     pub fn has(&self, dim: Dim) -> bool {
         self.dims.contains(&dim)
     }
@@ -449,6 +477,19 @@ pub fn country_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spec_names_round_trip() {
+        for spec in default_specs() {
+            assert_eq!(RollupSpec::from_name(&spec.name()), Ok(spec));
+        }
+        assert_eq!(
+            RollupSpec::from_name("day_country_type").map(|s| s.name()),
+            Ok("day_type_country".to_string())
+        );
+        assert!(RollupSpec::from_name("month_type").is_err());
+        assert!(RollupSpec::from_name("day_city").is_err());
+    }
 
     #[test]
     fn rollup_rows_stay_compact() {

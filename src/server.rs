@@ -91,7 +91,7 @@ fn temp_name(path: &Path) -> PathBuf {
 /// Serves `listener` until `shutdown` completes, then removes the socket at `path`.
 pub async fn run(
     listener: UnixListener,
-    path: &Path,
+    path: PathBuf,
     handle: Handle,
     opts: ServerOptions,
     shutdown: impl Future,
@@ -125,7 +125,7 @@ pub async fn run(
         _ = shutdown => tracing::info!("shutting down: no new connections"),
     }
     drop(listener);
-    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(&path);
     drop(notify_shutdown);
     drop(done_tx);
     if tokio::time::timeout(opts.drain_timeout, done_rx.recv())

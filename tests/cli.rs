@@ -1,4 +1,4 @@
-//! The real binary: gen, build and query on a temp folder.
+//! The real binary: gen, build, query, config and demo on a temp folder.
 
 use crate::util::{ok_stdout, Workspace};
 
@@ -126,4 +126,55 @@ fn relative_and_absolute_watch_paths_are_the_same_folder() {
     let report: serde_json::Value = serde_json::from_str(&ok_stdout(&out)).unwrap();
     assert_eq!(report["moved"], 0, "{report}");
     assert_eq!(report["bytes_parsed"], 0, "{report}");
+}
+
+#[test]
+fn demo_builds_answers_the_reference_queries_and_stops_without_a_terminal() {
+    let ws = Workspace::new();
+    let out = ws.run(&["demo", "--files", "2", "--rows-per-file", "3000"]);
+    let text = ok_stdout(&out);
+    for n in 1..=5 {
+        assert!(text.contains(&format!("\n{n}. ")), "{text}");
+    }
+    assert_eq!(text.matches(" from rollup:").count(), 5, "{text}");
+    assert!(text.contains("Folded 2 files (6000 rows"), "{text}");
+    assert!(text.contains("status --state"), "{text}");
+    assert!(ws.tmp.path().join("state/inbox/events-000.csv").exists());
+    assert!(!ws.tmp.path().join("state/rollupd.sock").exists());
+    // Again: nothing to fold.
+    let text = ok_stdout(&ws.run(&["demo", "--files", "2", "--rows-per-file", "3000"]));
+    assert!(
+        text.contains("Already folded: 2 files, 6000 rows"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_prints_the_file_over_defaults_with_flags_over_both() {
+    let ws = Workspace::new();
+    let file = ws.tmp.path().join("rollupd.toml");
+    std::fs::write(
+        &file,
+        "watch = \"csv\"\ntime_zone = \"Asia/Tokyo\"\nsettle_ms = 250\n",
+    )
+    .unwrap();
+    let out = ws.run(&["config", "--config", "rollupd.toml", "--settle-ms", "500"]);
+    let config: toml::Table = toml::from_str(&ok_stdout(&out)).unwrap();
+    let watch = ws.tmp.path().join("csv");
+    assert_eq!(config["watch"].as_str(), watch.to_str());
+    assert_eq!(config["time_zone"].as_str(), Some("Asia/Tokyo"));
+    assert_eq!(config["settle_ms"].as_integer(), Some(500));
+    assert_eq!(config["rollups"].as_array().unwrap().len(), 9);
+
+    let out = ws.run(&["config", "--config", "missing.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.toml"), "{err}");
+    std::fs::write(&file, "time_zone = \"Mars/Olympus\"\n").unwrap();
+    let out = ws.run(&["config", "--config", "rollupd.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Mars/Olympus"),
+        "{err}"
+    );
 }

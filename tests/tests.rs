@@ -12,6 +12,8 @@ mod differential;
 mod history;
 mod input;
 mod invalid;
+mod layout;
+mod service;
 
 #[test]
 fn oracle_self_check() {

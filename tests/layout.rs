@@ -1,0 +1,96 @@
+//! A changed time zone (or rollup set) rebuilds the state on the next start, and queries
+//! then follow the new zone; checked against day counts computed here with chrono-tz.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+use crate::util::{ok_stdout, Daemon, Workspace};
+
+/// Rows per local calendar day in `zone`, straight from the CSV text.
+fn day_counts(files: &[PathBuf], zone: chrono_tz::Tz) -> Vec<Value> {
+    let mut days: BTreeMap<String, u64> = BTreeMap::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let ts = header.iter().position(|h| *h == "ts").unwrap();
+        for line in lines {
+            let ms: i64 = line.split(',').nth(ts).unwrap().parse().unwrap();
+            let day = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .with_timezone(&zone)
+                .format("%Y-%m-%d")
+                .to_string();
+            *days.entry(day).or_default() += 1;
+        }
+    }
+    days.into_iter().map(|(d, n)| json!([d, n])).collect()
+}
+
+fn per_day() -> Value {
+    json!({"select": ["day", {"COUNT": "*"}], "group_by": ["day"]})
+}
+
+#[test]
+fn a_changed_time_zone_rebuilds_the_rollups_and_queries_follow_it() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 4_000, 9);
+    let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    let build = |zone: &str| -> Value {
+        let out = ws.run(&[
+            "build",
+            "--watch",
+            "watch",
+            "--state",
+            "state",
+            "--time-zone",
+            zone,
+            "--json",
+        ]);
+        serde_json::from_str(&ok_stdout(&out)).unwrap()
+    };
+    let query = |q: &Value| -> Value {
+        let out = ws.run(&["query", "--state", "state", &q.to_string()]);
+        serde_json::from_str(&ok_stdout(&out)).unwrap()
+    };
+    build("UTC");
+    let utc = query(&per_day());
+    assert_eq!(utc["rows"], json!(day_counts(&files, chrono_tz::UTC)));
+
+    // Tokyo is UTC+9: every event after 15:00 UTC moves to the next day.
+    let report = build("Asia/Tokyo");
+    assert_eq!(report["bytes_parsed"], bytes, "every file is folded again");
+    let tokyo = query(&per_day());
+    assert!(tokyo["source"].as_str().unwrap().starts_with("rollup:"));
+    assert_eq!(
+        tokyo["rows"],
+        json!(day_counts(&files, chrono_tz::Asia::Tokyo))
+    );
+    assert_ne!(tokyo["rows"], utc["rows"]);
+    // Unchanged zone: nothing to do.
+    assert_eq!(build("Asia/Tokyo")["bytes_parsed"], 0);
+
+    // The daemon: a zone with daylight saving, reported in status.
+    let d = Daemon::start(&ws, &["--time-zone", "America/New_York"]);
+    d.sync();
+    let status = d.status();
+    let why = status["rebuilt"].as_str().unwrap_or_default();
+    assert!(why.contains("Asia/Tokyo → America/New_York"), "{status}");
+    let reply = d.request(json!({"op": "query", "query": per_day()}));
+    assert_eq!(
+        reply.line["rows"],
+        json!(day_counts(&files, chrono_tz::America::New_York))
+    );
+    // DuckDB's derived columns follow the zone too (every sample row has a user id).
+    let raw = json!({"select": ["day", {"COUNT": "*"}], "group_by": ["day"],
+                     "where": [{"col": "user_id", "op": "gte", "val": 0}]});
+    let reply = d.request(json!({"op": "query", "query": raw}));
+    assert_eq!(reply.line["source"], "duckdb");
+    assert_eq!(
+        reply.line["rows"],
+        json!(day_counts(&files, chrono_tz::America::New_York))
+    );
+    d.stop();
+}
