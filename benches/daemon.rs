@@ -757,8 +757,8 @@ fn land(
     }
 }
 
-/// The engine's "generation committed to the store" log lines (fold and table, merge,
-/// store) before the pass's "published" line read at `published`, and the time from the
+/// The engine's "generation committed to the store" log lines (fold, merge, waiting for
+/// DuckDB's appends, store) before the pass's "published" line read at `published`, and the time from the
 /// last of them to that line (writing the rollup partitions, the manifest, publishing
 /// and what follows). None if the daemon does not log them.
 fn breakdown(daemon: &Daemon, from: usize, published: Instant) -> Option<String> {
@@ -770,9 +770,10 @@ fn breakdown(daemon: &Daemon, from: usize, published: Instant) -> Option<String>
     let last = commits.last()?.0;
     let sum = |key: &str| -> Option<u64> { commits.iter().map(|(_, l)| log_field(l, key)).sum() };
     Some(format!(
-        "{} · {} · {} · {:.0}",
-        sum("fold_and_table_ms")?,
+        "{} · {} · {} · {} · {:.0}",
+        sum("fold_ms")?,
         sum("merge_ms")?,
+        sum("table_wait_ms")?,
         sum("store_ms")?,
         ms(published.saturating_duration_since(last))
     ))
@@ -821,12 +822,14 @@ fn landings(
          the `ms` of the daemon's own `published` log line (the whole `update`, including \
          what it does after publishing); \"pass over\" is when that line was read, from the \
          rename; the next drop waits for it. The breakdown comes from the daemon's log: its \
-         engine's `fold_and_table_ms`, `merge_ms` and `store_ms`, then the time from that \
-         log line to the `published` one (writing the changed rollup partitions and the \
-         manifest, the snapshot swap, the DuckDB checkpoint).\n",
+         engine's `fold_ms`, `merge_ms`, `table_wait_ms` (DuckDB's appends still running after \
+         the merge) and `store_ms`, then the time from that \
+         log line to the `published` one (the snapshot swap, which makes the file \
+         queryable, then writing the changed rollup partitions and the manifest, and the DuckDB \
+         checkpoint).\n",
         mb
     );
-    println!("| files folded before | mtime at rename | rename → queryable | minus settle ({SETTLE_MS} ms) | daemon's update (its log) | rename → pass over | fold+table · merge · store · write+publish (ms) |");
+    println!("| files folded before | mtime at rename | rename → queryable | minus settle ({SETTLE_MS} ms) | daemon's update (its log) | rename → pass over | fold · merge · table wait · store · publish+write (ms) |");
     println!("|---|---|---|---|---|---|---|");
     for (_, l) in &results {
         let total = ms(l.total);

@@ -73,28 +73,37 @@ type Fold = (Folded, u64, Vec<Vec<u8>>);
 /// table as of the same generation.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    pub generation: u64,
+    /// The manifest on disk (it may trail `generation` while the partitions are written).
     pub manifest: Manifest,
     pub catalog: Vec<CatalogEntry>,
     pub rollups: Vec<Arc<RollupRows>>,
     /// `None` only before the first publish.
-    pub view: Option<View>,
+    pub view: Option<Arc<View>>,
 }
 
 impl Snapshot {
     pub fn generation(&self) -> u64 {
-        self.manifest.generation
+        self.generation
     }
 
-    fn new(manifest: Manifest, rollups: Vec<Arc<RollupRows>>, view: View) -> Snapshot {
-        let catalog = manifest
-            .rollups
+    fn new(
+        generation: u64,
+        manifest: Manifest,
+        specs: &[RollupSpec],
+        rollups: Vec<Arc<RollupRows>>,
+        view: Arc<View>,
+    ) -> Snapshot {
+        let catalog = specs
             .iter()
-            .map(|r| CatalogEntry {
-                spec: r.spec.clone(),
-                rows: r.rows,
+            .zip(&rollups)
+            .map(|(spec, rows)| CatalogEntry {
+                spec: spec.clone(),
+                rows: rows.len() as u64,
             })
             .collect();
         Snapshot {
+            generation,
             manifest,
             catalog,
             rollups,
@@ -102,6 +111,9 @@ impl Snapshot {
         }
     }
 }
+
+/// The manifest on disk and the rollups its partitions hold.
+type Written = (Manifest, Vec<Arc<RollupRows>>);
 
 /// A query's answer with where it came from.
 #[derive(Debug, Clone)]
@@ -187,6 +199,8 @@ pub struct Engine {
     _lock: StateLock,
     /// Why the state was started over on open, if it was.
     rebuilt: Mutex<Option<String>>,
+    /// What the partitions on disk hold, to tell which ones a change touched.
+    written: Mutex<Written>,
     /// Set to stop an update early (at the next file); see [`Engine::cancel`].
     cancelled: AtomicBool,
     /// The published generation, for waiters.
@@ -215,6 +229,7 @@ impl Engine {
             updating: Mutex::new(()),
             _lock: lock,
             rebuilt: Mutex::new(None),
+            written: Mutex::new(Written::default()),
             cancelled: AtomicBool::new(false),
             generation: tokio::sync::watch::Sender::new(0),
         };
@@ -374,7 +389,15 @@ impl Engine {
                     .par_iter()
                     .map(|r| read_rollup(&self.state, r).map(Arc::new))
                     .collect::<Result<Vec<_>>>()?;
-                self.publish(Snapshot::new(m, rollups, self.view()?));
+                *self.written.lock().expect("written lock") = (m.clone(), rollups.clone());
+                let view = Arc::new(self.view()?);
+                self.publish(Snapshot::new(
+                    generation,
+                    m,
+                    &self.opts.specs,
+                    rollups,
+                    view,
+                ));
             }
             _ => {
                 // The rollups lag the store (or are missing): merge them from the stored
@@ -613,9 +636,6 @@ impl Engine {
             return Ok(());
         }
 
-        for p in pending {
-            p.wait()?;
-        }
         let t_fold = t0.elapsed();
         // Appended files keep one partial: the old one merged with the tail's.
         for (id, tail) in appended {
@@ -670,14 +690,21 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
 
         let t_merge = t0.elapsed();
+        // The table commits before the store (DuckDB may still be appending the last files
+        // while the rollups merged).
+        for p in pending {
+            p.wait()?;
+        }
+        let t_table = t0.elapsed();
         self.store.set_layout(&self.opts.zone.name(), specs)?;
         self.store.commit(&commit, next_id)?;
         *current = rollups;
         tracing::info!(
             generation = commit.generation,
-            fold_and_table_ms = t_fold.as_millis() as u64,
+            fold_ms = t_fold.as_millis() as u64,
             merge_ms = (t_merge - t_fold).as_millis() as u64,
-            store_ms = (t0.elapsed() - t_merge).as_millis() as u64,
+            table_wait_ms = (t_table - t_merge).as_millis() as u64,
+            store_ms = (t0.elapsed() - t_table).as_millis() as u64,
             "generation committed to the store"
         );
         report.generation = commit.generation;
@@ -720,26 +747,34 @@ impl Engine {
         Ok((f, fp, encoded))
     }
 
-    /// Writes rollup partitions that changed, publishes the manifest and the snapshot.
+    /// Publishes a generation: first the snapshot (queries see it from memory at once),
+    /// then the rollup partitions that changed and the manifest. A crash before the
+    /// manifest is replaced is repaired on open by merging the stored partials again.
     fn write_and_publish(&self, generation: u64, rollups: Vec<Arc<RollupRows>>) -> Result<()> {
-        let previous = self.snapshot();
-        let entries = self
-            .opts
-            .specs
+        let specs = &self.opts.specs;
+        let view = Arc::new(self.view()?);
+        let on_disk = self.snapshot().manifest.clone();
+        self.publish(Snapshot::new(
+            generation,
+            on_disk,
+            specs,
+            rollups.clone(),
+            view.clone(),
+        ));
+        let (manifest, written) = self.written.lock().expect("written lock").clone();
+        let entries = specs
             .par_iter()
             .zip(&rollups)
             .enumerate()
             .map(|(i, (spec, rows))| {
-                let before = previous
-                    .manifest
+                let before = manifest
                     .rollups
                     .get(i)
                     .filter(|e| &e.spec == spec)
-                    .map(|e| (e, previous.rollups[i].as_ref()));
+                    .zip(written.get(i).map(|r| r.as_ref()));
                 write_rollup(&self.state, spec, rows, generation, before)
             })
             .collect::<Result<Vec<_>>>()?;
-        drop(previous);
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             generation,
@@ -747,13 +782,17 @@ impl Engine {
             rollups: entries,
         };
         manifest.publish(&self.state)?;
-        self.publish(Snapshot::new(manifest, rollups, self.view()?));
+        *self.written.lock().expect("written lock") = (manifest.clone(), rollups.clone());
+        self.publish(Snapshot::new(
+            generation,
+            manifest,
+            specs,
+            rollups,
+            view.clone(),
+        ));
         // Once no query reads an older generation; otherwise at a later publish.
-        let snap = self.snapshot();
-        if let Some(view) = &snap.view {
-            if !self.table.checkpoint_quiet(view)? {
-                tracing::debug!("checkpoint postponed: a query still reads an older generation");
-            }
+        if !self.table.checkpoint_quiet(&view)? {
+            tracing::debug!("checkpoint postponed: a query still reads an older generation");
         }
         Ok(())
     }

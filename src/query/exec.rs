@@ -258,7 +258,8 @@ fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Ve
             (row, keys)
         })
         .collect();
-    out.sort_by(|a, b| compare(query, a, b));
+    // Group keys are unique, so the order is total and an unstable sort is exact.
+    out.sort_unstable_by(|a, b| compare(query, a, b));
     if let Some(n) = query.limit {
         out.truncate(n as usize);
     }
