@@ -137,9 +137,7 @@ fn main() {
     let a = args();
     let files = common::bench_data(&a.data, a.files, a.rows);
     let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
-    let work = a.data.join("work");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = common::work_dir(&a.data, "work");
 
     // Fold alone, one core: parse, derive, sort and build the partials of three files.
     let specs = default_specs();

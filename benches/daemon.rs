@@ -930,9 +930,7 @@ fn main() {
     let a = args();
     let files = common::bench_data(&a.data, a.files, a.rows);
     let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
-    let work = a.data.join("work-daemon");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    let work = common::work_dir(&a.data, "work-daemon");
     let (user, auction) = sample_ids(&files[0]);
     let ten = &files[..files.len().min(10)];
 

@@ -476,11 +476,11 @@ fn query_state(state: &Path, queries: &[Json], format: Format) -> Result<Vec<Ans
 /// Answers queries through the daemon listening on `socket`, over one connection.
 fn query_socket(socket: &Path, queries: &[Json], format: Format) -> Result<Vec<Answer>> {
     let mut client = Client::connect(socket)?;
-    let format = format!("{format:?}").to_lowercase();
     queries
         .iter()
         .map(|q| {
-            let reply = client.request(&json!({"op": "query", "query": q, "format": format}))?;
+            let reply =
+                client.request(&json!({"op": "query", "query": q, "format": format.name()}))?;
             Ok(match reply.error() {
                 None => Ok((reply.line.to_string(), reply.payload)),
                 Some(_) => Err(reply.line.to_string()),

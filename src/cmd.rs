@@ -118,8 +118,9 @@ fn status(h: &Handle) -> String {
     };
     let progress = h.ingest.progress();
     let snap = h.engine.snapshot();
-    let rollups: Vec<Json> = snap
-        .manifest
+    let rollups: Vec<Json> = h
+        .engine
+        .manifest()
         .rollups
         .iter()
         .map(|r| json!({"name": r.spec.name(), "rows": r.rows, "bytes": r.bytes}))

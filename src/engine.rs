@@ -28,7 +28,7 @@ use crate::rollup::{default_specs, Agg, Key, RollupRows, RollupSpec};
 use crate::schema::Zone;
 use crate::store::{Commit, FileRecord, Store};
 use crate::table::{Table, TableChange, TableFile, TableOptions, View};
-use crate::watch::scan_folder;
+use crate::watch::scan;
 
 /// How the engine folds and stores.
 #[derive(Debug, Clone)]
@@ -74,8 +74,6 @@ type Fold = (Folded, u64, Vec<Vec<u8>>);
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub generation: u64,
-    /// The manifest on disk (it may trail `generation` while the partitions are written).
-    pub manifest: Manifest,
     pub catalog: Vec<CatalogEntry>,
     pub rollups: Vec<Arc<RollupRows>>,
     /// `None` only before the first publish.
@@ -89,7 +87,6 @@ impl Snapshot {
 
     fn new(
         generation: u64,
-        manifest: Manifest,
         specs: &[RollupSpec],
         rollups: Vec<Arc<RollupRows>>,
         view: Arc<View>,
@@ -104,7 +101,6 @@ impl Snapshot {
             .collect();
         Snapshot {
             generation,
-            manifest,
             catalog,
             rollups,
             view: Some(view),
@@ -198,7 +194,7 @@ pub struct Engine {
     updating: Mutex<()>,
     _lock: StateLock,
     /// Why the state was started over on open, if it was.
-    rebuilt: Mutex<Option<String>>,
+    rebuilt: Option<String>,
     /// What the partitions on disk hold, to tell which ones a change touched.
     written: Mutex<Written>,
     /// Set to stop an update early (at the next file); see [`Engine::cancel`].
@@ -218,7 +214,7 @@ impl Engine {
         let lock = StateLock::acquire(state)?;
         let store = Store::open(&state.join(STORE_DIR))?;
         let table = Table::open(&state.join(DB_FILE), &opts.table)?;
-        let engine = Engine {
+        let mut engine = Engine {
             state: state.to_path_buf(),
             opts,
             table,
@@ -228,7 +224,7 @@ impl Engine {
             repairs: Mutex::new(Vec::new()),
             updating: Mutex::new(()),
             _lock: lock,
-            rebuilt: Mutex::new(None),
+            rebuilt: None,
             written: Mutex::new(Written::default()),
             cancelled: AtomicBool::new(false),
             generation: tokio::sync::watch::Sender::new(0),
@@ -291,8 +287,8 @@ impl Engine {
 
     /// Brings table and rollups in line with the store after an interrupted update, and
     /// starts over when the state was built with another time zone or rollup set.
-    fn recover(&self) -> Result<()> {
-        self.check_layout()?;
+    fn recover(&mut self) -> Result<()> {
+        self.rebuilt = self.check_layout()?;
         self.reconcile_table()?;
         self.recover_rollups()
     }
@@ -300,9 +296,9 @@ impl Engine {
     /// A state folded with another time zone or rollup set is emptied (one store commit;
     /// the table and rollups follow), so the next update folds every file again with the
     /// configured one. The CSV files are the data; nothing else is lost.
-    fn check_layout(&self) -> Result<()> {
+    fn check_layout(&self) -> Result<Option<String>> {
         let Some((zone, specs)) = self.store.layout()? else {
-            return Ok(());
+            return Ok(None);
         };
         let mut changes = Vec::new();
         if zone != self.opts.zone.name() {
@@ -317,7 +313,7 @@ impl Engine {
             ));
         }
         if changes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let reason = format!("{}; every file is folded again", changes.join(", "));
         tracing::warn!("the state was built with another layout: {reason}");
@@ -330,13 +326,18 @@ impl Engine {
         self.store.commit(&commit, self.store.next_id()?)?;
         self.store
             .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
-        *self.rebuilt.lock().expect("rebuilt lock") = Some(reason);
-        Ok(())
+        Ok(Some(reason))
     }
 
     /// Why this engine started over on open (a changed time zone or rollup set), if it did.
-    pub fn rebuilt(&self) -> Option<String> {
-        self.rebuilt.lock().expect("rebuilt lock").clone()
+    pub fn rebuilt(&self) -> Option<&str> {
+        self.rebuilt.as_deref()
+    }
+
+    /// The manifest on disk (it trails the published generation while its partitions
+    /// are written).
+    pub fn manifest(&self) -> Manifest {
+        self.written.lock().expect("written lock").0.clone()
     }
 
     /// Makes the table agree with the store: drops rows the store does not know, cuts off
@@ -391,13 +392,7 @@ impl Engine {
                     .collect::<Result<Vec<_>>>()?;
                 *self.written.lock().expect("written lock") = (m.clone(), rollups.clone());
                 let view = Arc::new(self.view()?);
-                self.publish(Snapshot::new(
-                    generation,
-                    m,
-                    &self.opts.specs,
-                    rollups,
-                    view,
-                ));
+                self.publish(Snapshot::new(generation, &self.opts.specs, rollups, view));
             }
             _ => {
                 // The rollups lag the store (or are missing): merge them from the stored
@@ -421,26 +416,22 @@ impl Engine {
 
     /// Compares the folder with the store and folds what changed.
     pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
-        self.update_except(watch, &HashSet::new())
-    }
-
-    /// Like [`Engine::update`], but leaves the files at the paths in `hold` (and their
-    /// records) as they are: files still being written, or known not to fold.
-    pub fn update_except(&self, watch: &Path, hold: &HashSet<PathBuf>) -> Result<UpdateReport> {
-        let _one = self.updating.lock().expect("update lock");
-        let start = Instant::now();
         // Absolute paths, so `build --watch data` and `--watch /abs/data` agree.
         let watch = watch.canonicalize().map_err(|e| Error::io(watch, e))?;
-        let mut seen = Vec::new();
-        for path in scan_folder(&watch, self.opts.recursive)? {
-            if hold.contains(&path) {
-                continue;
-            }
-            match Seen::stat(&path) {
-                Ok(s) => seen.push(s),
-                Err(_) => continue, // vanished since the listing
-            }
-        }
+        self.update_from(scan(&watch, self.opts.recursive)?, &HashSet::new())
+    }
+
+    /// Folds what changed, given the folder's files as `watch::scan` lists them (absolute
+    /// paths), leaving the files at the paths in `hold` (and their records) as they are:
+    /// files still being written, or known not to fold.
+    pub fn update_from(
+        &self,
+        mut seen: Vec<Seen>,
+        hold: &HashSet<PathBuf>,
+    ) -> Result<UpdateReport> {
+        let _one = self.updating.lock().expect("update lock");
+        let start = Instant::now();
+        seen.retain(|s| !hold.contains(&s.path));
         let mut records = self.store.files()?;
         records.retain(|r| !hold.contains(&r.path));
         let mut changes = detect(&seen, &records, &mut |p, len| fingerprint(p, len))?;
@@ -753,10 +744,8 @@ impl Engine {
     fn write_and_publish(&self, generation: u64, rollups: Vec<Arc<RollupRows>>) -> Result<()> {
         let specs = &self.opts.specs;
         let view = Arc::new(self.view()?);
-        let on_disk = self.snapshot().manifest.clone();
         self.publish(Snapshot::new(
             generation,
-            on_disk,
             specs,
             rollups.clone(),
             view.clone(),
@@ -782,14 +771,7 @@ impl Engine {
             rollups: entries,
         };
         manifest.publish(&self.state)?;
-        *self.written.lock().expect("written lock") = (manifest.clone(), rollups.clone());
-        self.publish(Snapshot::new(
-            generation,
-            manifest,
-            specs,
-            rollups,
-            view.clone(),
-        ));
+        *self.written.lock().expect("written lock") = (manifest, rollups);
         // Once no query reads an older generation; otherwise at a later publish.
         if !self.table.checkpoint_quiet(&view)? {
             tracing::debug!("checkpoint postponed: a query still reads an older generation");

@@ -3,7 +3,7 @@
 //! It wakes on folder events (notify), on `sync` requests, when a pending file may have
 //! settled, and on a slow periodic rescan. Each pass compares the folder with the registry,
 //! holds back files still being written and files that failed and have not changed since,
-//! and hands the rest to [`Engine::update_except`]. What the loop knows about pending and
+//! and hands the rest to [`Engine::update_from`]. What the loop knows about pending and
 //! failed files is kept in [`Progress`] for `status` and `files`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,10 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use crate::changes::Seen;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::watch::{scan_folder, FolderWatcher, Settle};
+use crate::watch::{scan, FolderWatcher, Settle};
 
 /// How the loop watches.
 #[derive(Debug, Clone)]
@@ -223,6 +222,7 @@ impl Loop {
     fn pass(&mut self) -> Result<Option<Instant>> {
         let now = Instant::now();
         let seen = scan(&self.opts.watch, self.engine.options().recursive)?;
+        let present: HashSet<PathBuf> = seen.iter().map(|s| s.path.clone()).collect();
         let records: HashMap<PathBuf, (u64, i64, u64)> = self
             .engine
             .files()?
@@ -244,18 +244,17 @@ impl Loop {
             }
         }
         let (unsettled, next) = self.settle.unsettled(&changed, now);
-        let present: HashSet<&Path> = seen.iter().map(|s| s.path.as_path()).collect();
-        let gone = records.keys().any(|p| !present.contains(p.as_path()));
+        let gone = records.keys().any(|p| !present.contains(p));
         let ready = changed.iter().any(|s| !unsettled.contains(&s.path));
         {
             let mut progress = self.progress.lock().expect("progress lock");
             progress.pending = changed.iter().map(|s| (s.path.clone(), s.size)).collect();
-            progress.failed.retain(|p, _| present.contains(p.as_path()));
+            progress.failed.retain(|p, _| present.contains(p));
         }
         if ready || gone || !self.updated {
             self.updated = true;
             hold.extend(unsettled.iter().cloned());
-            let report = self.engine.update_except(&self.opts.watch, &hold)?;
+            let report = self.engine.update_from(seen.clone(), &hold)?;
             let mut progress = self.progress.lock().expect("progress lock");
             for s in &changed {
                 if !unsettled.contains(&s.path) {
@@ -300,12 +299,4 @@ impl Loop {
         }
         Ok(next)
     }
-}
-
-/// Stats every candidate file in the folder (files vanishing meanwhile are skipped).
-fn scan(dir: &Path, recursive: bool) -> Result<Vec<Seen>> {
-    Ok(scan_folder(dir, recursive)?
-        .iter()
-        .filter_map(|p| Seen::stat(p).ok())
-        .collect())
 }

@@ -9,13 +9,23 @@ use crate::error::Error;
 use crate::query::Value;
 
 /// The requested result encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
     Json,
     Csv,
     Arrow,
+}
+
+impl Format {
+    /// The format's name in requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Arrow => "arrow",
+        }
+    }
 }
 
 impl std::str::FromStr for Format {

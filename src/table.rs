@@ -270,7 +270,7 @@ impl Table {
     }
 
     /// Writes DuckDB's WAL into the database file.
-    pub fn checkpoint(&self) -> Result<()> {
+    fn checkpoint(&self) -> Result<()> {
         self.call(|conn| Ok(conn.execute_batch("CHECKPOINT")?))
     }
 

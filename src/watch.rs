@@ -25,6 +25,15 @@ pub fn is_candidate(name: &str) -> bool {
         && !IGNORED.iter().any(|s| name.ends_with(s))
 }
 
+/// The event CSV files in `dir`, stat'ed, sorted by path (files vanishing meanwhile are
+/// skipped).
+pub fn scan(dir: &Path, recursive: bool) -> Result<Vec<Seen>> {
+    Ok(scan_folder(dir, recursive)?
+        .iter()
+        .filter_map(|p| Seen::stat(p).ok())
+        .collect())
+}
+
 /// The event CSV files in `dir`, sorted by path.
 pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();

@@ -64,6 +64,14 @@ pub fn bench_data(root: &Path, files: usize, rows: usize) -> Vec<PathBuf> {
     r.files
 }
 
+/// An empty work folder `name` under `root` (whatever was there is removed).
+pub fn work_dir(root: &Path, name: &str) -> PathBuf {
+    let work = root.join(name);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    work
+}
+
 /// A folder of hard links to `files`.
 pub fn linked(files: &[PathBuf], dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
