@@ -927,6 +927,7 @@ fn cold_build(d: &mut Daemon) -> Cold {
 }
 
 fn main() {
+    common::require_release_duckdb();
     let a = args();
     let files = common::bench_data(&a.data, a.files, a.rows);
     let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();

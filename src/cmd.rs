@@ -141,6 +141,7 @@ fn status(h: &Handle) -> String {
         "last_change": progress.last_change.map(rfc3339),
         "last_error": progress.last_error,
         "rebuilt": h.engine.rebuilt(),
+        "duckdb_build": crate::table::DUCKDB_BUILD,
     }))
 }
 

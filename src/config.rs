@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::DaemonOptions;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
+use crate::failpoint::Failpoints;
 use crate::rollup::{default_specs, RollupSpec};
 use crate::schema::Zone;
 use crate::server::ServerOptions;
@@ -218,6 +219,10 @@ impl Config {
                 threads: self.duckdb_threads,
                 memory_limit: self.duckdb_memory_limit.clone(),
             },
+            // A testing hook: steps of the commit path to fail (see `failpoint`).
+            failpoints: Failpoints::parse(
+                &std::env::var("ROLLUPD_FAILPOINTS").unwrap_or_default(),
+            )?,
             ..EngineOptions::default()
         })
     }

@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 use crate::changes::{detect, fingerprint, Change, Seen};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::failpoint::Failpoints;
 use crate::fold::{fold_bytes, Folded};
 use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
@@ -49,6 +50,8 @@ pub struct EngineOptions {
     /// generation run at once.
     pub readers: usize,
     pub table: TableOptions,
+    /// Steps of the commit path armed to fail, for tests (none by default).
+    pub failpoints: Failpoints,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +65,7 @@ impl Default for EngineOptions {
             max_bad_rows: 0,
             readers: 2,
             table: TableOptions::default(),
+            failpoints: Failpoints::default(),
         }
     }
 }
@@ -190,6 +194,12 @@ pub struct Engine {
     stats: Stats,
     /// Changes forced by crash repair, done by the next update.
     repairs: Mutex<Vec<FileRecord>>,
+    /// The rollups of the store's last committed generation: updates start from these,
+    /// and publishing catches up with them (the snapshot and the manifest may trail them
+    /// after a failed publish).
+    committed: Mutex<(u64, Vec<Arc<RollupRows>>)>,
+    /// Files the store holds whose rows the table lacks (in part) until their repair.
+    unloaded: Mutex<HashSet<u32>>,
     /// One update at a time.
     updating: Mutex<()>,
     _lock: StateLock,
@@ -213,7 +223,7 @@ impl Engine {
         std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
         let lock = StateLock::acquire(state)?;
         let store = Store::open(&state.join(STORE_DIR))?;
-        let table = Table::open(&state.join(DB_FILE), &opts.table)?;
+        let table = Table::open(&state.join(DB_FILE), &opts.table, opts.failpoints.clone())?;
         let mut engine = Engine {
             state: state.to_path_buf(),
             opts,
@@ -222,6 +232,8 @@ impl Engine {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             stats: Stats::default(),
             repairs: Mutex::new(Vec::new()),
+            committed: Mutex::new((0, Vec::new())),
+            unloaded: Mutex::new(HashSet::new()),
             updating: Mutex::new(()),
             _lock: lock,
             rebuilt: None,
@@ -370,6 +382,7 @@ impl Engine {
                 .filter(|r| !in_table.contains_key(&(r.id as i32)))
                 .cloned(),
         );
+        *self.unloaded.lock().expect("unloaded lock") = repairs.iter().map(|r| r.id).collect();
         *self.repairs.lock().expect("repairs lock") = repairs;
         Ok(())
     }
@@ -391,8 +404,7 @@ impl Engine {
                     .map(|r| read_rollup(&self.state, r).map(Arc::new))
                     .collect::<Result<Vec<_>>>()?;
                 *self.written.lock().expect("written lock") = (m.clone(), rollups.clone());
-                let view = Arc::new(self.view()?);
-                self.publish(Snapshot::new(generation, &self.opts.specs, rollups, view));
+                *self.committed.lock().expect("committed lock") = (generation, rollups);
             }
             _ => {
                 // The rollups lag the store (or are missing): merge them from the stored
@@ -408,10 +420,10 @@ impl Engine {
                         Ok(Arc::new(RollupRows::merge_all(&parts)))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                self.write_and_publish(generation, rollups)?;
+                *self.committed.lock().expect("committed lock") = (generation, rollups);
             }
         }
-        Ok(())
+        self.catch_up()
     }
 
     /// Compares the folder with the store and folds what changed.
@@ -443,18 +455,22 @@ impl Engine {
                 None => changes.push(Change::Remove(r)),
             }
         }
+        // Each batch commits to the store and moves `committed` along; the rollups are
+        // published once, at the end (a crash in between is repaired from the partials).
+        let (generation, mut rollups) = self.committed.lock().expect("committed lock").clone();
         let mut report = UpdateReport {
-            generation: self.snapshot().generation(),
+            generation,
             ..UpdateReport::default()
         };
         let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
-        // Each batch commits to the store; the rollups are published once, at the end
-        // (a crash in between is repaired from the stored partials).
-        let mut rollups = self.snapshot().rollups.clone();
-        let generation = report.generation;
         let mut outcome = Ok(());
         for batch in batches(changes, self.opts.batch_bytes) {
-            if let Err(e) = self.apply(batch, &mut report, &mut rollups) {
+            let applied = self.apply(batch, &mut report, &mut rollups);
+            if report.generation != generation {
+                *self.committed.lock().expect("committed lock") =
+                    (report.generation, rollups.clone());
+            }
+            if let Err(e) = applied {
                 // The table may hold changes the store did not commit; put it back.
                 if let Err(again) = self.reconcile_table() {
                     tracing::error!("repairing the table after a failed update: {again}");
@@ -463,10 +479,9 @@ impl Engine {
                 break;
             }
         }
-        // Batches committed before a failure are published all the same.
-        if report.generation != generation {
-            self.write_and_publish(report.generation, rollups)?;
-        }
+        // Batches committed before a failure are published all the same, and so is a
+        // generation an earlier publish failed to get out.
+        self.catch_up()?;
         outcome?;
         report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
         report.failed.sort();
@@ -643,63 +658,101 @@ impl Engine {
             slot.1 = encode_all(&whole);
         }
 
-        // New rollups: old + added − removed, extremes repaired from remaining partials.
-        let gone: HashSet<u32> = removed_ids.iter().copied().collect();
-        let kept: Vec<u32> = self
-            .store
-            .files()?
-            .into_iter()
-            .map(|r| r.id)
-            .filter(|id| !gone.contains(id) && !commit.folded.iter().any(|(r, _)| r.id == *id))
-            .collect();
-        let rollups = added
+        // New rollups: old + added − removed (merged while DuckDB may still be appending).
+        let removed_parts = |s: usize| -> Result<RollupRows> {
+            let parts = removed_ids
+                .iter()
+                .map(|id| self.store.partial(*id, s))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RollupRows::merge_all(&parts))
+        };
+        let combined = added
             .into_par_iter()
             .enumerate()
             .map(|(s, add)| {
                 let empty = RollupRows::default();
                 let old = current.get(s).map_or(&empty, |r| r.as_ref());
-                let add = RollupRows::from_map(add);
-                let sub = RollupRows::merge_all(
-                    &removed_ids
-                        .iter()
-                        .map(|id| self.store.partial(*id, s))
-                        .collect::<Result<Vec<_>>>()?,
-                );
-                let (mut rows, affected) = old.combine(&add, &sub);
-                if !affected.is_empty() {
-                    let mut remaining = kept
-                        .iter()
-                        .map(|id| self.store.partial(*id, s))
-                        .collect::<Result<Vec<_>>>()?;
-                    for (_, parts) in &commit.folded {
-                        remaining.push(codec::decode(&parts[s])?);
-                    }
-                    rows.recompute_extremes(&affected, &remaining);
-                }
-                Ok(Arc::new(rows))
+                Ok(old.combine(&RollupRows::from_map(add), &removed_parts(s)?))
             })
             .collect::<Result<Vec<_>>>()?;
 
         let t_merge = t0.elapsed();
-        // The table commits before the store (DuckDB may still be appending the last files
-        // while the rollups merged).
+        // The table commits before the store.
         for p in pending {
             p.wait()?;
         }
         let t_table = t0.elapsed();
+        let changed: HashSet<u32> = removed_ids
+            .iter()
+            .copied()
+            .chain(commit.folded.iter().map(|(r, _)| r.id))
+            .collect();
+        let rollups = self.restore_extremes(combined, &changed)?;
+        let t_extremes = t0.elapsed();
         self.store.set_layout(&self.opts.zone.name(), specs)?;
-        self.store.commit(&commit, next_id)?;
+        self.opts.failpoints.hit("store.commit")?;
+        let stored = self
+            .store
+            .commit(&commit, next_id)
+            .and_then(|()| self.opts.failpoints.hit("store.committed"));
+        // A commit that reports an error may still have landed (its flush failed): the
+        // rollups in memory follow what the store holds either way.
+        if stored.is_err() && self.store.generation()? != commit.generation {
+            return stored;
+        }
         *current = rollups;
+        report.generation = commit.generation;
+        self.unloaded
+            .lock()
+            .expect("unloaded lock")
+            .retain(|id| !changed.contains(id));
         tracing::info!(
             generation = commit.generation,
             fold_ms = t_fold.as_millis() as u64,
             merge_ms = (t_merge - t_fold).as_millis() as u64,
             table_wait_ms = (t_table - t_merge).as_millis() as u64,
-            store_ms = (t0.elapsed() - t_table).as_millis() as u64,
+            extremes_ms = (t_extremes - t_table).as_millis() as u64,
+            store_ms = (t0.elapsed() - t_extremes).as_millis() as u64,
             "generation committed to the store"
         );
-        report.generation = commit.generation;
-        Ok(())
+        stored
+    }
+
+    /// Gives the keys whose minimum or maximum a removed partial may have held (as
+    /// `RollupRows::combine` returns them) their extremes back, from the rows that remain:
+    /// one grouped DuckDB query per rollup over the table, which now holds exactly those
+    /// rows, plus the stored partials of files whose rows the table lacks until a repair
+    /// folds them again (`unloaded`; none outside crash repair). No other partial is read.
+    fn restore_extremes(
+        &self,
+        combined: Vec<(RollupRows, Vec<Key>)>,
+        changed: &HashSet<u32>,
+    ) -> Result<Vec<Arc<RollupRows>>> {
+        let unloaded: Vec<u32> = self
+            .unloaded
+            .lock()
+            .expect("unloaded lock")
+            .iter()
+            .copied()
+            .filter(|id| !changed.contains(id))
+            .collect();
+        combined
+            .into_iter()
+            .enumerate()
+            .map(|(s, (mut rows, affected))| {
+                if !affected.is_empty() {
+                    let extremes = self.table.extremes(&self.opts.specs[s], &affected)?;
+                    rows.merge_extremes(&affected, &extremes);
+                    let parts = unloaded
+                        .iter()
+                        .map(|id| self.store.partial(*id, s))
+                        .collect::<Result<Vec<_>>>()?;
+                    rows.recompute_extremes(&affected, &parts);
+                    rows.check_extremes(&affected)?;
+                }
+                Ok(Arc::new(rows))
+            })
+            .collect()
     }
 
     /// Reads and folds a file from byte `from` on, returning the fold, the fingerprint of
@@ -738,19 +791,38 @@ impl Engine {
         Ok((f, fp, encoded))
     }
 
-    /// Publishes a generation: first the snapshot (queries see it from memory at once),
-    /// then the rollup partitions that changed and the manifest. A crash before the
-    /// manifest is replaced is repaired on open by merging the stored partials again.
-    fn write_and_publish(&self, generation: u64, rollups: Vec<Arc<RollupRows>>) -> Result<()> {
+    /// Publishes the committed generation where the snapshot or the manifest trails it:
+    /// first the snapshot (queries see it from memory at once), then the rollup partitions
+    /// that changed and the manifest. A crash before the manifest is replaced is repaired
+    /// on open by merging the stored partials again; an error is retried by the next update.
+    fn catch_up(&self) -> Result<()> {
         let specs = &self.opts.specs;
-        let view = Arc::new(self.view()?);
-        self.publish(Snapshot::new(
-            generation,
-            specs,
-            rollups.clone(),
-            view.clone(),
-        ));
+        let (generation, rollups) = self.committed.lock().expect("committed lock").clone();
+        let published = self.snapshot();
+        let view = match &published.view {
+            Some(view) if published.generation() == generation => view.clone(),
+            _ => {
+                if published.view.is_some() {
+                    self.opts.failpoints.hit("publish")?;
+                }
+                let view = Arc::new(self.view()?);
+                self.publish(Snapshot::new(
+                    generation,
+                    specs,
+                    rollups.clone(),
+                    view.clone(),
+                ));
+                view
+            }
+        };
         let (manifest, written) = self.written.lock().expect("written lock").clone();
+        if manifest.generation == generation
+            && specs_of(&manifest) == *specs
+            && manifest.zone == self.opts.zone.name()
+        {
+            return Ok(());
+        }
+        self.opts.failpoints.hit("partition.write")?;
         let entries = specs
             .par_iter()
             .zip(&rollups)
@@ -770,6 +842,7 @@ impl Engine {
             zone: self.opts.zone.name(),
             rollups: entries,
         };
+        self.opts.failpoints.hit("manifest.publish")?;
         manifest.publish(&self.state)?;
         *self.written.lock().expect("written lock") = (manifest, rollups);
         // Once no query reads an older generation; otherwise at a later publish.

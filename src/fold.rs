@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, FixedSizeBinaryBuilder, Int32Array, RecordBatch,
-    StringArray,
 };
 use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::rollup::{country_code, Agg, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
+use crate::partial::Partial;
+use crate::rollup::RollupSpec;
 use crate::schema::{type_code, Zone, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
 
 /// Rows per Arrow batch while parsing.
@@ -55,7 +55,7 @@ pub fn table_schema() -> SchemaRef {
 }
 
 /// Column positions in `table_schema()`.
-mod col {
+pub(crate) mod col {
     pub const TYPE: usize = 3;
     pub const ADV: usize = 5;
     pub const PUBL: usize = 6;
@@ -65,9 +65,6 @@ mod col {
     pub const DAY: usize = 11;
     pub const MINUTE: usize = 12;
 }
-
-/// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
-pub type Partial = Vec<RollupRows>;
 
 /// What folding one file produced.
 #[derive(Debug)]
@@ -126,12 +123,9 @@ pub fn fold_bytes(
     let from = from.max(header_len);
     let header = &bytes[..header_len];
     let body = &bytes[from..];
-    let first_line = 1 + bytes[..from].iter().filter(|b| **b == b'\n').count();
+    let first_line = 1 + memchr::memchr_iter(b'\n', &bytes[..from]).count();
     let mut start = 0;
-    for (i, nl) in body
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| (*b == b'\n').then_some(i))
+    for (i, nl) in memchr::memchr_iter(b'\n', body)
         .chain(std::iter::once(body.len()))
         .enumerate()
     {
@@ -157,7 +151,7 @@ pub fn fold_bytes(
     let t = std::time::Instant::now();
     let table = sort_for_table(&table)?;
     let t_sort = t.elapsed();
-    let partial = fold_batch(&table, specs)?;
+    let partial = crate::partial::build(&table, specs)?;
     tracing::debug!(
         sort_ms = t_sort.as_millis() as u64,
         partial_ms = (t.elapsed() - t_sort).as_millis() as u64,
@@ -466,136 +460,6 @@ fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
     keys.sort_unstable();
     let idx = arrow::array::UInt32Array::from_iter_values(keys.into_iter().map(|k| k.1));
     Ok(take_record_batch(batch, &idx)?)
-}
-
-/// Folds table rows, sorted by day (NULL last) as `sort_for_table` leaves them, into a
-/// partial for each spec. Rollups whose grain is a day or finer are aggregated one day at
-/// a time in a small map (their keys never span days), so the hot data stays in cache and
-/// each day's sorted groups append in key order; the others use one map for the file.
-pub fn fold_batch(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
-    let n = batch.num_rows();
-    let day = batch
-        .column(col::DAY)
-        .as_primitive::<arrow::datatypes::Date32Type>();
-    let daily: Vec<bool> = specs
-        .iter()
-        .map(|s| s.grain.is_some_and(|g| g <= crate::schema::TimeCol::Day))
-        .collect();
-    let mut out: Vec<Vec<(Key, Agg)>> = specs.iter().map(|_| Vec::new()).collect();
-    let minute = batch.column(col::MINUTE).as_primitive::<Int32Type>();
-    let types = batch.column(col::TYPE).as_string::<i32>();
-    let countries: &StringArray = batch.column(col::COUNTRY).as_string::<i32>();
-    let adv = batch.column(col::ADV).as_primitive::<Int32Type>();
-    let publ = batch.column(col::PUBL).as_primitive::<Int32Type>();
-    let bid = batch.column(col::BID).as_primitive::<Decimal128Type>();
-    let total = batch.column(col::TOTAL).as_primitive::<Decimal128Type>();
-
-    let mut local_codes: FxHashMap<&str, u16> = FxHashMap::default();
-    let mut groups: Vec<Groups> = specs.iter().map(|_| Groups::default()).collect();
-    let price = |a: &arrow::array::Decimal128Array, i: usize| -> Option<i64> {
-        // Precision 18 at parse time guarantees the value fits an i64.
-        a.is_valid(i).then(|| a.value(i) as i64)
-    };
-    for i in 0..n {
-        if i > 0 && (day.is_valid(i) != day.is_valid(i - 1) || day.value(i) != day.value(i - 1)) {
-            for ((g, o), d) in groups.iter_mut().zip(out.iter_mut()).zip(&daily) {
-                if *d {
-                    g.drain_sorted(o);
-                }
-            }
-        }
-        let country = if countries.is_valid(i) {
-            let text = countries.value(i);
-            match local_codes.get(text) {
-                Some(c) => *c,
-                None => {
-                    let c = country_code(text)?;
-                    local_codes.insert(text, c);
-                    c
-                }
-            }
-        } else {
-            0
-        };
-        let row = Key {
-            time: if minute.is_valid(i) {
-                minute.value(i)
-            } else {
-                NULL_TIME
-            },
-            typ: if types.is_valid(i) {
-                type_code(types.value(i)).unwrap_or(0)
-            } else {
-                0
-            },
-            country,
-            adv: if adv.is_valid(i) {
-                adv.value(i) as i64
-            } else {
-                NULL_ID
-            },
-            publ: if publ.is_valid(i) {
-                publ.value(i) as i64
-            } else {
-                NULL_ID
-            },
-        };
-        let (b, t) = (price(bid, i), price(total, i));
-        for (spec, g) in specs.iter().zip(groups.iter_mut()) {
-            let agg = g.slot(spec.key(&row));
-            agg.rows += 1;
-            if let Some(v) = b {
-                agg.bid.add(v);
-            }
-            if let Some(v) = t {
-                agg.total.add(v);
-            }
-        }
-    }
-    Ok(groups
-        .into_iter()
-        .zip(out)
-        .map(|(mut g, mut o)| {
-            g.drain_sorted(&mut o);
-            RollupRows(o)
-        })
-        .collect())
-}
-
-/// Hash aggregation with small hash entries: the map holds an index into dense vectors
-/// of keys and aggregates, so growing and probing move 28 bytes, not a whole aggregate.
-#[derive(Default)]
-struct Groups {
-    index: FxHashMap<Key, u32>,
-    keys: Vec<Key>,
-    aggs: Vec<Agg>,
-}
-
-impl Groups {
-    #[inline]
-    fn slot(&mut self, key: Key) -> &mut Agg {
-        let next = self.aggs.len() as u32;
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            self.keys.push(key);
-            self.aggs.push(Agg::default());
-        }
-        &mut self.aggs[i as usize]
-    }
-
-    /// Appends the groups, sorted by key, to `out` and empties the map.
-    fn drain_sorted(&mut self, out: &mut Vec<(Key, Agg)>) {
-        self.index.clear();
-        let mut order: Vec<(Key, u32)> = self
-            .keys
-            .drain(..)
-            .enumerate()
-            .map(|(i, k)| (k, i as u32))
-            .collect();
-        order.sort_unstable_by_key(|e| e.0);
-        out.extend(order.into_iter().map(|(k, i)| (k, self.aggs[i as usize])));
-        self.aggs.clear();
-    }
 }
 
 #[cfg(test)]

@@ -271,6 +271,14 @@ impl Agg {
     }
 }
 
+/// Min and max of the two price columns over some rows, in 10⁻⁹ units; None where the
+/// rows hold no value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extremes {
+    pub bid: Option<(i64, i64)>,
+    pub total: Option<(i64, i64)>,
+}
+
 /// One rollup's rows, sorted by key.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RollupRows(pub Vec<(Key, Agg)>);
@@ -342,10 +350,12 @@ impl RollupRows {
                 if a.rows > 0 {
                     if touched {
                         affected.push(k);
-                        a.bid.min = i64::MAX;
-                        a.bid.max = i64::MIN;
-                        a.total.min = i64::MAX;
-                        a.total.max = i64::MIN;
+                        for m in [&mut a.bid, &mut a.total] {
+                            if m.n > 0 {
+                                m.min = i64::MAX;
+                                m.max = i64::MIN;
+                            }
+                        }
                     }
                     out.push((k, a));
                 }
@@ -356,24 +366,40 @@ impl RollupRows {
         (RollupRows(out), affected)
     }
 
-    /// Recomputes min and max of the `affected` keys (sorted) from `parts`, the partials
-    /// of every file that remains.
-    pub fn recompute_extremes<'a>(
-        &mut self,
-        affected: &[Key],
-        parts: impl IntoIterator<Item = &'a RollupRows>,
-    ) {
-        if affected.is_empty() {
-            return;
-        }
-        let idx: Vec<usize> = affected
+    /// Positions of the `affected` keys (sorted, all present).
+    fn positions(&self, affected: &[Key]) -> Vec<usize> {
+        affected
             .iter()
             .map(|k| {
                 self.0
                     .binary_search_by_key(k, |r| r.0)
                     .expect("affected key present")
             })
-            .collect();
+            .collect()
+    }
+
+    /// Merges into the `affected` keys (sorted, as `combine` returned them) the extremes
+    /// of their remaining rows, `extremes[i]` for `affected[i]` (see `Table::extremes`).
+    pub fn merge_extremes(&mut self, affected: &[Key], extremes: &[Extremes]) {
+        for (i, e) in self.positions(affected).into_iter().zip(extremes) {
+            let agg = &mut self.0[i].1;
+            for (m, v) in [(&mut agg.bid, e.bid), (&mut agg.total, e.total)] {
+                if let Some((min, max)) = v {
+                    m.min = m.min.min(min);
+                    m.max = m.max.max(max);
+                }
+            }
+        }
+    }
+
+    /// Merges into the `affected` keys (sorted) the extremes held by `parts`: partials of
+    /// remaining files whose rows the table does not hold.
+    pub fn recompute_extremes<'a>(
+        &mut self,
+        affected: &[Key],
+        parts: impl IntoIterator<Item = &'a RollupRows>,
+    ) {
+        let idx = self.positions(affected);
         for part in parts {
             for (k, i) in affected.iter().zip(&idx) {
                 if let Ok(p) = part.0.binary_search_by_key(k, |r| r.0) {
@@ -384,14 +410,23 @@ impl RollupRows {
                 }
             }
         }
-        for i in idx {
-            let agg = &mut self.0[i].1;
-            for m in [&mut agg.bid, &mut agg.total] {
-                if m.n == 0 {
-                    *m = Measure::default();
+    }
+
+    /// Checks that every measure of the `affected` keys got its extremes back once all
+    /// remaining rows were merged in; a measure left without is a disagreement between
+    /// the rollup and the rows it was told remain.
+    pub fn check_extremes(&self, affected: &[Key]) -> Result<()> {
+        for i in self.positions(affected) {
+            let (k, agg) = &self.0[i];
+            for m in [&agg.bid, &agg.total] {
+                if m.n > 0 && m.min > m.max {
+                    return Err(Error::Internal(format!(
+                        "no remaining row holds the extremes of rollup key {k:?}"
+                    )));
                 }
             }
         }
+        Ok(())
     }
 
     /// Merges many sorted row sets; the result does not depend on their order.
@@ -540,7 +575,16 @@ mod tests {
         // Replace f2 by f3.
         let (mut next, affected) = all.combine(&f3, &f2);
         assert_eq!(affected, vec![k(1)]);
-        next.recompute_extremes(&affected, [&f1, &f3]);
+        assert!(next.check_extremes(&affected).is_err());
+        next.merge_extremes(
+            &affected,
+            &[Extremes {
+                bid: Some((5, 5)),
+                total: None,
+            }],
+        );
+        next.recompute_extremes(&affected, [&f3]);
+        next.check_extremes(&affected).unwrap();
         assert_eq!(next, RollupRows::merge_all([&f1, &f3]));
     }
 

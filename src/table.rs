@@ -13,16 +13,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int32Array, StringArray};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, unbounded, Sender};
 use duckdb::types::{ToSqlOutput, Value as DValue, ValueRef};
 use duckdb::{params, Config, Connection};
 
 use crate::error::{Error, Result};
+use crate::failpoint::Failpoints;
 use crate::query::output::Value;
 use crate::query::plan::Param;
+use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
+use crate::schema::Column;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// How the bundled DuckDB was compiled: `release`, or `debug` when a profile with debug
+/// info made libduckdb-sys turn on DuckDB's asserts and verification passes (see
+/// `build.rs`); aggregates then run 5–100× slower.
+pub const DUCKDB_BUILD: &str = env!("ROLLUPD_DUCKDB_BUILD");
 
 /// The result of a job queued on the DuckDB thread.
 pub struct Pending<R>(crossbeam_channel::Receiver<Result<R>>);
@@ -97,6 +107,7 @@ struct Inner {
     views: Arc<AtomicUsize>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    failpoints: Failpoints,
 }
 
 impl Drop for Inner {
@@ -134,7 +145,14 @@ CREATE TABLE IF NOT EXISTS events (
 
 impl Table {
     /// Opens (creating if needed) the database file at `path` on a new thread.
-    pub fn open(path: &Path, opts: &TableOptions) -> Result<Table> {
+    /// `failpoints` may fail a file's transaction just before it commits (`table.commit`).
+    pub fn open(path: &Path, opts: &TableOptions, failpoints: Failpoints) -> Result<Table> {
+        if DUCKDB_BUILD == "debug" {
+            tracing::warn!(
+                "this binary embeds a debug build of DuckDB (a profile with debug info); \
+                 DuckDB-answered queries and loads run many times slower"
+            );
+        }
         let mut config = Config::default();
         if opts.threads > 0 {
             config = config.threads(opts.threads as i64)?;
@@ -163,6 +181,7 @@ impl Table {
                 views: Arc::new(AtomicUsize::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
+                failpoints,
             }),
         })
     }
@@ -207,6 +226,7 @@ impl Table {
 
     /// Queues one file's change (one transaction) without waiting for it.
     pub fn apply_queued(&self, change: TableChange) -> Result<Pending<()>> {
+        let failpoints = self.inner.failpoints.clone();
         self.submit(move |conn| {
             let tx = conn.transaction()?;
             let delete_rows = |id: i32, from_part: i32| {
@@ -247,6 +267,7 @@ impl Table {
                     params![f.id, f.path, f.size as i64, f.parts, f.rows as i64],
                 )?;
             }
+            failpoints.hit("table.commit")?;
             tx.commit()?;
             Ok(())
         })
@@ -433,4 +454,99 @@ fn value(v: ValueRef<'_>) -> Result<Value> {
             )))
         }
     })
+}
+
+/// The scratch table `Table::extremes` joins with; it lives in one transaction only.
+const AFFECTED: &str = "CREATE TEMP TABLE affected_keys (idx INTEGER NOT NULL, t INTEGER, \
+     \"type\" VARCHAR, country VARCHAR, advertiser_id INTEGER, publisher_id INTEGER)";
+
+impl Table {
+    /// The extremes of the price columns over the table's rows of each of `keys` of
+    /// `spec`, as the table is now (in `keys` order). One grouped join of `events` with
+    /// the keys, appended to a temporary table inside a transaction that is rolled back,
+    /// so nothing is written. This is how a removed file's minima and maxima are taken
+    /// out of a rollup without reading any other file's partial.
+    pub fn extremes(&self, spec: &RollupSpec, keys: &[Key]) -> Result<Vec<Extremes>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = key_batch(keys)?;
+        let on = std::iter::once(spec.grain.map(|g| {
+            format!(
+                "{} IS NOT DISTINCT FROM a.t",
+                crate::query::plan::column_sql(Column::Time(g))
+            )
+        }))
+        .chain(spec.dims.iter().map(|d| {
+            let c = d.column().name();
+            Some(format!("e.\"{c}\" IS NOT DISTINCT FROM a.\"{c}\""))
+        }))
+        .flatten()
+        .chain(std::iter::once("TRUE".to_string()))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+        let sql = format!(
+            "SELECT a.idx, min(e.bid_price), max(e.bid_price), min(e.total_price), \
+             max(e.total_price) FROM events e JOIN affected_keys a ON {on} GROUP BY a.idx"
+        );
+        let n = keys.len();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute_batch(AFFECTED)?;
+            {
+                let mut app = tx.appender_to_catalog_and_db("affected_keys", "temp", "main")?;
+                app.append_record_batch(batch)?;
+                app.flush()?;
+            }
+            let mut out = vec![Extremes::default(); n];
+            let mut stmt = tx.prepare(&sql)?;
+            for b in stmt.query_arrow([])? {
+                let idx = b.column(0).as_primitive::<Int32Type>();
+                let col = |i: usize| b.column(i).as_primitive::<Decimal128Type>();
+                let pair = |lo: &Decimal128Array, hi: &Decimal128Array, r: usize| {
+                    lo.is_valid(r)
+                        .then(|| (lo.value(r) as i64, hi.value(r) as i64))
+                };
+                for r in 0..b.num_rows() {
+                    out[idx.value(r) as usize] = Extremes {
+                        bid: pair(col(1), col(2), r),
+                        total: pair(col(3), col(4), r),
+                    };
+                }
+            }
+            drop(stmt);
+            tx.rollback()?;
+            Ok(out)
+        })
+    }
+}
+
+/// Rollup keys as rows of `affected_keys`; dimensions a key does not keep are NULL there
+/// and not joined on.
+fn key_batch(keys: &[Key]) -> Result<RecordBatch> {
+    let time = |k: &Key| (k.time != NULL_TIME).then_some(k.time);
+    let id = |v: i64| (v != NULL_ID).then_some(v as i32);
+    let countries = crate::rollup::country_names();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(0..keys.len() as i32)),
+        Arc::new(Int32Array::from_iter(keys.iter().map(time))),
+        Arc::new(StringArray::from_iter(
+            keys.iter()
+                .map(|k| (k.typ != 0).then(|| crate::schema::type_name(k.typ))),
+        )),
+        Arc::new(StringArray::from_iter(keys.iter().map(|k| {
+            (k.country != 0).then(|| countries[k.country as usize].as_str())
+        }))),
+        Arc::new(Int32Array::from_iter(keys.iter().map(|k| id(k.adv)))),
+        Arc::new(Int32Array::from_iter(keys.iter().map(|k| id(k.publ)))),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("idx", DataType::Int32, false),
+        Field::new("t", DataType::Int32, true),
+        Field::new("type", DataType::Utf8, true),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("advertiser_id", DataType::Int32, true),
+        Field::new("publisher_id", DataType::Int32, true),
+    ]));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -69,6 +69,8 @@ fn query_formats_csv_and_arrow() {
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("type,COUNT(*)"));
     let rows = json["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert_eq!(csv.lines().count(), rows.len() + 1, "one CSV line per row");
     for (line, row) in lines.zip(rows) {
         assert_eq!(line, format!("{},{}", row[0].as_str().unwrap(), row[1]));
     }

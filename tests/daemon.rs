@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -228,18 +228,30 @@ fn killed_daemons_recover_without_reparsing_unchanged_files() {
     let d = Daemon::start(&ws, &[]);
     d.sync();
     d.kill();
+    // Kills land within the time a daemon takes here from its start to folding one
+    // round's change, so most of them interrupt it; the rounds that did are counted below.
+    ws.write("probe.csv", sample_file(15_000, 199));
+    let started = Instant::now();
+    let d = Daemon::start(&ws, &[]);
+    d.sync();
+    let window = started.elapsed().as_millis() as u64 * 3 / 2;
+    d.kill();
+    let mut interrupted = 0;
     for round in 0..8u64 {
         let text = sample_file(15_000, 200 + round);
         ws.write(&format!("round-{round}.csv"), &text);
         if round % 3 == 2 {
             std::fs::remove_file(ws.watch().join(format!("round-{}.csv", round - 1))).unwrap();
         }
-        let d = Daemon::start(&ws, &[]);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..800)));
+        let d = Daemon::spawn(&ws, &[]);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..window)));
         d.kill();
         let d = Daemon::start(&ws, &[]);
         d.sync();
         let parsed = bytes_parsed(&d);
+        if parsed > 0 {
+            interrupted += 1;
+        }
         assert!(
             parsed <= text.len() as u64,
             "round {round}: parsed {parsed} bytes after the crash, only {} changed",
@@ -253,6 +265,12 @@ fn killed_daemons_recover_without_reparsing_unchanged_files() {
         );
         d.kill();
     }
+    // A kill after the commit proves nothing; without enough before it the test is void.
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} of 8 kills landed before the change was committed \
+         (kill window {window} ms)"
+    );
     let d = Daemon::start(&ws, &[]);
     d.sync();
     assert_equivalent(&d, &ws, &mut rng, 20, "after the crashes");

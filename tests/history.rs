@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rollupd::engine::Snapshot;
 use rollupd::rollup::{default_specs, RollupRows};
 use rollupd::schema::Zone;
 use rollupd::{Engine, EngineOptions};
@@ -106,6 +107,13 @@ pub fn fresh_rollups(files: &[PathBuf]) -> Vec<RollupRows> {
 pub fn assert_fresh(engine: &Engine, files: &[PathBuf], what: &str) {
     let snap = engine.snapshot();
     let fresh = fresh_rollups(files);
+    assert_eq!(
+        snap.rollups.len(),
+        fresh.len(),
+        "{what}: the snapshot holds {} rollups, a fresh build {}",
+        snap.rollups.len(),
+        fresh.len()
+    );
     for (s, (got, want)) in snap.rollups.iter().zip(&fresh).enumerate() {
         assert!(
             got.as_ref() == want,
@@ -113,6 +121,25 @@ pub fn assert_fresh(engine: &Engine, files: &[PathBuf], what: &str) {
             snap.catalog[s].spec.name(),
             got.len(),
             want.len()
+        );
+    }
+}
+
+/// Asserts that `after` holds exactly the rollups of `before` (same count, same rows).
+pub fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
+    assert!(!before.rollups.is_empty(), "{what}: no rollups published");
+    assert_eq!(
+        before.rollups.len(),
+        after.rollups.len(),
+        "{what}: rollup count changed"
+    );
+    for (s, (a, b)) in before.rollups.iter().zip(&after.rollups).enumerate() {
+        assert!(
+            a == b,
+            "{what}: rollup {} changed ({} vs {} rows)",
+            before.catalog[s].spec.name(),
+            a.len(),
+            b.len()
         );
     }
 }

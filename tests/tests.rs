@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod daemon;
 mod differential;
+mod failpoints;
 mod history;
 mod input;
 mod invalid;

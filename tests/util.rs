@@ -124,6 +124,11 @@ impl Daemon {
     /// Starts `rollupd run` on the workspace's `watch` and `state` folders and waits until
     /// its socket answers.
     pub fn start(ws: &Workspace, extra: &[&str]) -> Daemon {
+        Daemon::spawn(ws, extra).wait_ready()
+    }
+
+    /// Starts `rollupd run` like `start`, without waiting for it.
+    pub fn spawn(ws: &Workspace, extra: &[&str]) -> Daemon {
         let settle = SETTLE_MS.to_string();
         let mut args = vec![
             "run",
@@ -143,15 +148,20 @@ impl Daemon {
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("start rollupd run");
-        let mut daemon = Daemon {
+        Daemon {
             child,
             socket: ws.state().join("rollupd.sock"),
-        };
+        }
+    }
+
+    /// Waits until the daemon's socket answers.
+    pub fn wait_ready(mut self) -> Daemon {
+        let daemon = &mut self;
         let start = std::time::Instant::now();
         loop {
             if let Ok(mut c) = rollupd::client::Client::connect(&daemon.socket) {
                 if c.request(&serde_json::json!({"op": "ping"})).is_ok() {
-                    return daemon;
+                    return self;
                 }
             }
             if let Some(status) = daemon.child.try_wait().unwrap() {

@@ -18,6 +18,16 @@ pub fn arg<T: FromStr>(name: &str, default: T) -> T {
     }
 }
 
+/// Refuses to measure a binary whose embedded DuckDB was compiled with asserts (a profile
+/// with debug info): its timings would mean nothing.
+pub fn require_release_duckdb() {
+    assert_eq!(
+        rollupd::table::DUCKDB_BUILD,
+        "release",
+        "the embedded DuckDB is a debug build; benchmark a profile without debug info"
+    );
+}
+
 /// `--data DIR`: where the bench data and work folders go.
 pub fn data_root() -> PathBuf {
     arg("--data", std::env::temp_dir().join("rollupd-bench"))

@@ -148,7 +148,7 @@ pub fn time_range(filters: &[Filter]) -> (i32, i32) {
 }
 
 /// The SQL expression of a column over the `events` table.
-fn column_sql(c: Column) -> String {
+pub fn column_sql(c: Column) -> String {
     const M: &str = "local_minute";
     match c {
         Column::Ts => "ts".into(),

@@ -1,0 +1,127 @@
+//! Failure consistency: an update that fails at any step of the commit path (an error,
+//! or the process dying there) leaves state that the next update, or a restart, turns
+//! into exactly the fresh-build answer; meanwhile queries see the old or the new
+//! generation whole, and the rollups in memory never part from the store.
+
+use std::path::{Path, PathBuf};
+
+use rollupd::failpoint::{Action, Failpoints, POINTS};
+use rollupd::gen::sample_file;
+use rollupd::{Engine, EngineOptions};
+
+use crate::history::{assert_fresh, fresh_rollups};
+use crate::oracle::{assert_same, oracle};
+use crate::util::{answer_rows, ok_stdout, reference_queries, Workspace};
+
+/// Three folded files, then one change of every kind: a file added, one appended to,
+/// one rewritten, one deleted. Returns copies of the files as they were before.
+fn changed_folder(ws: &Workspace, seed: u64) -> (Vec<PathBuf>, tempfile::TempDir) {
+    let files = ws.generate(3, 3_000, seed);
+    let before = tempfile::tempdir().unwrap();
+    let old: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            let copy = before.path().join(f.file_name().unwrap());
+            std::fs::copy(f, &copy).unwrap();
+            copy
+        })
+        .collect();
+    (old, before)
+}
+
+fn change_every_kind(ws: &Workspace, seed: u64) {
+    let files = ws.files();
+    ws.write("added.csv", sample_file(2_000, seed + 1));
+    let tail = sample_file(500, seed + 2);
+    let body = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&files[0])
+        .unwrap();
+    std::io::Write::write_all(&mut f, body).unwrap();
+    std::fs::write(&files[1], sample_file(1_500, seed + 3)).unwrap();
+    std::fs::remove_file(&files[2]).unwrap();
+}
+
+/// The engine answers the reference queries as DuckDB does over `files`.
+fn assert_answers(engine: &Engine, files: &[PathBuf], what: &str) {
+    for q in reference_queries() {
+        let answer = engine.query(&q).unwrap();
+        let want = oracle(files, &q).unwrap();
+        assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+}
+
+fn reopened_parses_nothing(state: &Path, watch: &Path, files: &[PathBuf], what: &str) {
+    let engine = Engine::open(state, EngineOptions::default()).unwrap();
+    assert_fresh(&engine, files, &format!("{what}, reopened"));
+    let report = engine.update(watch).unwrap();
+    assert_eq!(report.bytes_parsed, 0, "{what}: reopened, nothing changed");
+    assert_answers(&engine, files, what);
+}
+
+#[test]
+fn an_error_at_any_commit_step_is_repaired_by_the_next_update() {
+    for (i, point) in POINTS.into_iter().enumerate() {
+        let ws = Workspace::new();
+        let seed = 300 + 10 * i as u64;
+        let (old, _keep) = changed_folder(&ws, seed);
+        let failpoints = Failpoints::default();
+        let opts = EngineOptions {
+            failpoints: failpoints.clone(),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(&ws.state(), opts).unwrap();
+        engine.update(&ws.watch()).unwrap();
+        change_every_kind(&ws, seed);
+        failpoints.arm(point, Action::Error).unwrap();
+        let failed = engine.update(&ws.watch());
+        assert!(failed.is_err(), "{point}: the update did not fail");
+        // Queries see the old generation or the new one, whole.
+        let rollups: Vec<_> = engine
+            .snapshot()
+            .rollups
+            .iter()
+            .map(|r| r.as_ref().clone())
+            .collect();
+        assert!(
+            rollups == fresh_rollups(&old) || rollups == fresh_rollups(&ws.files()),
+            "{point}: the published rollups are neither the old nor the new folder's"
+        );
+        failpoints.clear();
+        engine.update(&ws.watch()).unwrap();
+        let what = format!("after an error at {point}");
+        assert_fresh(&engine, &ws.files(), &what);
+        assert_answers(&engine, &ws.files(), &what);
+        drop(engine);
+        reopened_parses_nothing(&ws.state(), &ws.watch(), &ws.files(), &what);
+    }
+}
+
+#[test]
+fn a_process_dying_at_any_commit_step_recovers_on_restart() {
+    for (i, point) in POINTS.into_iter().enumerate() {
+        let ws = Workspace::new();
+        let seed = 400 + 10 * i as u64;
+        changed_folder(&ws, seed);
+        let args = ["build", "--watch", "watch", "--state", "state", "--json"];
+        ok_stdout(&ws.run(&args));
+        change_every_kind(&ws, seed);
+        let died = std::process::Command::new(env!("CARGO_BIN_EXE_rollupd"))
+            .current_dir(ws.tmp.path())
+            .args(args)
+            .env("ROLLUPD_FAILPOINTS", format!("{point}=abort"))
+            .output()
+            .unwrap();
+        assert!(!died.status.success(), "{point}: the build did not die");
+        assert!(
+            String::from_utf8_lossy(&died.stderr).contains(point),
+            "{point}: {}",
+            String::from_utf8_lossy(&died.stderr)
+        );
+        ok_stdout(&ws.run(&args));
+        let what = format!("after dying at {point}");
+        reopened_parses_nothing(&ws.state(), &ws.watch(), &ws.files(), &what);
+    }
+}
