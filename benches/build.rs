@@ -110,6 +110,7 @@ const STOCK_SCRIPT: &str = r#"
 import sys, time, duckdb
 db, load, check, insert = sys.argv[1:5]
 con = duckdb.connect(db)
+con.execute("SET enable_progress_bar = false")
 con.execute(load)
 def timed(sql):
     t = time.perf_counter()
@@ -158,7 +159,7 @@ struct Reference {
 /// three check-query times and the one-file insert (both taken out of the load time).
 fn measure_reference(cmd: &mut Command) -> Reference {
     let (secs, rss_mb, out) = run_measured(cmd);
-    let mut words = out.split_whitespace();
+    let mut words = out.lines().last().unwrap_or_default().split_whitespace();
     let version = words.next().expect("version").to_string();
     let mut number = || -> f64 { words.next().and_then(|w| w.parse().ok()).expect("seconds") };
     let (check_secs, insert_secs) = (number(), number());

@@ -736,12 +736,26 @@ impl Engine {
             .copied()
             .filter(|id| !changed.contains(id))
             .collect();
+        let started = Instant::now();
+        let wanted: Vec<(&RollupSpec, &[Key])> = self
+            .opts
+            .specs
+            .iter()
+            .zip(&combined)
+            .map(|(spec, (_, affected))| (spec, affected.as_slice()))
+            .collect();
+        let extremes = self.table.extremes(&wanted)?;
+        tracing::debug!(
+            keys = wanted.iter().map(|(_, k)| k.len()).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "extremes restored from the table"
+        );
         combined
             .into_iter()
+            .zip(extremes)
             .enumerate()
-            .map(|(s, (mut rows, affected))| {
+            .map(|(s, ((mut rows, affected), extremes))| {
                 if !affected.is_empty() {
-                    let extremes = self.table.extremes(&self.opts.specs[s], &affected)?;
                     rows.merge_extremes(&affected, &extremes);
                     let parts = unloaded
                         .iter()

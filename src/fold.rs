@@ -137,6 +137,42 @@ pub fn fold_bytes(
         }
         start = nl + 1;
     }
+    let t = std::time::Instant::now();
+    let names = read_header(&mut &header[..])
+        .map_err(|e| Error::io(path, e))?
+        .map(|h| split_header(&h))
+        .unwrap_or_default();
+    let (table, bad_rows) = match crate::fastcsv::parse(&names, body, ids, zone) {
+        Some(table) => (table, Vec::new()),
+        None => general_parse(path, header, body, first_line, ids, zone, max_bad_rows)?,
+    };
+    let t_parse = t.elapsed();
+    let partial = crate::partial::build(&table, specs)?;
+    tracing::debug!(
+        parse_ms = t_parse.as_millis() as u64,
+        partial_ms = (t.elapsed() - t_parse).as_millis() as u64,
+        "fold steps"
+    );
+    Ok(Folded {
+        rows: table.num_rows() as u64,
+        table,
+        partial,
+        bytes: parsed,
+        bad_rows,
+    })
+}
+
+/// The general path: arrow-csv's parser (quotes and all), bad rows isolated up to
+/// `max_bad_rows`, then the rows sorted for the table.
+pub(crate) fn general_parse(
+    path: &Path,
+    header: &[u8],
+    body: &[u8],
+    first_line: usize,
+    ids: (i32, i32),
+    zone: Zone,
+    max_bad_rows: u64,
+) -> Result<(RecordBatch, Vec<(usize, String)>)> {
     let (batches, bad_rows) = match parse_csv(path, header.chain(body), first_line, ids, zone) {
         Ok(b) => (b, Vec::new()),
         Err(e @ Error::BadFile { .. }) if max_bad_rows == 0 => return Err(e),
@@ -148,22 +184,7 @@ pub fn fold_bytes(
         concat_batches(&table_schema(), &batches)?
     };
     drop(batches);
-    let t = std::time::Instant::now();
-    let table = sort_for_table(&table)?;
-    let t_sort = t.elapsed();
-    let partial = crate::partial::build(&table, specs)?;
-    tracing::debug!(
-        sort_ms = t_sort.as_millis() as u64,
-        partial_ms = (t.elapsed() - t_sort).as_millis() as u64,
-        "fold steps"
-    );
-    Ok(Folded {
-        rows: table.num_rows() as u64,
-        table,
-        partial,
-        bytes: parsed,
-        bad_rows,
-    })
+    Ok((sort_for_table(&table)?, bad_rows))
 }
 
 /// Rows parsed despite bad ones, and the bad ones: (line, reason).
@@ -299,7 +320,7 @@ fn csv_error_text(e: arrow::error::ArrowError, first_line: usize) -> String {
 }
 
 /// Reads the header line: strips a UTF-8 BOM and the line ending. None for an empty file.
-fn read_header<R: BufRead>(reader: &mut R) -> std::io::Result<Option<String>> {
+pub(crate) fn read_header<R: BufRead>(reader: &mut R) -> std::io::Result<Option<String>> {
     let mut line = Vec::new();
     if reader.read_until(b'\n', &mut line)? == 0 {
         return Ok(None);
@@ -316,7 +337,7 @@ fn read_header<R: BufRead>(reader: &mut R) -> std::io::Result<Option<String>> {
 }
 
 /// Splits a CSV header line into names, honouring double quotes.
-fn split_header(line: &str) -> Vec<String> {
+pub(crate) fn split_header(line: &str) -> Vec<String> {
     let mut names = vec![String::new()];
     let mut quoted = false;
     let mut chars = line.chars().peekable();

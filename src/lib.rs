@@ -19,6 +19,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod fastcsv;
 pub mod fold;
 pub mod gen;
 pub mod ingest;

@@ -324,46 +324,12 @@ impl RollupRows {
     /// min or max may have come from `sub` are returned, and the caller recomputes their
     /// extremes from the remaining partials with `recompute_extremes`.
     pub fn combine(&self, add: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
-        let merged = if add.is_empty() {
-            self.clone()
-        } else {
-            self.merge(add)
-        };
-        if sub.is_empty() {
-            return (merged, Vec::new());
+        match (add.is_empty(), sub.is_empty()) {
+            (true, true) => (self.clone(), Vec::new()),
+            (false, true) => (self.merge(add), Vec::new()),
+            (true, false) => subtract(&self.0, sub),
+            (false, false) => subtract(&self.merge(add).0, sub),
         }
-        let mut out = Vec::with_capacity(merged.len());
-        let mut affected = Vec::new();
-        let mut j = 0;
-        for (k, a) in merged.0 {
-            while j < sub.0.len() && sub.0[j].0 < k {
-                j += 1;
-            }
-            if j < sub.0.len() && sub.0[j].0 == k {
-                let s = &sub.0[j].1;
-                let mut a = a;
-                let touched =
-                    a.bid.extremes_touched_by(&s.bid) || a.total.extremes_touched_by(&s.total);
-                a.rows -= s.rows;
-                a.bid.sub(&s.bid);
-                a.total.sub(&s.total);
-                if a.rows > 0 {
-                    if touched {
-                        affected.push(k);
-                        for m in [&mut a.bid, &mut a.total] {
-                            if m.n > 0 {
-                                m.min = i64::MAX;
-                                m.max = i64::MIN;
-                            }
-                        }
-                    }
-                    out.push((k, a));
-                }
-            } else {
-                out.push((k, a));
-            }
-        }
-        (RollupRows(out), affected)
     }
 
     /// Positions of the `affected` keys (sorted, all present).
@@ -454,6 +420,56 @@ impl RollupRows {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// `rows` minus `sub` (both sorted; every key of `sub` is in `rows`), and the keys whose
+/// extremes `sub` may have held, their min and max left for the caller to restore. The
+/// runs of rows between `sub`'s keys are copied whole.
+fn subtract(rows: &[(Key, Agg)], sub: &RollupRows) -> (RollupRows, Vec<Key>) {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut affected = Vec::new();
+    let mut at = 0;
+    for (k, s) in &sub.0 {
+        let i = at + gallop(&rows[at..], k);
+        out.extend_from_slice(&rows[at..i]);
+        at = i;
+        let Some((_, a)) = rows.get(i).filter(|r| r.0 == *k) else {
+            continue;
+        };
+        at += 1;
+        let mut a = *a;
+        let touched = a.bid.extremes_touched_by(&s.bid) || a.total.extremes_touched_by(&s.total);
+        a.rows -= s.rows;
+        a.bid.sub(&s.bid);
+        a.total.sub(&s.total);
+        if a.rows == 0 {
+            continue;
+        }
+        if touched {
+            affected.push(*k);
+            for m in [&mut a.bid, &mut a.total] {
+                if m.n > 0 {
+                    m.min = i64::MAX;
+                    m.max = i64::MIN;
+                }
+            }
+        }
+        out.push((*k, a));
+    }
+    out.extend_from_slice(&rows[at..]);
+    (RollupRows(out), affected)
+}
+
+/// The number of leading rows whose key is below `k` (exponential search: cheap when
+/// that is a short run).
+fn gallop(rows: &[(Key, Agg)], k: &Key) -> usize {
+    let mut hi = 1;
+    while hi < rows.len() && rows[hi - 1].0 < *k {
+        hi *= 2;
+    }
+    let lo = hi / 2;
+    let hi = hi.min(rows.len());
+    lo + rows[lo..hi].partition_point(|r| r.0 < *k)
 }
 
 /// The process-wide country dictionary: country text ↔ a small code (0 = NULL).

@@ -457,39 +457,39 @@ fn value(v: ValueRef<'_>) -> Result<Value> {
 }
 
 /// The scratch table `Table::extremes` joins with; it lives in one transaction only.
-const AFFECTED: &str = "CREATE TEMP TABLE affected_keys (idx INTEGER NOT NULL, t INTEGER, \
-     \"type\" VARCHAR, country VARCHAR, advertiser_id INTEGER, publisher_id INTEGER)";
+const AFFECTED: &str = "CREATE TEMP TABLE affected_keys (spec INTEGER NOT NULL, \
+     idx INTEGER NOT NULL, t INTEGER, \"type\" VARCHAR, country VARCHAR, \
+     advertiser_id INTEGER, publisher_id INTEGER)";
 
 impl Table {
-    /// The extremes of the price columns over the table's rows of each of `keys` of
-    /// `spec`, as the table is now (in `keys` order). One grouped join of `events` with
-    /// the keys, appended to a temporary table inside a transaction that is rolled back,
-    /// so nothing is written. This is how a removed file's minima and maxima are taken
-    /// out of a rollup without reading any other file's partial.
-    pub fn extremes(&self, spec: &RollupSpec, keys: &[Key]) -> Result<Vec<Extremes>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+    /// The extremes of the price columns over the table's rows of some keys of some
+    /// rollups, as the table is now: for each `(spec, keys)`, one `Extremes` per key in
+    /// `keys` order. One statement: the rows that hold a price are read once (a
+    /// materialized CTE) and joined with each rollup's keys, which are appended to a
+    /// temporary table inside a transaction that is rolled back, so nothing is written.
+    /// This is how a removed file's minima and maxima are taken out of the rollups
+    /// without reading any other file's partial.
+    pub fn extremes(&self, wanted: &[(&RollupSpec, &[Key])]) -> Result<Vec<Vec<Extremes>>> {
+        let mut out: Vec<Vec<Extremes>> = wanted
+            .iter()
+            .map(|(_, keys)| vec![Extremes::default(); keys.len()])
+            .collect();
+        let branches: Vec<String> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, keys))| !keys.is_empty())
+            .map(|(i, (spec, _))| extremes_branch(i, spec))
+            .collect();
+        if branches.is_empty() {
+            return Ok(out);
         }
-        let batch = key_batch(keys)?;
-        let on = std::iter::once(spec.grain.map(|g| {
-            format!(
-                "{} IS NOT DISTINCT FROM a.t",
-                crate::query::plan::column_sql(Column::Time(g))
-            )
-        }))
-        .chain(spec.dims.iter().map(|d| {
-            let c = d.column().name();
-            Some(format!("e.\"{c}\" IS NOT DISTINCT FROM a.\"{c}\""))
-        }))
-        .flatten()
-        .chain(std::iter::once("TRUE".to_string()))
-        .collect::<Vec<_>>()
-        .join(" AND ");
         let sql = format!(
-            "SELECT a.idx, min(e.bid_price), max(e.bid_price), min(e.total_price), \
-             max(e.total_price) FROM events e JOIN affected_keys a ON {on} GROUP BY a.idx"
+            "WITH priced AS MATERIALIZED (SELECT local_minute, \"type\", country, \
+             advertiser_id, publisher_id, bid_price, total_price FROM events \
+             WHERE bid_price IS NOT NULL OR total_price IS NOT NULL) {}",
+            branches.join(" UNION ALL ")
         );
-        let n = keys.len();
+        let batch = key_batch(wanted)?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute_batch(AFFECTED)?;
@@ -498,19 +498,19 @@ impl Table {
                 app.append_record_batch(batch)?;
                 app.flush()?;
             }
-            let mut out = vec![Extremes::default(); n];
             let mut stmt = tx.prepare(&sql)?;
             for b in stmt.query_arrow([])? {
-                let idx = b.column(0).as_primitive::<Int32Type>();
+                let spec = b.column(0).as_primitive::<Int32Type>();
+                let idx = b.column(1).as_primitive::<Int32Type>();
                 let col = |i: usize| b.column(i).as_primitive::<Decimal128Type>();
                 let pair = |lo: &Decimal128Array, hi: &Decimal128Array, r: usize| {
                     lo.is_valid(r)
                         .then(|| (lo.value(r) as i64, hi.value(r) as i64))
                 };
                 for r in 0..b.num_rows() {
-                    out[idx.value(r) as usize] = Extremes {
-                        bid: pair(col(1), col(2), r),
-                        total: pair(col(3), col(4), r),
+                    out[spec.value(r) as usize][idx.value(r) as usize] = Extremes {
+                        bid: pair(col(2), col(3), r),
+                        total: pair(col(4), col(5), r),
                     };
                 }
             }
@@ -521,26 +521,59 @@ impl Table {
     }
 }
 
-/// Rollup keys as rows of `affected_keys`; dimensions a key does not keep are NULL there
-/// and not joined on.
-fn key_batch(keys: &[Key]) -> Result<RecordBatch> {
+/// The part of the extremes statement for rollup number `i`: its keys joined with the
+/// priced rows on the columns it keeps.
+fn extremes_branch(i: usize, spec: &RollupSpec) -> String {
+    let time = spec.grain.map(|g| {
+        format!(
+            "{} IS NOT DISTINCT FROM a.t",
+            crate::query::plan::column_sql(Column::Time(g))
+        )
+    });
+    let dims = spec.dims.iter().map(|d| {
+        let c = d.column().name();
+        format!("e.\"{c}\" IS NOT DISTINCT FROM a.\"{c}\"")
+    });
+    let on: Vec<String> = std::iter::once(format!("a.spec = {i}"))
+        .chain(time)
+        .chain(dims)
+        .collect();
+    format!(
+        "SELECT a.spec, a.idx, min(e.bid_price), max(e.bid_price), min(e.total_price), \
+         max(e.total_price) FROM priced e JOIN affected_keys a ON {} GROUP BY a.spec, a.idx",
+        on.join(" AND ")
+    )
+}
+
+/// Rollup keys as rows of `affected_keys`, tagged with their rollup's number and their
+/// position; dimensions a key does not keep are NULL there and not joined on.
+fn key_batch(wanted: &[(&RollupSpec, &[Key])]) -> Result<RecordBatch> {
     let time = |k: &Key| (k.time != NULL_TIME).then_some(k.time);
     let id = |v: i64| (v != NULL_ID).then_some(v as i32);
     let countries = crate::rollup::country_names();
+    let keys = || wanted.iter().flat_map(|(_, keys)| keys.iter());
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from_iter_values(0..keys.len() as i32)),
-        Arc::new(Int32Array::from_iter(keys.iter().map(time))),
-        Arc::new(StringArray::from_iter(
-            keys.iter()
-                .map(|k| (k.typ != 0).then(|| crate::schema::type_name(k.typ))),
+        Arc::new(Int32Array::from_iter_values(
+            wanted
+                .iter()
+                .enumerate()
+                .flat_map(|(s, (_, keys))| std::iter::repeat_n(s as i32, keys.len())),
         )),
-        Arc::new(StringArray::from_iter(keys.iter().map(|k| {
+        Arc::new(Int32Array::from_iter_values(
+            wanted.iter().flat_map(|(_, keys)| 0..keys.len() as i32),
+        )),
+        Arc::new(Int32Array::from_iter(keys().map(time))),
+        Arc::new(StringArray::from_iter(
+            keys().map(|k| (k.typ != 0).then(|| crate::schema::type_name(k.typ))),
+        )),
+        Arc::new(StringArray::from_iter(keys().map(|k| {
             (k.country != 0).then(|| countries[k.country as usize].as_str())
         }))),
-        Arc::new(Int32Array::from_iter(keys.iter().map(|k| id(k.adv)))),
-        Arc::new(Int32Array::from_iter(keys.iter().map(|k| id(k.publ)))),
+        Arc::new(Int32Array::from_iter(keys().map(|k| id(k.adv)))),
+        Arc::new(Int32Array::from_iter(keys().map(|k| id(k.publ)))),
     ];
     let schema = Arc::new(Schema::new(vec![
+        Field::new("spec", DataType::Int32, false),
         Field::new("idx", DataType::Int32, false),
         Field::new("t", DataType::Int32, true),
         Field::new("type", DataType::Utf8, true),
