@@ -2,10 +2,14 @@
 //! time and peak RSS against DuckDB's `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
 //! same files in the same run, rollup sizes and state size against the CSV bytes.
 //!
-//! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR]`
+//! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR] [--fold-only]`
 //! Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
 
 mod common;
+
+/// The allocator the `rollupd` binary runs with, so in-process figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -267,6 +271,10 @@ fn main() {
             .bytes;
     }
     let fold_mbps = folded as f64 / 1e6 / start.elapsed().as_secs_f64();
+    if std::env::args().any(|a| a == "--fold-only") {
+        println!("fold alone, 1 core: {fold_mbps:.0} MB/s");
+        return;
+    }
 
     // DuckDB references, in child processes so they get the machine as we do: stock
     // DuckDB (the Python package) and the DuckDB embedded in rollupd, on the same SQL.

@@ -20,7 +20,6 @@ use crate::fold::{parse_uuid, table_schema};
 use crate::schema::{type_code, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
 
 /// The parsed columns, one entry per row, in file order.
-#[derive(Default)]
 struct Columns {
     ts: Vec<Option<i64>>,
     minute: Vec<Option<i32>>,
@@ -53,7 +52,7 @@ pub fn parse(names: &[String], body: &[u8], ids: (i32, i32), zone: Zone) -> Opti
         role[*field] = raw;
     }
     let body = body.strip_suffix(b"\n").unwrap_or(body);
-    let mut cols = Columns::default();
+    let mut cols = Columns::with_capacity(memchr::memchr_iter(b'\n', body).count() + 1);
     let mut clock = zone.clock();
     let mut country_index: FxHashMap<&[u8], u32> = FxHashMap::default();
     let mut fields: [&[u8]; 9] = [&[]; 9];
@@ -66,11 +65,13 @@ pub fn parse(names: &[String], body: &[u8], ids: (i32, i32), zone: Zone) -> Opti
             return None;
         }
         let mut n = 0;
-        for field in line.split(|b| *b == b',') {
+        let mut from = 0;
+        for end in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
             let raw = *role.get(n)?;
             if raw != usize::MAX {
-                fields[raw] = field;
+                fields[raw] = &line[from..end];
             }
+            from = end + 1;
             n += 1;
         }
         if n != names.len() {
@@ -82,6 +83,22 @@ pub fn parse(names: &[String], body: &[u8], ids: (i32, i32), zone: Zone) -> Opti
 }
 
 impl Columns {
+    fn with_capacity(rows: usize) -> Columns {
+        Columns {
+            ts: Vec::with_capacity(rows),
+            minute: Vec::with_capacity(rows),
+            typ: Vec::with_capacity(rows),
+            auction: Vec::with_capacity(rows),
+            adv: Vec::with_capacity(rows),
+            publ: Vec::with_capacity(rows),
+            bid: Vec::with_capacity(rows),
+            user: Vec::with_capacity(rows),
+            total: Vec::with_capacity(rows),
+            country: Vec::with_capacity(rows),
+            countries: Vec::new(),
+        }
+    }
+
     /// Appends one row (fields in `RAW_COLUMNS` order), or None if a value is outside the
     /// fast path's subset.
     fn push<'a>(
@@ -306,7 +323,7 @@ mod equivalence {
     use std::path::Path;
 
     use super::*;
-    use crate::fold::{general_parse, read_header, split_header};
+    use crate::fold::{general_parse, read_header, split_header, Text};
 
     /// The fast path's batch for `text` (header line included), or None if it gave up;
     /// when it did not, the general parser must produce the very same batch.
@@ -316,8 +333,15 @@ mod equivalence {
         let (header, body) = bytes.split_at(header_len);
         let names = split_header(&read_header(&mut &header[..]).unwrap().unwrap());
         let fast = parse(&names, body, (3, 1), Zone::Utc)?;
-        let (general, bad) =
-            general_parse(Path::new("t.csv"), header, body, 2, (3, 1), Zone::Utc, 0).unwrap();
+        let input = Text {
+            path: Path::new("t.csv"),
+            header,
+            body,
+            first_line: 2,
+            ids: (3, 1),
+            zone: Zone::Utc,
+        };
+        let (general, bad) = general_parse(&input, 0).unwrap();
         assert!(bad.is_empty());
         assert_eq!(fast, general, "{text}");
         Some(fast)

@@ -144,7 +144,17 @@ pub fn fold_bytes(
         .unwrap_or_default();
     let (table, bad_rows) = match crate::fastcsv::parse(&names, body, ids, zone) {
         Some(table) => (table, Vec::new()),
-        None => general_parse(path, header, body, first_line, ids, zone, max_bad_rows)?,
+        None => general_parse(
+            &Text {
+                path,
+                header,
+                body,
+                first_line,
+                ids,
+                zone,
+            },
+            max_bad_rows,
+        )?,
     };
     let t_parse = t.elapsed();
     let partial = crate::partial::build(&table, specs)?;
@@ -162,21 +172,38 @@ pub fn fold_bytes(
     })
 }
 
+/// What the general parser reads: the header line and the body after it (whole lines),
+/// with what error messages and table rows need.
+#[derive(Clone, Copy)]
+pub(crate) struct Text<'a> {
+    pub path: &'a Path,
+    pub header: &'a [u8],
+    pub body: &'a [u8],
+    /// The file line number of the body's first line.
+    pub first_line: usize,
+    /// The file id and part number the rows get in the table.
+    pub ids: (i32, i32),
+    pub zone: Zone,
+}
+
 /// The general path: arrow-csv's parser (quotes and all), bad rows isolated up to
 /// `max_bad_rows`, then the rows sorted for the table.
 pub(crate) fn general_parse(
-    path: &Path,
-    header: &[u8],
-    body: &[u8],
-    first_line: usize,
-    ids: (i32, i32),
-    zone: Zone,
+    text: &Text<'_>,
     max_bad_rows: u64,
 ) -> Result<(RecordBatch, Vec<(usize, String)>)> {
+    let Text {
+        path,
+        header,
+        body,
+        first_line,
+        ids,
+        zone,
+    } = *text;
     let (batches, bad_rows) = match parse_csv(path, header.chain(body), first_line, ids, zone) {
         Ok(b) => (b, Vec::new()),
         Err(e @ Error::BadFile { .. }) if max_bad_rows == 0 => return Err(e),
-        Err(_) => parse_tolerant(path, header, body, first_line, ids, zone, max_bad_rows)?,
+        Err(_) => parse_tolerant(text, max_bad_rows)?,
     };
     let table = if batches.is_empty() {
         RecordBatch::new_empty(table_schema())
@@ -192,15 +219,15 @@ type Tolerated = (Vec<RecordBatch>, Vec<(usize, String)>);
 
 /// Parses line by line groups, isolating bad lines by bisection; fails once more than
 /// `max_bad_rows` are bad. Lines are split at newlines (no quoted newlines here).
-fn parse_tolerant(
-    path: &Path,
-    header: &[u8],
-    body: &[u8],
-    first_line: usize,
-    ids: (i32, i32),
-    zone: Zone,
-    max_bad_rows: u64,
-) -> Result<Tolerated> {
+fn parse_tolerant(text: &Text<'_>, max_bad_rows: u64) -> Result<Tolerated> {
+    let Text {
+        path,
+        header,
+        body,
+        first_line,
+        ids,
+        zone,
+    } = *text;
     let mut lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
     if lines
         .last()
