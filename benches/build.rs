@@ -7,10 +7,6 @@
 
 mod common;
 
-/// The allocator the `rollupd` binary runs with, so in-process figures match it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -15,10 +15,6 @@
 
 mod common;
 
-/// The allocator the `rollupd` binary runs with, so in-process figures match it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -174,7 +174,6 @@ pub fn fold_bytes(
 
 /// What the general parser reads: the header line and the body after it (whole lines),
 /// with what error messages and table rows need.
-#[derive(Clone, Copy)]
 pub(crate) struct Text<'a> {
     pub path: &'a Path,
     pub header: &'a [u8],
@@ -186,21 +185,27 @@ pub(crate) struct Text<'a> {
     pub zone: Zone,
 }
 
+impl Text<'_> {
+    /// `lines` (whole lines of this text's body, from file line `first_line` on) parsed
+    /// by arrow-csv under this text's header.
+    fn parse(&self, lines: &[u8], first_line: usize) -> Result<Vec<RecordBatch>> {
+        parse_csv(
+            self.path,
+            self.header.chain(lines),
+            first_line,
+            self.ids,
+            self.zone,
+        )
+    }
+}
+
 /// The general path: arrow-csv's parser (quotes and all), bad rows isolated up to
 /// `max_bad_rows`, then the rows sorted for the table.
 pub(crate) fn general_parse(
     text: &Text<'_>,
     max_bad_rows: u64,
 ) -> Result<(RecordBatch, Vec<(usize, String)>)> {
-    let Text {
-        path,
-        header,
-        body,
-        first_line,
-        ids,
-        zone,
-    } = *text;
-    let (batches, bad_rows) = match parse_csv(path, header.chain(body), first_line, ids, zone) {
+    let (batches, bad_rows) = match text.parse(text.body, text.first_line) {
         Ok(b) => (b, Vec::new()),
         Err(e @ Error::BadFile { .. }) if max_bad_rows == 0 => return Err(e),
         Err(_) => parse_tolerant(text, max_bad_rows)?,
@@ -220,15 +225,8 @@ type Tolerated = (Vec<RecordBatch>, Vec<(usize, String)>);
 /// Parses line by line groups, isolating bad lines by bisection; fails once more than
 /// `max_bad_rows` are bad. Lines are split at newlines (no quoted newlines here).
 fn parse_tolerant(text: &Text<'_>, max_bad_rows: u64) -> Result<Tolerated> {
-    let Text {
-        path,
-        header,
-        body,
-        first_line,
-        ids,
-        zone,
-    } = *text;
-    let mut lines: Vec<&[u8]> = body.split_inclusive(|b| *b == b'\n').collect();
+    let first_line = text.first_line;
+    let mut lines: Vec<&[u8]> = text.body.split_inclusive(|b| *b == b'\n').collect();
     if lines
         .last()
         .is_some_and(|l| l.iter().all(|b| b.is_ascii_whitespace()))
@@ -243,14 +241,14 @@ fn parse_tolerant(text: &Text<'_>, max_bad_rows: u64) -> Result<Tolerated> {
             continue;
         }
         let chunk: Vec<u8> = lines[a..b].concat();
-        match parse_csv(path, header.chain(&chunk[..]), first_line + a, ids, zone) {
+        match text.parse(&chunk, first_line + a) {
             Ok(mut ok) => batches.append(&mut ok),
             Err(e) if b - a == 1 => {
                 bad.push((first_line + a, e.to_string()));
                 if bad.len() as u64 > max_bad_rows {
                     bad.sort();
                     return Err(Error::BadFile {
-                        path: path.to_path_buf(),
+                        path: text.path.to_path_buf(),
                         reason: format!("more than {max_bad_rows} bad rows; first: {}", bad[0].1),
                     });
                 }
