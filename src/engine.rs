@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 
 use crate::changes::{detect, fingerprint, Change, Seen};
 use crate::codec;
@@ -25,7 +24,7 @@ use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
 use crate::query::exec::execute;
 use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
-use crate::rollup::{default_specs, Agg, Key, RollupRows, RollupSpec};
+use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::schema::Zone;
 use crate::store::{Commit, FileRecord, Store};
 use crate::table::{Table, TableChange, TableFile, TableOptions, View};
@@ -518,7 +517,7 @@ impl Engine {
             ..Commit::default()
         };
         // Everything folded by this batch, merged as it arrives (then dropped per file).
-        let mut added: Vec<FxHashMap<Key, Agg>> = vec![FxHashMap::default(); specs.len()];
+        let mut added: Vec<Vec<RollupRows>> = vec![Vec::new(); specs.len()];
         let mut removed_ids: Vec<u32> = Vec::new();
         let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<Fold>>)>(2);
@@ -588,7 +587,7 @@ impl Engine {
                             file: table_file(&r),
                         })?;
                         report.rows += f.rows;
-                        add_partial(&mut added, &f.partial);
+                        add_partial(&mut added, f.partial);
                         commit.folded.push((r, encoded));
                         match old {
                             Some(id) => {
@@ -609,7 +608,7 @@ impl Engine {
                         })?;
                         report.appended += 1;
                         report.rows += f.rows;
-                        add_partial(&mut added, &f.partial);
+                        add_partial(&mut added, f.partial.clone());
                         appended.push((r.id, f.partial));
                         commit.folded.push((r, Vec::new()));
                     }
@@ -672,7 +671,7 @@ impl Engine {
             .map(|(s, add)| {
                 let empty = RollupRows::default();
                 let old = current.get(s).map_or(&empty, |r| r.as_ref());
-                Ok(old.combine(&RollupRows::from_map(add), &removed_parts(s)?))
+                Ok(old.combine(&RollupRows::merge_tree(add), &removed_parts(s)?))
             })
             .collect::<Result<Vec<_>>>()?;
 
@@ -938,11 +937,11 @@ fn skipped(report: &mut UpdateReport, s: &Seen, f: &Folded) {
     }
 }
 
-fn add_partial(added: &mut [FxHashMap<Key, Agg>], partial: &[RollupRows]) {
-    for (map, p) in added.iter_mut().zip(partial) {
-        for (k, a) in &p.0 {
-            map.entry(*k).or_default().merge(a);
-        }
+/// Queues a file's partial to be merged into the batch's additions (at the end, per
+/// rollup, in parallel; a batch of one file merges nothing).
+fn add_partial(added: &mut [Vec<RollupRows>], partial: Vec<RollupRows>) {
+    for (parts, p) in added.iter_mut().zip(partial) {
+        parts.push(p);
     }
 }
 

@@ -395,6 +395,23 @@ impl RollupRows {
         Ok(())
     }
 
+    /// Merges sorted row sets pairwise, as a balanced tree of linear merges (one set is
+    /// returned as it is); the result does not depend on their order.
+    pub fn merge_tree(mut parts: Vec<RollupRows>) -> RollupRows {
+        while parts.len() > 1 {
+            let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+            let mut it = parts.into_iter();
+            while let Some(a) = it.next() {
+                next.push(match it.next() {
+                    Some(b) => a.merge(&b),
+                    None => a,
+                });
+            }
+            parts = next;
+        }
+        parts.pop().unwrap_or_default()
+    }
+
     /// Merges many sorted row sets; the result does not depend on their order.
     pub fn merge_all<'a>(parts: impl IntoIterator<Item = &'a RollupRows>) -> RollupRows {
         let mut map: FxHashMap<Key, Agg> = FxHashMap::default();
@@ -571,6 +588,11 @@ mod tests {
         let cba = c.merge(&b).merge(&a);
         assert_eq!(abc, cba);
         assert_eq!(abc, RollupRows::merge_all([&b, &c, &a]));
+        assert_eq!(
+            abc,
+            RollupRows::merge_tree(vec![c.clone(), a.clone(), b.clone()])
+        );
+        assert_eq!(RollupRows::merge_tree(Vec::new()), RollupRows::default());
         let first = abc.0[0].1;
         let (n, sum) = (first.bid.n, first.bid.sum);
         assert_eq!((first.rows, n, sum), (2, 2, -2));
