@@ -1,4 +1,4 @@
-//! Cold-build benchmark at bench scale (CONTRACT §6): fold MB/s per core, `rollupd build`
+//! Cold-build benchmark at bench scale: fold MB/s per core, `rollupd build`
 //! time and peak RSS against DuckDB's `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
 //! same files in the same run, rollup sizes and state size against the CSV bytes.
 //!

@@ -1,4 +1,4 @@
-//! Daemon benchmark at bench scale (CONTRACT §6), through the real binary and its socket:
+//! Daemon benchmark at bench scale, through the real binary and its socket:
 //! `rollupd run` is spawned as a child and every number is measured at the client.
 //!
 //! 1. Socket round trip of the five reference queries (p50 and p99, goal ≤ 1 ms / ≤ 5 ms).

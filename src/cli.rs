@@ -1,4 +1,4 @@
-//! Command-line parsing and the commands' output for people (CONTRACT §4).
+//! Command-line parsing and the commands' output for people.
 //!
 //! Settings come from the platform defaults, overridden by the config file (`--config`,
 //! or the platform's default one if present), overridden by flags.

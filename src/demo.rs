@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::gen::{generate, GenOptions};
 use crate::watch::scan_folder;
 
-/// The five reference queries (CONTRACT §2), with what each asks.
+/// The five reference queries (docs/reference-queries.json), with what each asks.
 const REFERENCE: &str = include_str!("../docs/reference-queries.json");
 const ASKS: [&str; 5] = [
     "impression spend per day",

@@ -52,7 +52,7 @@ impl Error {
         }
     }
 
-    /// The protocol's error kind for this error (CONTRACT §3).
+    /// The protocol's error kind for this error.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidQuery(_) => "invalid_query",

@@ -1,4 +1,4 @@
-//! The socket protocol (CONTRACT §3): request lines and response lines, shared by the
+//! The socket protocol (described in the README): request lines and response lines, shared by the
 //! server and the CLI.
 
 use serde::Serialize;

@@ -11,7 +11,7 @@ use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone as _};
 
 use crate::error::{Error, Result};
 
-/// The raw CSV columns, in the canonical header order of CONTRACT §1.
+/// The raw CSV columns, in the canonical header order of the input files.
 pub const RAW_COLUMNS: [&str; 9] = [
     "ts",
     "type",
@@ -85,7 +85,7 @@ impl TimeCol {
         }
     }
 
-    /// The canonical text of a bucket (CONTRACT §2).
+    /// The canonical text of a bucket, as queries take and answer it.
     pub fn format(self, bucket: i32) -> String {
         let dt = minute_to_datetime(bucket);
         match self {

@@ -1,4 +1,4 @@
-//! The socket server (CONTRACT §3): accepts connections on the daemon's Unix socket, reads
+//! The socket server (the protocol is in the README): accepts connections on the daemon's Unix socket, reads
 //! newline-delimited requests and answers each with one line (plus payload bytes).
 //!
 //! Connections are bounded by a semaphore; each runs in its own task, so a slow or

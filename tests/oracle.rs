@@ -1,5 +1,5 @@
-//! Test support: the DuckDB ground truth for the JSON query language (CONTRACT.md §1–2),
-//! a random query generator, and a tolerant result comparison.
+//! Test support: the DuckDB ground truth for the JSON query language (as the README
+//! describes it), a random query generator, and a tolerant result comparison.
 //!
 //! * [`oracle`] / [`OracleDb`]: translate a JSON query into DuckDB SQL over the raw CSV files and
 //!   return canonical JSON values (integers as JSON integers, DOUBLE as f64, time columns as their

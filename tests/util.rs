@@ -99,7 +99,7 @@ pub fn answer_rows(answer: &rollupd::Answer) -> Vec<Vec<serde_json::Value>> {
     serde_json::from_str(&serde_json::to_string(&answer.result.rows).unwrap()).unwrap()
 }
 
-/// The five reference queries of CONTRACT §2.
+/// The five reference queries (as in docs/reference-queries.json).
 pub fn reference_queries() -> Vec<serde_json::Value> {
     serde_json::from_str(REFERENCE).unwrap()
 }

@@ -1,4 +1,4 @@
-//! Parsing and validating a JSON query (CONTRACT §2) into a typed `Query`.
+//! Parsing and validating a JSON query (the query language of the README) into a typed `Query`.
 //!
 //! Every rejection is an `invalid_query` error whose message names the offending part.
 
