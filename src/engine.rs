@@ -516,7 +516,7 @@ impl Engine {
             generation: self.store.generation()? + 1,
             ..Commit::default()
         };
-        // Everything folded by this batch, merged as it arrives (then dropped per file).
+        // Every partial this batch folded, per rollup, merged once the folds are done.
         let mut added: Vec<Vec<RollupRows>> = vec![Vec::new(); specs.len()];
         let mut removed_ids: Vec<u32> = Vec::new();
         let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
@@ -719,9 +719,9 @@ impl Engine {
 
     /// Gives the keys whose minimum or maximum a removed partial may have held (as
     /// `RollupRows::combine` returns them) their extremes back, from the rows that remain:
-    /// one grouped DuckDB query per rollup over the table, which now holds exactly those
-    /// rows, plus the stored partials of files whose rows the table lacks until a repair
-    /// folds them again (`unloaded`; none outside crash repair). No other partial is read.
+    /// one DuckDB statement over the table, which now holds exactly those rows, plus the
+    /// stored partials of files whose rows the table lacks until a repair folds them again
+    /// (`unloaded`; none outside crash repair). No other partial is read.
     fn restore_extremes(
         &self,
         combined: Vec<(RollupRows, Vec<Key>)>,
