@@ -443,8 +443,39 @@ fn to_table_batch(
     RecordBatch::try_new(table_schema(), columns).map_err(|e| (0, e.to_string()))
 }
 
+/// The value of each byte as a hex digit; 0xff for bytes that are not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Parses UUID text (with or without dashes, any case) into 16 bytes.
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let b = text.as_bytes();
+    if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
+        // The canonical form: hex pairs at fixed places.
+        const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        let mut out = [0u8; 16];
+        for (o, at) in out.iter_mut().zip(AT) {
+            let (hi, lo) = (HEX[b[at] as usize], HEX[b[at + 1] as usize]);
+            if (hi | lo) & 0xf0 != 0 {
+                return None;
+            }
+            *o = (hi << 4) | lo;
+        }
+        return Some(out);
+    }
     let mut out = [0u8; 16];
     let mut nibbles = 0;
     for b in text.bytes() {
@@ -526,5 +557,12 @@ mod tests {
         assert_eq!(u[15], 0x00);
         assert!(parse_uuid("123e4567").is_none());
         assert!(parse_uuid("zz3e4567-e89b-12d3-a456-426614174000").is_none());
+        assert!(parse_uuid("123e4567-e89b-12d3-a456-42661417400g").is_none());
+        let canonical = "123E4567-e89b-12d3-A456-426614174000";
+        assert_eq!(
+            parse_uuid(canonical),
+            parse_uuid(&canonical.replace('-', ""))
+        );
+        assert_eq!(parse_uuid(canonical), Some(u));
     }
 }
