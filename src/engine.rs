@@ -299,7 +299,9 @@ impl Engine {
     /// Brings table and rollups in line with the store after an interrupted update, and
     /// starts over when the state was built with another time zone or rollup set.
     fn recover(&mut self) -> Result<()> {
-        self.rebuilt = self.check_layout()?;
+        self.rebuilt = self
+            .check_layout()?
+            .or_else(|| self.table.rebuilt().map(str::to_string));
         self.reconcile_table()?;
         self.recover_rollups()
     }

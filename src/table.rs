@@ -108,6 +108,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     failpoints: Failpoints,
+    /// Why the tables were dropped and created again on open, if they were.
+    rebuilt: Option<String>,
 }
 
 impl Drop for Inner {
@@ -143,6 +145,47 @@ CREATE TABLE IF NOT EXISTS events (
     local_minute INTEGER
 );";
 
+/// The version of the tables' layout (`SCHEMA`), kept in `meta`; bump it when `SCHEMA`
+/// changes.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Creates the tables if needed. A database of another schema version has its tables
+/// dropped and created again (the rows are folded again from the CSV files), and the
+/// reason is returned. A database from before versions were kept has this layout.
+fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
+    )?;
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            duckdb::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    let rebuilt = match found {
+        Some(v) if v != SCHEMA_VERSION => {
+            conn.execute_batch("DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files;")?;
+            let why = format!(
+                "DuckDB table schema version {v} → {SCHEMA_VERSION}; every file is folded again"
+            );
+            tracing::warn!("{why}");
+            Some(why)
+        }
+        _ => None,
+    };
+    conn.execute_batch(SCHEMA)?;
+    conn.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+        params![SCHEMA_VERSION],
+    )?;
+    Ok(rebuilt)
+}
+
 impl Table {
     /// Opens (creating if needed) the database file at `path` on a new thread.
     /// `failpoints` may fail a file's transaction just before it commits (`table.commit`).
@@ -161,7 +204,7 @@ impl Table {
             config = config.max_memory(&opts.memory_limit)?;
         }
         let mut conn = Connection::open_with_flags(path, config)?;
-        conn.execute_batch(SCHEMA)?;
+        let rebuilt = ensure_schema(&conn)?;
         // Checkpoints happen only when no view is reading (see `View::quiesce`): DuckDB
         // 2.0's checkpoints alongside open read transactions were seen to leave the table
         // answering ORDER BY … LIMIT wrongly after deletes. So none automatically.
@@ -182,8 +225,15 @@ impl Table {
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
                 failpoints,
+                rebuilt,
             }),
         })
+    }
+
+    /// Why the tables were created again on open (a database of another schema version),
+    /// if they were; the engine then folds every file again.
+    pub fn rebuilt(&self) -> Option<&str> {
+        self.inner.rebuilt.as_deref()
     }
 
     /// The database file.

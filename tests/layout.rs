@@ -1,11 +1,14 @@
 //! A changed time zone (or rollup set) rebuilds the state on the next start, and queries
-//! then follow the new zone; checked against day counts computed here with chrono-tz.
+//! then follow the new zone; checked against day counts computed here with chrono-tz. A
+//! DuckDB table of another schema version is created again and every file folded again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rollupd::{Engine, EngineOptions};
 use serde_json::{json, Value};
 
+use crate::history::assert_fresh;
 use crate::util::{ok_stdout, Daemon, Workspace};
 
 /// Rows per local calendar day in `zone`, straight from the CSV text.
@@ -93,4 +96,27 @@ fn a_changed_time_zone_rebuilds_the_rollups_and_queries_follow_it() {
         json!(day_counts(&files, chrono_tz::America::New_York))
     );
     d.stop();
+}
+
+#[test]
+fn a_table_of_another_schema_version_is_created_again_and_folded_again() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 2_000, 77);
+    drop(ws.build());
+    {
+        let db = duckdb::Connection::open(ws.state().join("events.duckdb")).unwrap();
+        db.execute_batch("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+            .unwrap();
+    }
+    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+    let why = engine.rebuilt().expect("a rebuild reason");
+    assert!(why.contains("schema version 99"), "{why}");
+    let report = engine.update(&ws.watch()).unwrap();
+    let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    assert_eq!(report.bytes_parsed, bytes, "every file is folded again");
+    assert_eq!(engine.table().row_count().unwrap(), 4_000);
+    assert_fresh(&engine, &files, "after a table of another version");
+    drop(engine);
+    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+    assert_eq!(engine.rebuilt(), None, "the version is current now");
 }
