@@ -16,7 +16,7 @@ use arrow::array::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::fold::{parse_uuid, table_schema};
+use crate::fold::{parse_uuid, table_order, table_schema};
 use crate::schema::{type_code, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
 
 /// The parsed columns, one entry per row, in file order.
@@ -152,24 +152,18 @@ impl Columns {
         by_name.sort_unstable_by(|a, b| {
             self.countries[*a as usize - 1].cmp(&self.countries[*b as usize - 1])
         });
-        let mut rank = vec![0xffffu64; self.countries.len() + 1];
+        let mut rank = vec![None; self.countries.len() + 1];
         for (r, c) in by_name.iter().enumerate() {
-            rank[*c as usize] = r as u64 + 1;
+            rank[*c as usize] = Some(r as u64 + 1);
         }
         let mut order: Vec<(u64, u32)> = (0..n)
             .map(|i| {
-                let day = match self.minute[i] {
-                    Some(m) => (i64::from(m.div_euclid(1440)) - i64::from(i32::MIN)) as u64,
-                    None => 1 << 32,
-                };
-                let typ = match self.typ[i] {
-                    0 => 5,
-                    t => u64::from(t),
-                };
-                (
-                    (day << 24) | (typ << 16) | rank[self.country[i] as usize],
-                    i as u32,
-                )
+                let key = table_order(
+                    self.minute[i].map(|m| m.div_euclid(1440)),
+                    (self.typ[i] != 0).then_some(self.typ[i]),
+                    rank[self.country[i] as usize],
+                );
+                (key, i as u32)
             })
             .collect();
         order.sort_unstable();

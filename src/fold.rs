@@ -495,6 +495,14 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     (nibbles == 32).then_some(out)
 }
 
+/// The sort key of a table row: its local day, then its type code, then the rank of its
+/// country's name among the file's (from 1), each NULL last.
+pub(crate) fn table_order(day: Option<i32>, typ: Option<u8>, country_rank: Option<u64>) -> u64 {
+    let day = day.map_or(1 << 32, |d| (i64::from(d) - i64::from(i32::MIN)) as u64);
+    let typ = typ.map_or(5, u64::from);
+    (day << 24) | (typ << 16) | country_rank.unwrap_or(0xffff)
+}
+
 /// Sorts a file's rows by day (NULL last), type and country so DuckDB's zone maps stay
 /// useful. Sorts one integer key per row rather than comparing strings.
 fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
@@ -516,22 +524,14 @@ fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
     }
     let mut keys: Vec<(u64, u32)> = (0..n)
         .map(|i| {
-            let d = if day.is_valid(i) {
-                (i64::from(day.value(i)) - i64::from(i32::MIN)) as u64
-            } else {
-                1 << 32
-            };
-            let t = if types.is_valid(i) {
-                u64::from(type_code(types.value(i)).unwrap_or(0))
-            } else {
-                5
-            };
-            let c = if countries.is_valid(i) {
-                codes[countries.value(i)]
-            } else {
-                0xffff
-            };
-            ((d << 24) | (t << 16) | c, i as u32)
+            let key = table_order(
+                day.is_valid(i).then(|| day.value(i)),
+                types
+                    .is_valid(i)
+                    .then(|| type_code(types.value(i)).unwrap_or(0)),
+                countries.is_valid(i).then(|| codes[countries.value(i)]),
+            );
+            (key, i as u32)
         })
         .collect();
     keys.sort_unstable();
