@@ -81,9 +81,9 @@ fn get_measure(r: &mut Reader<'_>) -> Result<Measure> {
 pub fn encode(rows: &RollupRows) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 12);
     let mut local: Vec<u16> = rows
-        .0
+        .keys()
         .iter()
-        .map(|r| r.0.country)
+        .map(|k| k.country)
         .filter(|c| *c != 0)
         .collect();
     local.sort_unstable();
@@ -96,7 +96,7 @@ pub fn encode(rows: &RollupRows) -> Vec<u8> {
     }
     put_u(&mut out, rows.len() as u128);
     let mut prev = Key::default();
-    for (k, a) in &rows.0 {
+    for (k, a) in rows.iter() {
         put_i(&mut out, i128::from(k.time) - i128::from(prev.time));
         out.push(k.typ);
         let country = match k.country {
@@ -109,7 +109,7 @@ pub fn encode(rows: &RollupRows) -> Vec<u8> {
         put_u(&mut out, a.rows.into());
         put_measure(&mut out, &a.bid);
         put_measure(&mut out, &a.total);
-        prev = *k;
+        prev = k;
     }
     let mut framed = MAGIC.to_vec();
     framed.extend(lz4_flex::compress_prepend_size(&out));
@@ -134,7 +134,7 @@ pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
         codes.push(country_code(&String::from_utf8_lossy(text))?);
     }
     let n = r.u()? as usize;
-    let mut rows = Vec::with_capacity(n);
+    let mut rows = RollupRows::with_capacity(n);
     let mut prev = Key::default();
     for _ in 0..n {
         let time = (i128::from(prev.time) + r.i()?) as i32;
@@ -156,10 +156,13 @@ pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
             bid: get_measure(&mut r)?,
             total: get_measure(&mut r)?,
         };
-        rows.push((key, agg));
+        rows.push(key, &agg);
         prev = key;
     }
-    Ok(RollupRows(rows))
+    // Country codes are given out per process: rows written by another one may sort
+    // differently here.
+    rows.sort();
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -177,7 +180,7 @@ mod tests {
         a.bid.add(-5);
         a.total.add(i64::MAX);
         let (jp, br) = (country_code("JP").unwrap(), country_code("BR").unwrap());
-        let rows = RollupRows(vec![
+        let rows = RollupRows::from_iter([
             (
                 Key {
                     time: -100,

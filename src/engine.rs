@@ -418,7 +418,7 @@ impl Engine {
                             .iter()
                             .map(|id| self.store.partial(*id, s))
                             .collect::<Result<Vec<_>>>()?;
-                        Ok(Arc::new(RollupRows::merge_all(&parts)))
+                        Ok(Arc::new(RollupRows::merge_tree(parts)))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 *self.committed.lock().expect("committed lock") = (generation, rollups);
@@ -665,7 +665,7 @@ impl Engine {
                 .iter()
                 .map(|id| self.store.partial(*id, s))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(RollupRows::merge_all(&parts))
+            Ok(RollupRows::merge_tree(parts))
         };
         let combined = added
             .into_par_iter()

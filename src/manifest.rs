@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,10 +189,10 @@ pub fn write_rollup(
     let name = spec.name();
     let dir = state.join(ROLLUP_DIR).join(&name);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    type Previous<'a> = std::collections::HashMap<String, (&'a PartitionEntry, &'a [(Key, Agg)])>;
+    type Previous<'a> = std::collections::HashMap<String, (&'a PartitionEntry, Range<usize>)>;
     let old: Previous = previous
         .map(|(entry, old_rows)| {
-            let slices = partitions(spec, &old_rows.0);
+            let slices = partitions(spec, old_rows);
             entry
                 .partitions
                 .iter()
@@ -199,21 +200,22 @@ pub fn write_rollup(
                     slices
                         .iter()
                         .find(|(k, _)| *k == p.key)
-                        .map(|(_, s)| (p.key.clone(), (p, *s)))
+                        .map(|(_, r)| (p.key.clone(), (p, r.clone())))
                 })
                 .collect()
         })
         .unwrap_or_default();
+    let old_rows = previous.map(|(_, rows)| rows);
     let mut entries = Vec::new();
     let mut wrote = false;
-    for (key, part) in partitions(spec, &rows.0) {
-        if let Some((p, old_part)) = old.get(&key) {
-            if *old_part == part {
+    for (key, part) in partitions(spec, rows) {
+        if let (Some((p, old_part)), Some(old_rows)) = (old.get(&key), old_rows) {
+            if rows.range_eq(part.clone(), old_rows, old_part.clone()) {
                 entries.push((*p).clone());
                 continue;
             }
         }
-        let batch = to_batch(spec, part)?;
+        let batch = to_batch(spec, rows, part.clone())?;
         let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
         let bytes = write_ipc(&state.join(&file), &batch)?;
         wrote = true;
@@ -236,18 +238,19 @@ pub fn write_rollup(
     })
 }
 
-/// Splits sorted rows into partitions: (key, rows).
-fn partitions<'a>(spec: &RollupSpec, rows: &'a [(Key, Agg)]) -> Vec<(String, &'a [(Key, Agg)])> {
+/// Splits sorted rows into partitions: (key, positions of its rows).
+fn partitions(spec: &RollupSpec, rows: &RollupRows) -> Vec<(String, Range<usize>)> {
+    let keys = rows.keys();
     let mut out = Vec::new();
     let mut start = 0;
-    while start < rows.len() {
-        let (key, next) = partition_of(spec.grain, rows[start].0.time);
+    while start < keys.len() {
+        let (key, next) = partition_of(spec.grain, keys[start].time);
         let len = if next == i32::MAX {
-            rows.len() - start
+            keys.len() - start
         } else {
-            rows[start..].partition_point(|r| r.0.time < next)
+            keys[start..].partition_point(|k| k.time < next)
         };
-        out.push((key, &rows[start..start + len]));
+        out.push((key, start..start + len));
         start += len;
     }
     out
@@ -276,7 +279,7 @@ fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
 
 /// Reads a rollup's rows back from its partition files.
 pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
-    let mut rows = Vec::with_capacity(entry.rows as usize);
+    let mut rows = RollupRows::with_capacity(entry.rows as usize);
     for p in &entry.partitions {
         let path = state.join(&p.file);
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -285,8 +288,8 @@ pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
             from_batch(&entry.spec, &batch?, &mut rows)?;
         }
     }
-    rows.sort_unstable_by_key(|r| r.0);
-    Ok(RollupRows(rows))
+    rows.sort();
+    Ok(rows)
 }
 
 fn measure_fields(name: &str) -> [Field; 4] {
@@ -326,8 +329,8 @@ pub fn rollup_schema(spec: &RollupSpec) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn measure_arrays(rows: &[(Key, Agg)], pick: fn(&Agg) -> &Measure) -> Result<[ArrayRef; 4]> {
-    let m = || rows.iter().map(|r| pick(&r.1));
+fn measure_arrays(aggs: &[Agg], pick: fn(&Agg) -> &Measure) -> Result<[ArrayRef; 4]> {
+    let m = || aggs.iter().map(pick);
     let dec = |p: u8, it: Vec<Option<i128>>| -> Result<ArrayRef> {
         Ok(Arc::new(
             Decimal128Array::from(it).with_precision_and_scale(p, PRICE_SCALE)?,
@@ -347,12 +350,11 @@ fn measure_arrays(rows: &[(Key, Agg)], pick: fn(&Agg) -> &Measure) -> Result<[Ar
     ])
 }
 
-fn to_batch(spec: &RollupSpec, rows: &[(Key, Agg)]) -> Result<RecordBatch> {
+fn to_batch(spec: &RollupSpec, all: &RollupRows, part: Range<usize>) -> Result<RecordBatch> {
+    let keys = &all.keys()[part.clone()];
+    let aggs: Vec<Agg> = all.range(part).map(|r| r.1).collect();
     let mut cols: Vec<ArrayRef> = Vec::new();
-    let time = || {
-        rows.iter()
-            .map(|r| (r.0.time != NULL_TIME).then_some(r.0.time))
-    };
+    let time = || keys.iter().map(|k| (k.time != NULL_TIME).then_some(k.time));
     match spec.grain {
         None => {}
         Some(TimeCol::Day | TimeCol::Week) => cols.push(Arc::new(Date32Array::from_iter(
@@ -365,29 +367,28 @@ fn to_batch(spec: &RollupSpec, rows: &[(Key, Agg)]) -> Result<RecordBatch> {
     for d in &spec.dims {
         let col: ArrayRef = match d {
             Dim::Type => Arc::new(StringArray::from_iter(
-                rows.iter()
-                    .map(|r| (r.0.typ != 0).then(|| type_name(r.0.typ))),
+                keys.iter().map(|k| (k.typ != 0).then(|| type_name(k.typ))),
             )),
             Dim::Country => Arc::new(StringArray::from_iter(
-                rows.iter()
-                    .map(|r| (r.0.country != 0).then(|| country_name(r.0.country))),
+                keys.iter()
+                    .map(|k| (k.country != 0).then(|| country_name(k.country))),
             )),
             Dim::Advertiser => Arc::new(Int32Array::from_iter(
-                rows.iter()
-                    .map(|r| (r.0.adv != NULL_ID).then_some(r.0.adv as i32)),
+                keys.iter()
+                    .map(|k| (k.adv != NULL_ID).then_some(k.adv as i32)),
             )),
             Dim::Publisher => Arc::new(Int32Array::from_iter(
-                rows.iter()
-                    .map(|r| (r.0.publ != NULL_ID).then_some(r.0.publ as i32)),
+                keys.iter()
+                    .map(|k| (k.publ != NULL_ID).then_some(k.publ as i32)),
             )),
         };
         cols.push(col);
     }
     cols.push(Arc::new(Int64Array::from_iter_values(
-        rows.iter().map(|r| r.1.rows as i64),
+        aggs.iter().map(|a| a.rows as i64),
     )));
-    cols.extend(measure_arrays(rows, |a| &a.bid)?);
-    cols.extend(measure_arrays(rows, |a| &a.total)?);
+    cols.extend(measure_arrays(&aggs, |a| &a.bid)?);
+    cols.extend(measure_arrays(&aggs, |a| &a.total)?);
     Ok(RecordBatch::try_new(rollup_schema(spec), cols)?)
 }
 
@@ -395,7 +396,8 @@ fn bad_file(what: &str) -> Error {
     Error::Internal(format!("rollup file: {what}"))
 }
 
-fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut Vec<(Key, Agg)>) -> Result<()> {
+/// Appends a batch's rows to `out` (in file order; the caller sorts them).
+fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut RollupRows) -> Result<()> {
     let col = |name: &str| {
         batch
             .column_by_name(name)
@@ -483,14 +485,12 @@ fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut Vec<(Key, Agg)>)
     let bid = measure("bid_price")?;
     let total = measure("total_price")?;
     for i in 0..n {
-        out.push((
-            keys[i],
-            Agg {
-                rows: count.value(i) as u64,
-                bid: bid[i],
-                total: total[i],
-            },
-        ));
+        let agg = Agg {
+            rows: count.value(i) as u64,
+            bid: bid[i],
+            total: total[i],
+        };
+        out.push(keys[i], &agg);
     }
     Ok(())
 }
@@ -514,7 +514,7 @@ mod tests {
         };
         a.bid.add(1_500_000_000);
         a.bid.add(-2);
-        let rows = RollupRows(vec![
+        let rows = RollupRows::from_iter([
             (
                 Key {
                     time: 28_401_660,

@@ -264,12 +264,12 @@ impl<'a> Cells<'a> {
     fn aggregate(&self, rows: &Rows, days: &[(Option<i32>, usize, usize)]) -> RollupRows {
         let mut aggs = vec![Agg::default(); self.slots * self.per_slot];
         let mut touched: Vec<u32> = Vec::new();
-        let mut out = Vec::new();
+        let mut out = RollupRows::default();
         let mut drain = |touched: &mut Vec<u32>, aggs: &mut [Agg], day_start| {
             touched.sort_unstable();
             for c in touched.drain(..) {
                 let c = c as usize;
-                out.push((self.key(rows, c, day_start), aggs[c]));
+                out.push(self.key(rows, c, day_start), &aggs[c]);
                 aggs[c] = Agg::default();
             }
         };
@@ -295,7 +295,7 @@ impl<'a> Cells<'a> {
                 drain(&mut touched, &mut aggs, start);
             }
         }
-        RollupRows(out)
+        out
     }
 }
 
@@ -304,7 +304,7 @@ impl<'a> Cells<'a> {
 fn hashed(spec: &RollupSpec, rows: &Rows, days: &[(Option<i32>, usize, usize)]) -> RollupRows {
     let daily = spec.grain.is_some_and(|g| g <= TimeCol::Day);
     let mut groups = Groups::default();
-    let mut out = Vec::new();
+    let mut out = RollupRows::default();
     for &(_, from, to) in days {
         for i in from..to {
             rows.add(groups.slot(spec.key(&rows.key(i))), i);
@@ -314,7 +314,7 @@ fn hashed(spec: &RollupSpec, rows: &Rows, days: &[(Option<i32>, usize, usize)]) 
         }
     }
     groups.drain_sorted(&mut out);
-    RollupRows(out)
+    out
 }
 
 /// Hash aggregation with small hash entries: the map holds an index into dense vectors
@@ -339,7 +339,7 @@ impl Groups {
     }
 
     /// Appends the groups, sorted by key, to `out` and empties the map.
-    fn drain_sorted(&mut self, out: &mut Vec<(Key, Agg)>) {
+    fn drain_sorted(&mut self, out: &mut RollupRows) {
         self.index.clear();
         let mut order: Vec<(Key, u32)> = self
             .keys
@@ -348,7 +348,9 @@ impl Groups {
             .map(|(i, k)| (k, i as u32))
             .collect();
         order.sort_unstable_by_key(|e| e.0);
-        out.extend(order.into_iter().map(|(k, i)| (k, self.aggs[i as usize])));
+        for (k, i) in order {
+            out.push(k, &self.aggs[i as usize]);
+        }
         self.aggs.clear();
     }
 }
@@ -386,7 +388,7 @@ mod tests {
             if let Some(cells) = Cells::plan(spec, &rows) {
                 assert_eq!(cells.aggregate(&rows, &days), want, "{}", spec.name());
             }
-            let total: u64 = want.0.iter().map(|r| r.1.rows).sum();
+            let total: u64 = want.iter().map(|r| r.1.rows).sum();
             assert_eq!(total, rows.len() as u64, "{}", spec.name());
         }
     }

@@ -7,9 +7,9 @@
 //! partials in any order gives bit-identical rollups.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{OnceLock, RwLock};
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -279,68 +279,312 @@ pub struct Extremes {
     pub total: Option<(i64, i64)>,
 }
 
-/// One rollup's rows, sorted by key.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RollupRows(pub Vec<(Key, Agg)>);
+/// One rollup's rows, sorted by key, stored by column: every row's key and row count,
+/// and each price measure only for the rows that hold a value (in a rollup by type most
+/// keys hold one of the two prices or neither: serves and clicks have no price).
+///
+/// Rows are read as `(Key, Agg)` pairs (`iter`, `range`, `get`) and written in key
+/// order (`push`, `extend_from`); nothing mutates a row except the min/max repair of
+/// `merge_extremes` and `recompute_extremes`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RollupRows {
+    keys: Vec<Key>,
+    rows: Vec<u64>,
+    bid: Sparse,
+    total: Sparse,
+}
+
+/// The non-empty measures of one price column: the positions of their rows (ascending)
+/// and the measures.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Sparse {
+    at: Vec<u32>,
+    values: Vec<Measure>,
+}
+
+impl Sparse {
+    #[inline]
+    fn push(&mut self, row: usize, m: &Measure) {
+        if m.n > 0 {
+            self.at.push(row_index(row));
+            self.values.push(*m);
+        }
+    }
+
+    /// The index of the first measure at row `row` or later.
+    fn seek(&self, row: usize) -> usize {
+        self.at.partition_point(|&a| (a as usize) < row)
+    }
+
+    fn find(&self, row: usize) -> Option<usize> {
+        self.at.binary_search(&row_index(row)).ok()
+    }
+
+    /// The measure of the row a cursor `j` (see `seek`) has reached, moving past it.
+    #[inline]
+    fn take(&self, j: &mut usize, row: usize) -> Measure {
+        match self.at.get(*j) {
+            Some(&a) if a as usize == row => {
+                *j += 1;
+                self.values[*j - 1]
+            }
+            _ => Measure::default(),
+        }
+    }
+
+    /// Appends the measures of `src`'s rows `rows`, which become rows `to..` here.
+    fn extend_from(&mut self, src: &Sparse, rows: Range<usize>, to: usize) {
+        let (a, b) = (src.seek(rows.start), src.seek(rows.end));
+        self.at.extend(
+            src.at[a..b]
+                .iter()
+                .map(|&r| row_index(r as usize - rows.start + to)),
+        );
+        self.values.extend_from_slice(&src.values[a..b]);
+    }
+
+    /// Whether rows `r` here hold the same measures as rows `o` of `other`.
+    fn range_eq(&self, r: Range<usize>, other: &Sparse, o: Range<usize>) -> bool {
+        let (a, b) = (self.seek(r.start), self.seek(r.end));
+        let (c, d) = (other.seek(o.start), other.seek(o.end));
+        self.values[a..b] == other.values[c..d]
+            && self.at[a..b]
+                .iter()
+                .zip(&other.at[c..d])
+                .all(|(x, y)| *x as usize - r.start == *y as usize - o.start)
+    }
+}
+
+/// A row position as stored in `Sparse::at`.
+#[inline]
+fn row_index(row: usize) -> u32 {
+    u32::try_from(row).expect("a rollup holds fewer than 2^32 rows")
+}
+
+/// Rows of a `RollupRows` in key order, as `(Key, Agg)` pairs.
+pub struct Iter<'a> {
+    rows: &'a RollupRows,
+    i: usize,
+    end: usize,
+    bid: usize,
+    total: usize,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = (Key, Agg);
+
+    #[inline]
+    fn next(&mut self) -> Option<(Key, Agg)> {
+        if self.i >= self.end {
+            return None;
+        }
+        let (r, i) = (self.rows, self.i);
+        self.i += 1;
+        Some((
+            r.keys[i],
+            Agg {
+                rows: r.rows[i],
+                bid: r.bid.take(&mut self.bid, i),
+                total: r.total.take(&mut self.total, i),
+            },
+        ))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
+
+impl FromIterator<(Key, Agg)> for RollupRows {
+    /// Rows given in ascending key order.
+    fn from_iter<I: IntoIterator<Item = (Key, Agg)>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut out = RollupRows::with_capacity(iter.size_hint().0);
+        for (k, a) in iter {
+            out.push(k, &a);
+        }
+        out
+    }
+}
 
 impl RollupRows {
-    /// Sorts a hash map of keys into rows.
-    pub fn from_map(map: FxHashMap<Key, Agg>) -> Self {
-        let mut rows: Vec<(Key, Agg)> = map.into_iter().collect();
-        rows.sort_unstable_by_key(|r| r.0);
-        RollupRows(rows)
+    pub fn with_capacity(n: usize) -> Self {
+        RollupRows {
+            keys: Vec::with_capacity(n),
+            rows: Vec::with_capacity(n),
+            ..RollupRows::default()
+        }
+    }
+
+    /// Appends a row; its key must be above every key already here, or the rows must be
+    /// put in order with `sort` before anything else reads them.
+    #[inline]
+    pub fn push(&mut self, key: Key, agg: &Agg) {
+        let i = self.keys.len();
+        self.keys.push(key);
+        self.rows.push(agg.rows);
+        self.bid.push(i, &agg.bid);
+        self.total.push(i, &agg.total);
+    }
+
+    /// Appends `src`'s rows `range` (keys above every key already here).
+    pub fn extend_from(&mut self, src: &RollupRows, range: Range<usize>) {
+        let to = self.keys.len();
+        self.keys.extend_from_slice(&src.keys[range.clone()]);
+        self.rows.extend_from_slice(&src.rows[range.clone()]);
+        self.bid.extend_from(&src.bid, range.clone(), to);
+        self.total.extend_from(&src.total, range, to);
+    }
+
+    /// Puts rows pushed out of key order in order (keys are unique). Country codes are
+    /// given out per process, so rows read back from files may need it.
+    pub fn sort(&mut self) {
+        if self.keys.is_sorted() {
+            return;
+        }
+        let mut order: Vec<u32> = (0..self.len()).map(row_index).collect();
+        order.sort_unstable_by_key(|&i| self.keys[i as usize]);
+        *self = order
+            .into_iter()
+            .map(|i| (self.keys[i as usize], self.agg(i as usize)))
+            .collect();
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every row's key, ascending.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// The aggregates of row `i`.
+    pub fn agg(&self, i: usize) -> Agg {
+        let measure = |s: &Sparse| s.find(i).map_or_else(Measure::default, |j| s.values[j]);
+        Agg {
+            rows: self.rows[i],
+            bid: measure(&self.bid),
+            total: measure(&self.total),
+        }
+    }
+
+    /// The row of `key`, if present.
+    pub fn find(&self, key: &Key) -> Option<usize> {
+        self.keys.binary_search(key).ok()
+    }
+
+    pub fn iter(&self) -> Iter<'_> {
+        self.range(0..self.len())
+    }
+
+    /// Rows `range`, in key order.
+    pub fn range(&self, range: Range<usize>) -> Iter<'_> {
+        Iter {
+            rows: self,
+            bid: self.bid.seek(range.start),
+            total: self.total.seek(range.start),
+            i: range.start,
+            end: range.end,
+        }
+    }
+
+    /// Whether rows `r` here equal rows `o` of `other`.
+    pub fn range_eq(&self, r: Range<usize>, other: &RollupRows, o: Range<usize>) -> bool {
+        self.keys[r.clone()] == other.keys[o.clone()]
+            && self.rows[r.clone()] == other.rows[o.clone()]
+            && self.bid.range_eq(r.clone(), &other.bid, o.clone())
+            && self.total.range_eq(r, &other.total, o)
+    }
+
+    /// The positions of the rows whose time lies in `[lo, hi]` (all of them for
+    /// all-time rollups).
+    pub fn time_range(&self, lo: i32, hi: i32) -> Range<usize> {
+        let start = self.keys.partition_point(|k| k.time < lo);
+        let end = self.keys.partition_point(|k| k.time <= hi);
+        start..end.max(start)
+    }
+
+    /// Bytes of memory the rows take (their capacity).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let sparse = |s: &Sparse| {
+            s.at.capacity() * size_of::<u32>() + s.values.capacity() * size_of::<Measure>()
+        };
+        self.keys.capacity() * size_of::<Key>()
+            + self.rows.capacity() * size_of::<u64>()
+            + sparse(&self.bid)
+            + sparse(&self.total)
     }
 
     /// Merges sorted rows into one sorted set (a linear merge).
     pub fn merge(&self, other: &RollupRows) -> RollupRows {
-        let (a, b) = (&self.0, &other.0);
-        let mut out = Vec::with_capacity(a.len().max(b.len()));
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() && j < b.len() {
-            match a[i].0.cmp(&b[j].0) {
-                std::cmp::Ordering::Less => {
-                    out.push(a[i]);
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push(b[j]);
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    let mut agg = a[i].1;
-                    agg.merge(&b[j].1);
-                    out.push((a[i].0, agg));
-                    i += 1;
-                    j += 1;
-                }
-            }
+        let mut out = RollupRows::with_capacity(self.len().max(other.len()));
+        let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                    std::cmp::Ordering::Less => a.next(),
+                    std::cmp::Ordering::Greater => b.next(),
+                    std::cmp::Ordering::Equal => {
+                        let (k, mut agg) = a.next().expect("peeked");
+                        agg.merge(&b.next().expect("peeked").1);
+                        Some((k, agg))
+                    }
+                },
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            let (k, agg) = next.expect("a row");
+            out.push(k, &agg);
         }
-        out.extend_from_slice(&a[i..]);
-        out.extend_from_slice(&b[j..]);
-        RollupRows(out)
+        out.shrink_to_fit();
+        out
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.keys.shrink_to_fit();
+        self.rows.shrink_to_fit();
+        for s in [&mut self.bid, &mut self.total] {
+            s.at.shrink_to_fit();
+            s.values.shrink_to_fit();
+        }
     }
 
     /// `self` plus `add` minus `sub` (each sorted). Sums and counts are exact; keys whose
     /// min or max may have come from `sub` are returned, and the caller recomputes their
-    /// extremes from the remaining partials with `recompute_extremes`.
+    /// extremes from the remaining rows (`merge_extremes`, `recompute_extremes`).
     pub fn combine(&self, add: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
         match (add.is_empty(), sub.is_empty()) {
             (true, true) => (self.clone(), Vec::new()),
             (false, true) => (self.merge(add), Vec::new()),
-            (true, false) => subtract(&self.0, sub),
-            (false, false) => subtract(&self.merge(add).0, sub),
+            (true, false) => subtract(self, sub),
+            (false, false) => subtract(&self.merge(add), sub),
         }
+    }
+
+    /// The measures of row `i`, to repair their extremes.
+    fn measures_mut(&mut self, i: usize) -> [Option<&mut Measure>; 2] {
+        let (b, t) = (self.bid.find(i), self.total.find(i));
+        [
+            b.map(|j| &mut self.bid.values[j]),
+            t.map(|j| &mut self.total.values[j]),
+        ]
     }
 
     /// Positions of the `affected` keys (sorted, all present).
     fn positions(&self, affected: &[Key]) -> Vec<usize> {
         affected
             .iter()
-            .map(|k| {
-                self.0
-                    .binary_search_by_key(k, |r| r.0)
-                    .expect("affected key present")
-            })
+            .map(|k| self.find(k).expect("affected key present"))
             .collect()
     }
 
@@ -348,9 +592,8 @@ impl RollupRows {
     /// of their remaining rows, `extremes[i]` for `affected[i]` (see `Table::extremes`).
     pub fn merge_extremes(&mut self, affected: &[Key], extremes: &[Extremes]) {
         for (i, e) in self.positions(affected).into_iter().zip(extremes) {
-            let agg = &mut self.0[i].1;
-            for (m, v) in [(&mut agg.bid, e.bid), (&mut agg.total, e.total)] {
-                if let Some((min, max)) = v {
+            for (m, v) in self.measures_mut(i).into_iter().zip([e.bid, e.total]) {
+                if let (Some(m), Some((min, max))) = (m, v) {
                     m.min = m.min.min(min);
                     m.max = m.max.max(max);
                 }
@@ -368,11 +611,14 @@ impl RollupRows {
         let idx = self.positions(affected);
         for part in parts {
             for (k, i) in affected.iter().zip(&idx) {
-                if let Ok(p) = part.0.binary_search_by_key(k, |r| r.0) {
-                    let src = part.0[p].1;
-                    let dst = &mut self.0[*i].1;
-                    dst.bid.merge_extremes(&src.bid);
-                    dst.total.merge_extremes(&src.total);
+                if let Some(p) = part.find(k) {
+                    let src = part.agg(p);
+                    let [bid, total] = self.measures_mut(*i);
+                    for (m, s) in [(bid, src.bid), (total, src.total)] {
+                        if let Some(m) = m {
+                            m.merge_extremes(&s);
+                        }
+                    }
                 }
             }
         }
@@ -382,8 +628,8 @@ impl RollupRows {
     /// remaining rows were merged in; a measure left without is a disagreement between
     /// the rollup and the rows it was told remain.
     pub fn check_extremes(&self, affected: &[Key]) -> Result<()> {
-        for i in self.positions(affected) {
-            let (k, agg) = &self.0[i];
+        for (i, k) in self.positions(affected).into_iter().zip(affected) {
+            let agg = self.agg(i);
             for m in [&agg.bid, &agg.total] {
                 if m.n > 0 && m.min > m.max {
                     return Err(Error::Internal(format!(
@@ -414,47 +660,35 @@ impl RollupRows {
 
     /// Merges many sorted row sets; the result does not depend on their order.
     pub fn merge_all<'a>(parts: impl IntoIterator<Item = &'a RollupRows>) -> RollupRows {
-        let mut map: FxHashMap<Key, Agg> = FxHashMap::default();
-        for part in parts {
-            for (k, a) in &part.0 {
-                map.entry(*k).or_default().merge(a);
-            }
-        }
-        RollupRows::from_map(map)
-    }
-
-    /// The rows whose time lies in `[lo, hi]` (all of them for all-time rollups).
-    pub fn time_range(&self, lo: i32, hi: i32) -> &[(Key, Agg)] {
-        let start = self.0.partition_point(|r| r.0.time < lo);
-        let end = self.0.partition_point(|r| r.0.time <= hi);
-        &self.0[start..end.max(start)]
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        let parts: Vec<&RollupRows> = parts.into_iter().collect();
+        let pairs = parts
+            .chunks(2)
+            .map(|pair| match pair {
+                [a, b] => a.merge(b),
+                [a] => (*a).clone(),
+                _ => unreachable!("chunks of two"),
+            })
+            .collect();
+        RollupRows::merge_tree(pairs)
     }
 }
 
 /// `rows` minus `sub` (both sorted; every key of `sub` is in `rows`), and the keys whose
 /// extremes `sub` may have held, their min and max left for the caller to restore. The
 /// runs of rows between `sub`'s keys are copied whole.
-fn subtract(rows: &[(Key, Agg)], sub: &RollupRows) -> (RollupRows, Vec<Key>) {
-    let mut out = Vec::with_capacity(rows.len());
+fn subtract(rows: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
+    let mut out = RollupRows::with_capacity(rows.len());
     let mut affected = Vec::new();
     let mut at = 0;
-    for (k, s) in &sub.0 {
-        let i = at + gallop(&rows[at..], k);
-        out.extend_from_slice(&rows[at..i]);
+    for (k, s) in sub.iter() {
+        let i = at + gallop(&rows.keys[at..], &k);
+        out.extend_from(rows, at..i);
         at = i;
-        let Some((_, a)) = rows.get(i).filter(|r| r.0 == *k) else {
+        if rows.keys.get(i) != Some(&k) {
             continue;
-        };
+        }
         at += 1;
-        let mut a = *a;
+        let mut a = rows.agg(i);
         let touched = a.bid.extremes_touched_by(&s.bid) || a.total.extremes_touched_by(&s.total);
         a.rows -= s.rows;
         a.bid.sub(&s.bid);
@@ -463,7 +697,7 @@ fn subtract(rows: &[(Key, Agg)], sub: &RollupRows) -> (RollupRows, Vec<Key>) {
             continue;
         }
         if touched {
-            affected.push(*k);
+            affected.push(k);
             for m in [&mut a.bid, &mut a.total] {
                 if m.n > 0 {
                     m.min = i64::MAX;
@@ -471,22 +705,23 @@ fn subtract(rows: &[(Key, Agg)], sub: &RollupRows) -> (RollupRows, Vec<Key>) {
                 }
             }
         }
-        out.push((*k, a));
+        out.push(k, &a);
     }
-    out.extend_from_slice(&rows[at..]);
-    (RollupRows(out), affected)
+    out.extend_from(rows, at..rows.len());
+    out.shrink_to_fit();
+    (out, affected)
 }
 
-/// The number of leading rows whose key is below `k` (exponential search: cheap when
-/// that is a short run).
-fn gallop(rows: &[(Key, Agg)], k: &Key) -> usize {
+/// The number of leading keys below `k` (exponential search: cheap when that is a short
+/// run).
+fn gallop(keys: &[Key], k: &Key) -> usize {
     let mut hi = 1;
-    while hi < rows.len() && rows[hi - 1].0 < *k {
+    while hi < keys.len() && keys[hi - 1] < *k {
         hi *= 2;
     }
     let lo = hi / 2;
-    let hi = hi.min(rows.len());
-    lo + rows[lo..hi].partition_point(|r| r.0 < *k)
+    let hi = hi.min(keys.len());
+    lo + keys[lo..hi].partition_point(|x| x < k)
 }
 
 /// The process-wide country dictionary: country text ↔ a small code (0 = NULL).
@@ -559,9 +794,18 @@ mod tests {
         assert!(RollupSpec::from_name("day_city").is_err());
     }
 
+    /// A row without prices costs its key and count; a price measure is kept only for
+    /// the rows that have one.
     #[test]
     fn rollup_rows_stay_compact() {
-        assert_eq!(std::mem::size_of::<(Key, Agg)>(), 112);
+        let k = |t| Key {
+            time: t,
+            ..Key::default()
+        };
+        let bare: RollupRows = (0..1000).map(|t| (k(t), agg(1, None))).collect();
+        assert_eq!(bare.heap_bytes(), 1000 * 32);
+        let priced: RollupRows = (0..1000).map(|t| (k(t), agg(1, Some(t as i64)))).collect();
+        assert!(priced.heap_bytes() <= 1000 * (32 + 44) + 4096);
     }
 
     fn agg(rows: u64, bid: Option<i64>) -> Agg {
@@ -581,9 +825,9 @@ mod tests {
             time: t,
             ..Key::default()
         };
-        let a = RollupRows(vec![(k(1), agg(1, Some(5))), (k(3), agg(2, None))]);
-        let b = RollupRows(vec![(k(1), agg(1, Some(-7))), (k(2), agg(1, Some(9)))]);
-        let c = RollupRows(vec![(k(3), agg(4, Some(1)))]);
+        let a = RollupRows::from_iter([(k(1), agg(1, Some(5))), (k(3), agg(2, None))]);
+        let b = RollupRows::from_iter([(k(1), agg(1, Some(-7))), (k(2), agg(1, Some(9)))]);
+        let c = RollupRows::from_iter([(k(3), agg(4, Some(1)))]);
         let abc = a.merge(&b).merge(&c);
         let cba = c.merge(&b).merge(&a);
         assert_eq!(abc, cba);
@@ -593,7 +837,7 @@ mod tests {
             RollupRows::merge_tree(vec![c.clone(), a.clone(), b.clone()])
         );
         assert_eq!(RollupRows::merge_tree(Vec::new()), RollupRows::default());
-        let first = abc.0[0].1;
+        let first = abc.agg(0);
         let (n, sum) = (first.bid.n, first.bid.sum);
         assert_eq!((first.rows, n, sum), (2, 2, -2));
         assert_eq!((first.bid.min, first.bid.max), (-7, 5));
@@ -606,9 +850,9 @@ mod tests {
             time: t,
             ..Key::default()
         };
-        let f1 = RollupRows(vec![(k(1), agg(1, Some(5))), (k(2), agg(1, Some(3)))]);
-        let f2 = RollupRows(vec![(k(1), agg(1, Some(9))), (k(3), agg(2, None))]);
-        let f3 = RollupRows(vec![(k(1), agg(1, Some(7)))]);
+        let f1 = RollupRows::from_iter([(k(1), agg(1, Some(5))), (k(2), agg(1, Some(3)))]);
+        let f2 = RollupRows::from_iter([(k(1), agg(1, Some(9))), (k(3), agg(2, None))]);
+        let f3 = RollupRows::from_iter([(k(1), agg(1, Some(7)))]);
         let all = RollupRows::merge_all([&f1, &f2]);
         // Replace f2 by f3.
         let (mut next, affected) = all.combine(&f3, &f2);
@@ -624,6 +868,64 @@ mod tests {
         next.recompute_extremes(&affected, [&f3]);
         next.check_extremes(&affected).unwrap();
         assert_eq!(next, RollupRows::merge_all([&f1, &f3]));
+    }
+
+    /// Merging, subtracting, copying runs and sorting agree with a plain map of keys,
+    /// on random rows where either price may be missing.
+    #[test]
+    fn columns_agree_with_a_map() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::BTreeMap;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut random_rows = |n: usize| -> BTreeMap<Key, Agg> {
+            let mut m = BTreeMap::new();
+            for _ in 0..n {
+                let key = Key {
+                    time: rng.gen_range(0..50),
+                    typ: rng.gen_range(0..3),
+                    ..Key::default()
+                };
+                let a = m.entry(key).or_insert_with(Agg::default);
+                a.rows += 1;
+                if rng.gen_bool(0.4) {
+                    a.bid.add(rng.gen_range(-9..9));
+                }
+                if rng.gen_bool(0.1) {
+                    a.total.add(rng.gen_range(0..1000));
+                }
+            }
+            m
+        };
+        let of = |m: &BTreeMap<Key, Agg>| m.iter().map(|(k, a)| (*k, *a)).collect::<RollupRows>();
+        for _ in 0..50 {
+            let (a, b) = (random_rows(60), random_rows(40));
+            let mut sum = a.clone();
+            for (k, x) in &b {
+                sum.entry(*k).or_default().merge(x);
+            }
+            let (ra, rb) = (of(&a), of(&b));
+            assert_eq!(ra.merge(&rb), of(&sum));
+            assert_eq!(ra.iter().collect::<BTreeMap<_, _>>(), a);
+            // Taking b out again: exact sums, and the flagged keys get their extremes back.
+            let (mut back, affected) = of(&sum).combine(&RollupRows::default(), &rb);
+            back.recompute_extremes(&affected, [&ra]);
+            back.check_extremes(&affected).unwrap();
+            assert_eq!(back, ra);
+            // Runs copied whole, and compared by range.
+            let mid = ra.len() / 2;
+            let mut copy = RollupRows::default();
+            copy.extend_from(&ra, 0..mid);
+            copy.extend_from(&ra, mid..ra.len());
+            assert_eq!(copy, ra);
+            assert!(copy.range_eq(mid..ra.len(), &ra, mid..ra.len()));
+            assert!(mid == 0 || !copy.range_eq(0..mid, &ra, 1..mid + 1));
+            let mut shuffled = RollupRows::default();
+            for (k, x) in a.iter().rev() {
+                shuffled.push(*k, x);
+            }
+            shuffled.sort();
+            assert_eq!(shuffled, ra);
+        }
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Ve
     let preds: Vec<Pred> = query.filters.iter().map(Pred::compile).collect();
     // All-time rollups (time 0) never get time filters, so their range is everything.
     let rows = if range.0 > range.1 {
-        &[][..]
+        0..0
     } else {
         rollup.time_range(range.0, range.1)
     };
@@ -222,18 +222,18 @@ fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Ve
         })
         .collect();
     let mut groups: FxHashMap<[i64; MAX_GROUP], Acc> = FxHashMap::default();
-    for (k, agg) in rows {
-        if !preds.iter().all(|p| p.matches(k)) {
+    for (k, agg) in rollup.range(rows) {
+        if !preds.iter().all(|p| p.matches(&k)) {
             continue;
         }
         let mut g = [0i64; MAX_GROUP];
         for (slot, c) in g.iter_mut().zip(group) {
-            *slot = group_value(*c, k);
+            *slot = group_value(*c, &k);
         }
         let acc = groups.entry(g).or_default();
-        acc.agg.merge(agg);
+        acc.agg.merge(&agg);
         for c in &counted {
-            if decode_is_some(*c, k) {
+            if decode_is_some(*c, &k) {
                 acc.non_null[countable_slot(*c)] += agg.rows;
             }
         }
