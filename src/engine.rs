@@ -88,6 +88,11 @@ impl Snapshot {
         self.generation
     }
 
+    /// Bytes of memory the snapshot's rollups take.
+    pub fn rollup_bytes(&self) -> usize {
+        self.rollups.iter().map(|r| r.heap_bytes()).sum()
+    }
+
     fn new(
         generation: u64,
         specs: &[RollupSpec],
@@ -797,7 +802,12 @@ impl Engine {
             self.opts.max_bad_rows,
         )?;
         self.stats.parsed(&s.path, f.bytes, f.rows);
-        tracing::debug!(path = %s.path.display(), ms = start.elapsed().as_millis() as u64, "folded");
+        tracing::debug!(
+            path = %s.path.display(),
+            ms = start.elapsed().as_millis() as u64,
+            partial_kb = f.partial.iter().map(RollupRows::heap_bytes).sum::<usize>() >> 10,
+            "folded"
+        );
         let encoded = if from == 0 {
             encode_all(&f.partial)
         } else {
@@ -821,12 +831,13 @@ impl Engine {
                     self.opts.failpoints.hit("publish")?;
                 }
                 let view = Arc::new(self.view()?);
-                self.publish(Snapshot::new(
+                let snapshot = Snapshot::new(generation, specs, rollups.clone(), view.clone());
+                tracing::debug!(
                     generation,
-                    specs,
-                    rollups.clone(),
-                    view.clone(),
-                ));
+                    rollup_mb = snapshot.rollup_bytes() >> 20,
+                    "publishing"
+                );
+                self.publish(snapshot);
                 view
             }
         };

@@ -29,9 +29,13 @@ pub fn build(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
     let days = rows.day_ranges();
     Ok(specs
         .iter()
-        .map(|spec| match Cells::plan(spec, &rows) {
-            Some(cells) => cells.aggregate(&rows, &days),
-            None => hashed(spec, &rows, &days),
+        .map(|spec| {
+            let mut part = match Cells::plan(spec, &rows) {
+                Some(cells) => cells.aggregate(&rows, &days),
+                None => hashed(spec, &rows, &days),
+            };
+            part.shrink_to_fit();
+            part
         })
         .collect())
 }

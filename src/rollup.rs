@@ -550,7 +550,8 @@ impl RollupRows {
         out
     }
 
-    fn shrink_to_fit(&mut self) {
+    /// Gives back the memory grown past the rows' length.
+    pub fn shrink_to_fit(&mut self) {
         self.keys.shrink_to_fit();
         self.rows.shrink_to_fit();
         for s in [&mut self.bid, &mut self.total] {
