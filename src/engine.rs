@@ -813,6 +813,11 @@ impl Engine {
         } else {
             Vec::new()
         };
+        tracing::debug!(
+            path = %s.path.display(),
+            encoded_kb = encoded.iter().map(Vec::len).sum::<usize>() >> 10,
+            "partials encoded"
+        );
         Ok((f, fp, encoded))
     }
 
