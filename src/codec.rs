@@ -1,11 +1,14 @@
-//! A compact binary encoding of rollup rows (delta + varint, then LZ4), used for the
-//! per-file partials kept in the store. Country codes are process-local, so each encoded
+//! A compact binary encoding of rollup rows (column by column, deltas as varints, then
+//! LZ4), used for the per-file partials kept in the store. Country codes are process-local, so each encoded
 //! set carries its own dictionary of country texts.
 
 use crate::error::{Error, Result};
 use crate::rollup::{country_code, country_name, Agg, Key, Measure, RollupRows};
 
-const MAGIC: &[u8; 4] = b"RPv2";
+/// Rows encoded column by column.
+const MAGIC: &[u8; 4] = b"RPv3";
+/// Rows encoded one after another (stores written before the columnar encoding).
+const MAGIC_ROWS: &[u8; 4] = b"RPv2";
 
 fn put_u(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
@@ -77,68 +80,144 @@ fn get_measure(r: &mut Reader<'_>) -> Result<Measure> {
     Ok(Measure { n, sum, min, max })
 }
 
-/// Encodes sorted rollup rows.
+/// Encodes sorted rollup rows, column by column: the keys' parts as deltas from the
+/// row before, the counts, then each price's measures with the gaps between their rows.
 pub fn encode(rows: &RollupRows) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 12);
-    let mut local: Vec<u16> = rows
-        .keys()
-        .iter()
-        .map(|k| k.country)
-        .filter(|c| *c != 0)
-        .collect();
-    local.sort_unstable();
-    local.dedup();
-    put_u(&mut out, local.len() as u128);
-    for code in &local {
-        let name = country_name(*code);
-        put_u(&mut out, name.len() as u128);
-        out.extend_from_slice(name.as_bytes());
+    let (keys, counts, measures) = rows.columns();
+    let mut out = Vec::with_capacity(rows.len() * 8);
+    let local = put_countries(&mut out, keys);
+    put_u(&mut out, keys.len() as u128);
+    let mut column = |part: &dyn Fn(&Key) -> i128| {
+        let mut prev = 0;
+        for k in keys {
+            let v = part(k);
+            put_i(&mut out, v - prev);
+            prev = v;
+        }
+    };
+    column(&|k| k.time.into());
+    column(&|k| k.typ.into());
+    column(&|k| match k.country {
+        0 => 0,
+        c => local.binary_search(&c).expect("code in dictionary") as i128 + 1,
+    });
+    column(&|k| k.adv.into());
+    column(&|k| k.publ.into());
+    for c in counts {
+        put_u(&mut out, (*c).into());
     }
-    put_u(&mut out, rows.len() as u128);
-    let mut prev = Key::default();
-    for (k, a) in rows.iter() {
-        put_i(&mut out, i128::from(k.time) - i128::from(prev.time));
-        out.push(k.typ);
-        let country = match k.country {
-            0 => 0,
-            c => local.binary_search(&c).expect("code in dictionary") + 1,
-        };
-        put_u(&mut out, country as u128);
-        put_i(&mut out, k.adv.into());
-        put_i(&mut out, k.publ.into());
-        put_u(&mut out, a.rows.into());
-        put_measure(&mut out, &a.bid);
-        put_measure(&mut out, &a.total);
-        prev = k;
+    for (at, values) in measures {
+        put_u(&mut out, at.len() as u128);
+        let mut prev = 0;
+        for (a, m) in at.iter().zip(values) {
+            put_u(&mut out, (a - prev).into());
+            prev = *a;
+            put_measure(&mut out, m);
+        }
     }
     let mut framed = MAGIC.to_vec();
     framed.extend(lz4_flex::compress_prepend_size(&out));
     framed
 }
 
-/// Decodes rows written by `encode`.
-pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
-    let body = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| Error::Internal("partial: bad magic".into()))?;
-    let raw = lz4_flex::decompress_size_prepended(body)
-        .map_err(|e| Error::Internal(format!("partial: {e}")))?;
-    let mut r = Reader { buf: &raw, at: 0 };
+/// Writes the country texts `keys` use, in code order; returns their codes.
+fn put_countries(out: &mut Vec<u8>, keys: &[Key]) -> Vec<u16> {
+    let mut local: Vec<u16> = keys.iter().map(|k| k.country).filter(|c| *c != 0).collect();
+    local.sort_unstable();
+    local.dedup();
+    put_u(out, local.len() as u128);
+    for code in &local {
+        let name = country_name(*code);
+        put_u(out, name.len() as u128);
+        out.extend_from_slice(name.as_bytes());
+    }
+    local
+}
+
+/// Reads the country texts `put_countries` wrote, as this process's codes (index 0 is
+/// NULL).
+fn get_countries(r: &mut Reader<'_>) -> Result<Vec<u16>> {
     let mut codes = vec![0u16];
     for _ in 0..r.u()? {
         let len = r.u()? as usize;
-        let text = raw
+        let text = r
+            .buf
             .get(r.at..r.at + len)
             .ok_or_else(|| Error::Internal("truncated partial".into()))?;
         r.at += len;
         codes.push(country_code(&String::from_utf8_lossy(text))?);
     }
+    Ok(codes)
+}
+
+/// Decodes rows written by `encode` (or by the row-by-row encoding before it).
+pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
+    let (columnar, body) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_ROWS)) {
+        (Some(body), _) => (true, body),
+        (None, Some(body)) => (false, body),
+        (None, None) => return Err(Error::Internal("partial: bad magic".into())),
+    };
+    let raw = lz4_flex::decompress_size_prepended(body)
+        .map_err(|e| Error::Internal(format!("partial: {e}")))?;
+    let mut r = Reader { buf: &raw, at: 0 };
+    let codes = get_countries(&mut r)?;
     let n = r.u()? as usize;
+    if n > raw.len() {
+        return Err(Error::Internal("truncated partial".into()));
+    }
+    if columnar {
+        decode_columns(&mut r, &codes, n)
+    } else {
+        decode_rows(&mut r, &codes, n)
+    }
+}
+
+fn decode_columns(r: &mut Reader<'_>, codes: &[u16], n: usize) -> Result<RollupRows> {
+    let bad = |what: &str| Error::Internal(format!("partial: bad {what}"));
+    let mut keys = vec![Key::default(); n];
+    let mut column = |r: &mut Reader<'_>, set: &mut dyn FnMut(&mut Key, i128) -> bool| {
+        let mut v = 0;
+        for k in keys.iter_mut() {
+            v += r.i()?;
+            if !set(k, v) {
+                return Err(bad("key"));
+            }
+        }
+        Ok(())
+    };
+    column(r, &mut |k, v| i32::try_from(v).map(|t| k.time = t).is_ok())?;
+    column(r, &mut |k, v| u8::try_from(v).map(|t| k.typ = t).is_ok())?;
+    column(r, &mut |k, v| {
+        let code = usize::try_from(v).ok().and_then(|i| codes.get(i));
+        code.map(|c| k.country = *c).is_some()
+    })?;
+    column(r, &mut |k, v| i64::try_from(v).map(|a| k.adv = a).is_ok())?;
+    column(r, &mut |k, v| i64::try_from(v).map(|p| k.publ = p).is_ok())?;
+    let counts = (0..keys.len())
+        .map(|_| Ok(r.u()? as u64))
+        .collect::<Result<Vec<_>>>()?;
+    let mut measures = || -> Result<(Vec<u32>, Vec<Measure>)> {
+        let m = (r.u()? as usize).min(keys.len());
+        let (mut at, mut values) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        let mut prev = 0u32;
+        for _ in 0..m {
+            prev = u32::try_from(u128::from(prev) + r.u()?).map_err(|_| bad("row"))?;
+            at.push(prev);
+            values.push(get_measure(r)?);
+        }
+        Ok((at, values))
+    };
+    let prices = [measures()?, measures()?];
+    RollupRows::from_columns(keys, counts, prices).ok_or_else(|| bad("columns"))
+}
+
+fn decode_rows(r: &mut Reader<'_>, codes: &[u16], n: usize) -> Result<RollupRows> {
     let mut rows = RollupRows::with_capacity(n);
     let mut prev = Key::default();
     for _ in 0..n {
         let time = (i128::from(prev.time) + r.i()?) as i32;
-        let typ = *raw
+        let typ = *r
+            .buf
             .get(r.at)
             .ok_or_else(|| Error::Internal("truncated partial".into()))?;
         r.at += 1;
@@ -153,8 +232,8 @@ pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
         };
         let agg = Agg {
             rows: r.u()? as u64,
-            bid: get_measure(&mut r)?,
-            total: get_measure(&mut r)?,
+            bid: get_measure(r)?,
+            total: get_measure(r)?,
         };
         rows.push(key, &agg);
         prev = key;
@@ -162,6 +241,7 @@ pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
     // Country codes are given out per process: rows written by another one may sort
     // differently here.
     rows.sort();
+    rows.shrink_to_fit();
     Ok(rows)
 }
 
@@ -215,7 +295,45 @@ mod tests {
                 a,
             ),
         ]);
-        assert_eq!(decode(&encode(&rows)).unwrap(), rows);
+        let encoded = encode(&rows);
+        assert_eq!(decode(&encoded).unwrap(), rows);
         assert!(decode(b"RPv2xx").is_err());
+        assert!(decode(&encoded[..encoded.len() - 3]).is_err());
+    }
+
+    /// Partials stored row by row, before the columnar encoding, still decode.
+    #[test]
+    fn row_encoded_partials_decode() {
+        let mut raw = Vec::new();
+        put_u(&mut raw, 1);
+        put_u(&mut raw, 2);
+        raw.extend_from_slice(b"NZ");
+        put_u(&mut raw, 2);
+        for (dt, typ, country, adv, rows, bid) in
+            [(60, 2u8, 1, 5, 3, Some(7)), (0, 3, 0, -1, 1, None)]
+        {
+            put_i(&mut raw, dt);
+            raw.push(typ);
+            put_u(&mut raw, country);
+            put_i(&mut raw, adv);
+            put_i(&mut raw, 0);
+            put_u(&mut raw, rows);
+            let mut m = Measure::default();
+            if let Some(v) = bid {
+                m.add(v);
+            }
+            put_measure(&mut raw, &m);
+            put_measure(&mut raw, &Measure::default());
+        }
+        let mut bytes = MAGIC_ROWS.to_vec();
+        bytes.extend(lz4_flex::compress_prepend_size(&raw));
+        let rows = decode(&bytes).unwrap();
+        assert_eq!(rows.len(), 2);
+        let (k, a) = rows.iter().next().unwrap();
+        assert_eq!(
+            (k.time, k.typ, country_name(k.country), k.adv),
+            (60, 2, "NZ".into(), 5)
+        );
+        assert_eq!((a.rows, a.bid.n, a.bid.min, a.total.n), (3, 1, 7, 0));
     }
 }

@@ -219,6 +219,7 @@ pub struct Engine {
 
 const DB_FILE: &str = "events.duckdb";
 const STORE_DIR: &str = "store";
+const PARTIALS_DIR: &str = "partials";
 
 impl Engine {
     /// Opens the state folder (creating it if needed), repairs what an interrupted update
@@ -226,7 +227,7 @@ impl Engine {
     pub fn open(state: &Path, opts: EngineOptions) -> Result<Engine> {
         std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
         let lock = StateLock::acquire(state)?;
-        let store = Store::open(&state.join(STORE_DIR))?;
+        let store = Store::open(&state.join(STORE_DIR), &state.join(PARTIALS_DIR))?;
         let table = Table::open(&state.join(DB_FILE), &opts.table, opts.failpoints.clone())?;
         let mut engine = Engine {
             state: state.to_path_buf(),
@@ -854,6 +855,7 @@ impl Engine {
             return Ok(());
         }
         self.opts.failpoints.hit("partition.write")?;
+        let started = Instant::now();
         let entries = specs
             .par_iter()
             .zip(&rollups)
@@ -873,6 +875,11 @@ impl Engine {
             zone: self.opts.zone.name(),
             rollups: entries,
         };
+        tracing::debug!(
+            generation,
+            ms = started.elapsed().as_millis() as u64,
+            "rollup partitions written"
+        );
         self.opts.failpoints.hit("manifest.publish")?;
         manifest.publish(&self.state)?;
         *self.written.lock().expect("written lock") = (manifest, rollups);

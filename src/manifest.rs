@@ -289,6 +289,7 @@ pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
         }
     }
     rows.sort();
+    rows.shrink_to_fit();
     Ok(rows)
 }
 

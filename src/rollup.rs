@@ -453,6 +453,46 @@ impl RollupRows {
             .collect();
     }
 
+    /// The rows' columns: keys, row counts, and each price's measures with the
+    /// positions of the rows that hold them.
+    pub fn columns(&self) -> (&[Key], &[u64], [(&[u32], &[Measure]); 2]) {
+        (
+            &self.keys,
+            &self.rows,
+            [
+                (&self.bid.at, &self.bid.values),
+                (&self.total.at, &self.total.values),
+            ],
+        )
+    }
+
+    /// Rows from the columns `columns` gives (in any key order: put in order here); None
+    /// when they do not fit together.
+    pub fn from_columns(
+        keys: Vec<Key>,
+        rows: Vec<u64>,
+        [bid, total]: [(Vec<u32>, Vec<Measure>); 2],
+    ) -> Option<RollupRows> {
+        let fits = |(at, values): &(Vec<u32>, Vec<Measure>)| {
+            at.len() == values.len()
+                && at.windows(2).all(|w| w[0] < w[1])
+                && at.last().is_none_or(|&a| (a as usize) < keys.len())
+                && values.iter().all(|m| m.n > 0)
+        };
+        if rows.len() != keys.len() || !fits(&bid) || !fits(&total) {
+            return None;
+        }
+        let sparse = |(at, values)| Sparse { at, values };
+        let mut out = RollupRows {
+            keys,
+            rows,
+            bid: sparse(bid),
+            total: sparse(total),
+        };
+        out.sort();
+        out.keys.windows(2).all(|w| w[0] < w[1]).then_some(out)
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -1,10 +1,19 @@
 //! The store: the registry of folded files (identity, size, content fingerprint, rows)
-//! and each file's partial aggregate for every rollup, in sled.
+//! in sled, and each file's partial aggregate for every rollup in a partials file of its
+//! own that the registry names.
 //!
-//! Failure semantics: `commit` applies a whole change set in one sled transaction and
-//! flushes it, so after a crash the store holds either the old or the new registry,
-//! partials and generation, never a mix.
+//! Partials are large, written once and never changed, so they live in plain files
+//! (`<id>.g<generation>.rp`: every rollup's encoded partial, one after another) rather
+//! than in sled, whose log would hold each of them about twice.
+//!
+//! Failure semantics: `commit` first writes the new partials files (temp, fsync, rename),
+//! then applies the whole change set in one sled transaction and flushes it, then
+//! removes the files it superseded. After a crash the store holds either the old or the
+//! new registry, partials and generation, never a mix; files no registry names (written
+//! by a commit that did not land, or superseded by one that did) are removed on open.
 
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +24,12 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::rollup::{RollupRows, RollupSpec};
 
-/// Version of the store's on-disk format.
-pub const STORE_VERSION: u64 = 1;
+/// Version of the store's on-disk format: 2 keeps partials in files (1 kept them in sled,
+/// and is moved to files on open).
+pub const STORE_VERSION: u64 = 2;
+
+/// The first bytes of a partials file.
+const PARTIALS_MAGIC: &[u8; 4] = b"RPF1";
 
 /// What the store knows of one folded file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,15 +62,19 @@ pub struct Commit {
     pub removed: Vec<u32>,
 }
 
-/// The sled store of a state folder.
+/// The store of a state folder.
 pub struct Store {
     db: sled::Db,
     files: sled::Tree,
-    partials: sled::Tree,
+    /// File id → the generation of its partials file.
+    partial_files: sled::Tree,
     meta: sled::Tree,
     path: PathBuf,
+    /// The folder of partials files.
+    partials: PathBuf,
 }
 
+/// Key of a file's partial in the sled tree of a version 1 store.
 fn partial_key(id: u32, spec: usize) -> [u8; 6] {
     let mut k = [0u8; 6];
     k[..4].copy_from_slice(&id.to_be_bytes());
@@ -66,8 +83,10 @@ fn partial_key(id: u32, spec: usize) -> [u8; 6] {
 }
 
 impl Store {
-    /// Opens (creating) the store at `path`; refuses a store of another version.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// Opens (creating) the store: sled at `path`, partials files in `partials`. A
+    /// version 1 store has its partials moved to files; another version is refused.
+    /// Partials files no registry entry names are removed.
+    pub fn open(path: &Path, partials: &Path) -> Result<Store> {
         let err = |e: sled::Error| Error::State {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -77,15 +96,14 @@ impl Store {
             .cache_capacity(64 << 20)
             .open()
             .map_err(err)?;
-        let files = db.open_tree("files").map_err(err)?;
-        let partials = db.open_tree("partials").map_err(err)?;
-        let meta = db.open_tree("meta").map_err(err)?;
+        fs::create_dir_all(partials).map_err(|e| Error::io(partials, e))?;
         let store = Store {
+            files: db.open_tree("files").map_err(err)?,
+            partial_files: db.open_tree("partial_files").map_err(err)?,
+            meta: db.open_tree("meta").map_err(err)?,
             db,
-            files,
-            partials,
-            meta,
             path: path.to_path_buf(),
+            partials: partials.to_path_buf(),
         };
         match store.meta_u64("version")? {
             None => {
@@ -94,6 +112,7 @@ impl Store {
                     .insert("version", &STORE_VERSION.to_be_bytes())
                     .map_err(err)?;
             }
+            Some(1) => store.move_partials_to_files()?,
             Some(STORE_VERSION) => {}
             Some(v) => {
                 return Err(Error::State {
@@ -102,7 +121,107 @@ impl Store {
                 })
             }
         }
+        store.remove_unnamed_partials()?;
         Ok(store)
+    }
+
+    /// Moves a version 1 store's partials (in sled) to partials files, in one commit.
+    fn move_partials_to_files(&self) -> Result<()> {
+        let old = self
+            .db
+            .open_tree("partials")
+            .map_err(|e| self.sled_err(e))?;
+        let generation = self.generation()?;
+        let mut named = Vec::new();
+        for r in self.files()? {
+            let mut parts = Vec::new();
+            while let Some(v) = old
+                .get(partial_key(r.id, parts.len()))
+                .map_err(|e| self.sled_err(e))?
+            {
+                parts.push(v.to_vec());
+            }
+            self.write_partials(r.id, generation, &parts)?;
+            named.push(r.id);
+        }
+        crate::manifest::sync_dir(&self.partials)?;
+        let res: std::result::Result<(), TransactionError<()>> = (&self.partial_files, &self.meta)
+            .transaction(|(files, meta)| {
+                for id in &named {
+                    files.insert(&id.to_be_bytes(), &generation.to_be_bytes())?;
+                }
+                meta.insert("version", &STORE_VERSION.to_be_bytes())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        res.map_err(|e| self.sled_err(format!("{e:?}")))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.db
+            .drop_tree("partials")
+            .map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// The path of a file's partials file of `generation`.
+    fn partials_path(&self, id: u32, generation: u64) -> PathBuf {
+        self.partials.join(format!("{id}.g{generation}.rp"))
+    }
+
+    /// Writes a file's encoded partials (one per rollup) to its partials file (temp,
+    /// fsync, rename; the caller fsyncs the folder).
+    fn write_partials(&self, id: u32, generation: u64, parts: &[Vec<u8>]) -> Result<()> {
+        let path = self.partials_path(id, generation);
+        let tmp = path.with_extension("rp.tmp");
+        let mut head = PARTIALS_MAGIC.to_vec();
+        head.extend((parts.len() as u32).to_le_bytes());
+        for p in parts {
+            head.extend((p.len() as u64).to_le_bytes());
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            f.write_all(&head)?;
+            for p in parts {
+                f.write_all(p)?;
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()
+        };
+        write().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Removes partials files (and temp files) that no registry entry names.
+    fn remove_unnamed_partials(&self) -> Result<()> {
+        let named: std::collections::HashSet<PathBuf> = self
+            .partial_generations()?
+            .into_iter()
+            .map(|(id, g)| self.partials_path(id, g))
+            .collect();
+        let entries = fs::read_dir(&self.partials).map_err(|e| Error::io(&self.partials, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !named.contains(&path) {
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file id with the generation of its partials file.
+    fn partial_generations(&self) -> Result<Vec<(u32, u64)>> {
+        self.partial_files
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.sled_err(e))?;
+                Ok((be_u32(&k)?, be_u64(&v)?))
+            })
+            .collect()
+    }
+
+    fn partial_generation(&self, id: u32) -> Result<Option<u64>> {
+        let v = self
+            .partial_files
+            .get(id.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        v.map(|v| be_u64(&v)).transpose()
     }
 
     fn sled_err(&self, e: impl std::fmt::Display) -> Error {
@@ -114,7 +233,7 @@ impl Store {
 
     fn meta_u64(&self, key: &str) -> Result<Option<u64>> {
         let v = self.meta.get(key).map_err(|e| self.sled_err(e))?;
-        Ok(v.map(|b| u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))))
+        v.map(|b| be_u64(&b)).transpose()
     }
 
     /// The generation of the last commit (0 for a new store).
@@ -159,35 +278,98 @@ impl Store {
 
     /// A file's partial for the spec at index `spec`.
     pub fn partial(&self, id: u32, spec: usize) -> Result<RollupRows> {
-        match self
-            .partials
-            .get(partial_key(id, spec))
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(v) => codec::decode(&v),
-            None => Err(self.sled_err(format!("no partial for file {id}, rollup {spec}"))),
+        let generation = self
+            .partial_generation(id)?
+            .ok_or_else(|| self.sled_err(format!("no partials for file {id}")))?;
+        let path = self.partials_path(id, generation);
+        let read = || -> std::io::Result<Option<Vec<u8>>> {
+            let mut f = File::open(&path)?;
+            let mut head = [0u8; 8];
+            f.read_exact(&mut head)?;
+            let count = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+            if &head[..4] != PARTIALS_MAGIC || spec >= count {
+                return Ok(None);
+            }
+            let mut lens = vec![0u8; count * 8];
+            f.read_exact(&mut lens)?;
+            let len = |i: usize| u64::from_le_bytes(lens[i * 8..i * 8 + 8].try_into().expect("8"));
+            let skip: u64 = (0..spec).map(len).sum();
+            f.seek(SeekFrom::Current(skip as i64))?;
+            let mut bytes = vec![0u8; len(spec) as usize];
+            f.read_exact(&mut bytes)?;
+            Ok(Some(bytes))
+        };
+        match read().map_err(|e| Error::io(&path, e))? {
+            Some(bytes) => codec::decode(&bytes),
+            None => Err(Error::State {
+                path,
+                reason: format!("not a partials file, or no partial for rollup {spec}"),
+            }),
         }
     }
 
-    /// Applies a change set atomically and makes it durable.
+    /// Applies a change set atomically and makes it durable: new partials files first,
+    /// then one sled transaction, then the superseded partials files are removed. A
+    /// commit that did not land removes the files it wrote.
     pub fn commit(&self, c: &Commit, next_id: u32) -> Result<()> {
-        let res: std::result::Result<(), TransactionError<()>> =
-            (&self.files, &self.partials, &self.meta).transaction(|(files, partials, meta)| {
+        let superseded: Vec<(u32, u64)> = c
+            .removed
+            .iter()
+            .chain(c.folded.iter().filter(|f| !f.1.is_empty()).map(|f| &f.0.id))
+            .map(|id| Ok(self.partial_generation(*id)?.map(|g| (*id, g))))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let written: Vec<u32> = c
+            .folded
+            .iter()
+            .filter(|(_, parts)| !parts.is_empty())
+            .map(|(r, _)| r.id)
+            .collect();
+        let landed = self.write_and_commit(c, next_id);
+        let (remove, outcome): (Vec<(u32, u64)>, _) = match landed {
+            Ok(()) => (superseded, Ok(())),
+            // A failed flush may still have landed; the generation tells.
+            Err(e) if self.generation()? == c.generation => (superseded, Err(e)),
+            Err(e) => (
+                written.iter().map(|id| (*id, c.generation)).collect(),
+                Err(e),
+            ),
+        };
+        for (id, g) in remove {
+            let path = self.partials_path(id, g);
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", path.display());
+                }
+            }
+        }
+        outcome
+    }
+
+    fn write_and_commit(&self, c: &Commit, next_id: u32) -> Result<()> {
+        for (r, parts) in c.folded.iter().filter(|(_, parts)| !parts.is_empty()) {
+            self.write_partials(r.id, c.generation, parts)?;
+        }
+        crate::manifest::sync_dir(&self.partials)?;
+        let res: std::result::Result<(), TransactionError<()>> = (
+            &self.files,
+            &self.partial_files,
+            &self.meta,
+        )
+            .transaction(|(files, partial_files, meta)| {
                 for id in &c.removed {
                     files.remove(&id.to_be_bytes())?;
-                    for s in 0..u16::MAX as usize {
-                        if partials.remove(&partial_key(*id, s))?.is_none() {
-                            break;
-                        }
-                    }
+                    partial_files.remove(&id.to_be_bytes())?;
                 }
                 for r in &c.moved {
                     files.insert(&r.id.to_be_bytes(), serde_json::to_vec(r).expect("record"))?;
                 }
                 for (r, parts) in &c.folded {
                     files.insert(&r.id.to_be_bytes(), serde_json::to_vec(r).expect("record"))?;
-                    for (s, bytes) in parts.iter().enumerate() {
-                        partials.insert(&partial_key(r.id, s), bytes.as_slice())?;
+                    if !parts.is_empty() {
+                        partial_files.insert(&r.id.to_be_bytes(), &c.generation.to_be_bytes())?;
                     }
                 }
                 meta.insert("generation", &c.generation.to_be_bytes())?;
@@ -199,8 +381,145 @@ impl Store {
         Ok(())
     }
 
-    /// Bytes the store takes on disk.
+    /// Bytes the store takes on disk (sled and the partials files).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        let files: u64 = fs::read_dir(&self.partials)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.db.size_on_disk().unwrap_or(0) + files
+    }
+}
+
+fn be_u64(b: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(b.try_into().map_err(|_| {
+        Error::Internal("store: a number of the wrong size".into())
+    })?))
+}
+
+fn be_u32(b: &[u8]) -> Result<u32> {
+    Ok(u32::from_be_bytes(b.try_into().map_err(|_| {
+        Error::Internal("store: a key of the wrong size".into())
+    })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::{Agg, Key};
+
+    fn rows(time: i32) -> RollupRows {
+        let agg = Agg {
+            rows: 2,
+            ..Agg::default()
+        };
+        [(
+            Key {
+                time,
+                ..Key::default()
+            },
+            agg,
+        )]
+        .into_iter()
+        .collect()
+    }
+
+    fn record(id: u32) -> FileRecord {
+        FileRecord {
+            id,
+            path: format!("/data/{id}.csv").into(),
+            size: 10,
+            mtime_ns: 1,
+            inode: 1,
+            fingerprint: 7,
+            rows: 2,
+            bad_rows: 0,
+            parts: 1,
+        }
+    }
+
+    fn folded(id: u32, time: i32) -> (FileRecord, Vec<Vec<u8>>) {
+        (
+            record(id),
+            vec![codec::encode(&rows(time)), codec::encode(&rows(time + 1))],
+        )
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Each commit writes the partials it folded to a file of its generation and removes
+    /// the files it superseded; files nothing names are removed on open.
+    #[test]
+    fn partials_files_follow_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, parts) = (dir.path().join("store"), dir.path().join("partials"));
+        let store = Store::open(&db, &parts).unwrap();
+        let commit = Commit {
+            generation: 1,
+            folded: vec![folded(1, 10), folded(2, 20)],
+            ..Commit::default()
+        };
+        store.commit(&commit, 3).unwrap();
+        let commit = Commit {
+            generation: 2,
+            folded: vec![folded(2, 30)],
+            removed: vec![1],
+            ..Commit::default()
+        };
+        store.commit(&commit, 3).unwrap();
+        assert_eq!(names(&parts), ["2.g2.rp"]);
+        assert_eq!(store.partial(2, 0).unwrap(), rows(30));
+        assert_eq!(store.partial(2, 1).unwrap(), rows(31));
+        assert!(store.partial(2, 2).is_err());
+        assert!(store.partial(1, 0).is_err());
+        drop(store);
+        fs::write(parts.join("9.g5.rp"), b"left by a commit that did not land").unwrap();
+        fs::write(parts.join("2.g3.rp.tmp"), b"half written").unwrap();
+        let store = Store::open(&db, &parts).unwrap();
+        assert_eq!(names(&parts), ["2.g2.rp"]);
+        assert_eq!(store.partial(2, 1).unwrap(), rows(31));
+    }
+
+    /// A store written before partials moved to files opens with its partials intact.
+    #[test]
+    fn a_version_1_store_moves_its_partials_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, parts) = (dir.path().join("store"), dir.path().join("partials"));
+        {
+            let sled = sled::open(&db).unwrap();
+            let (files, old, meta) = (
+                sled.open_tree("files").unwrap(),
+                sled.open_tree("partials").unwrap(),
+                sled.open_tree("meta").unwrap(),
+            );
+            files
+                .insert(4u32.to_be_bytes(), serde_json::to_vec(&record(4)).unwrap())
+                .unwrap();
+            for s in 0..3 {
+                old.insert(partial_key(4, s), codec::encode(&rows(s as i32)))
+                    .unwrap();
+            }
+            meta.insert("version", &1u64.to_be_bytes()).unwrap();
+            meta.insert("generation", &6u64.to_be_bytes()).unwrap();
+            sled.flush().unwrap();
+        }
+        let store = Store::open(&db, &parts).unwrap();
+        assert_eq!(store.meta_u64("version").unwrap(), Some(STORE_VERSION));
+        assert_eq!(names(&parts), ["4.g6.rp"]);
+        for s in 0..3 {
+            assert_eq!(store.partial(4, s).unwrap(), rows(s as i32));
+        }
+        assert_eq!(store.files().unwrap(), vec![record(4)]);
     }
 }
