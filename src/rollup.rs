@@ -355,6 +355,9 @@ impl Sparse {
     }
 }
 
+/// One price's measures, and the positions of the rows that hold them.
+pub type SparseColumn<'a> = (&'a [u32], &'a [Measure]);
+
 /// A row position as stored in `Sparse::at`.
 #[inline]
 fn row_index(row: usize) -> u32 {
@@ -455,7 +458,7 @@ impl RollupRows {
 
     /// The rows' columns: keys, row counts, and each price's measures with the
     /// positions of the rows that hold them.
-    pub fn columns(&self) -> (&[Key], &[u64], [(&[u32], &[Measure]); 2]) {
+    pub fn columns(&self) -> (&[Key], &[u64], [SparseColumn<'_>; 2]) {
         (
             &self.keys,
             &self.rows,
