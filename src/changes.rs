@@ -264,4 +264,29 @@ mod tests {
             vec!["replace 4", "move 6 e", "move 2 b2", "add new", "remove 5"]
         );
     }
+
+    #[test]
+    fn a_file_that_cannot_be_read_fails_alone() {
+        let records = vec![
+            rec(1, "a", 10, 1),
+            rec(2, "b", 10, 2),
+            rec(3, "gone", 10, 3),
+        ];
+        let folder = vec![seen("a", 20, 2), seen("b", 10, 2), seen("new", 10, 1)];
+        let mut hash = |p: &Path, _: u64| -> Result<u64> {
+            match p.to_str() {
+                Some("b") => Ok(2),
+                _ => Err(Error::io(p, std::io::ErrorKind::PermissionDenied.into())),
+            }
+        };
+        let detected = detect(&folder, &records, &mut hash);
+        let failed: Vec<&Path> = detected.failed.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(failed, vec![Path::new("a"), Path::new("new")]);
+        assert!(
+            matches!(&detected.changes[..], [Change::Move(b, _), Change::Remove(gone)]
+                if b.id == 2 && gone.id == 3),
+            "{:?}",
+            detected.changes
+        );
+    }
 }

@@ -515,3 +515,17 @@ impl Loop {
 fn at(t: SystemTime, now: Instant, wall: SystemTime) -> Instant {
     now + t.duration_since(wall).unwrap_or(Duration::ZERO)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_up_to_the_cap() {
+        let s = Duration::from_secs(1);
+        let cap = Duration::from_secs(5);
+        let waits: Vec<u64> = (1..6).map(|n| backoff(n, s, cap).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 5, 5]);
+        assert_eq!(backoff(u32::MAX, s, FILE_RETRY_CAP), FILE_RETRY_CAP);
+    }
+}

@@ -17,6 +17,20 @@ use rollupd::gen::sample_file;
 use crate::daemon::{assert_equivalent, assert_equivalent_to};
 use crate::util::{Daemon, Workspace};
 
+/// A seeded query generator and a workspace with `files` × `rows` sample files.
+fn setup(files: usize, rows: usize, seed: u64) -> (ChaCha8Rng, Workspace) {
+    let ws = Workspace::new();
+    ws.generate(files, rows, seed);
+    (ChaCha8Rng::seed_from_u64(seed), ws)
+}
+
+/// Writes `text` as `name` in `dir` whole: under a name the daemon ignores, then renamed.
+fn move_in(dir: &Path, name: &str, text: &[u8]) {
+    let part = dir.join(format!("{name}.part"));
+    std::fs::write(&part, text).unwrap();
+    std::fs::rename(&part, dir.join(name)).unwrap();
+}
+
 /// The `files` entry of the file named `name`.
 fn entry(d: &Daemon, name: &str) -> Value {
     let files = d.request(json!({"op": "files"})).line;
@@ -82,9 +96,7 @@ fn wait_count(d: &Daemon, rows: u64, what: &str) {
 
 #[test]
 fn a_fifo_named_csv_blocked_the_ingest_loop() {
-    let mut rng = ChaCha8Rng::seed_from_u64(61);
-    let ws = Workspace::new();
-    ws.generate(2, 2_000, 61);
+    let (mut rng, ws) = setup(2, 2_000, 61);
     mkfifo(&ws.watch().join("pipe.csv"));
     let d = Daemon::start(&ws, &[]);
     d.sync();
@@ -98,9 +110,7 @@ fn a_fifo_named_csv_blocked_the_ingest_loop() {
 
 #[test]
 fn a_symlink_to_a_device_was_read_until_memory_ran_out() {
-    let mut rng = ChaCha8Rng::seed_from_u64(63);
-    let ws = Workspace::new();
-    ws.generate(1, 2_000, 63);
+    let (mut rng, ws) = setup(1, 2_000, 63);
     let outside = ws.tmp.path().join("elsewhere.csv");
     std::fs::write(&outside, sample_file(600, 64)).unwrap();
     std::os::unix::fs::symlink("/dev/zero", ws.watch().join("zero.csv")).unwrap();
@@ -117,9 +127,7 @@ fn a_symlink_to_a_device_was_read_until_memory_ran_out() {
 
 #[test]
 fn a_directory_named_csv_failed_the_scan() {
-    let mut rng = ChaCha8Rng::seed_from_u64(65);
-    let ws = Workspace::new();
-    ws.generate(1, 2_000, 65);
+    let (mut rng, ws) = setup(1, 2_000, 65);
     let dir = ws.watch().join("x.csv");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("inner.csv"), sample_file(300, 66)).unwrap();
@@ -132,9 +140,7 @@ fn a_directory_named_csv_failed_the_scan() {
 
 #[test]
 fn a_failed_file_was_not_retried_after_its_permissions_were_fixed() {
-    let mut rng = ChaCha8Rng::seed_from_u64(67);
-    let ws = Workspace::new();
-    ws.generate(1, 2_000, 67);
+    let (mut rng, ws) = setup(1, 2_000, 67);
     let d = Daemon::start(&ws, &[]);
     d.sync();
     let locked = ws.write("locked.csv", sample_file(800, 68));
@@ -246,9 +252,7 @@ fn a_cut_last_line_was_folded_as_data() {
 
 #[test]
 fn a_panicking_ingest_thread_left_the_daemon_serving_stale_data() {
-    let mut rng = ChaCha8Rng::seed_from_u64(75);
-    let ws = Workspace::new();
-    ws.generate(1, 1_000, 75);
+    let (mut rng, ws) = setup(1, 1_000, 75);
     let env = [("ROLLUPD_FAILPOINTS", "ingest.pass=panic")];
     let status = Daemon::spawn_with_env(&ws, &[], &env).wait_exit();
     assert!(!status.success(), "the daemon exited with {status}");
@@ -261,9 +265,7 @@ fn a_panicking_ingest_thread_left_the_daemon_serving_stale_data() {
 
 #[test]
 fn a_recreated_or_renamed_watched_folder_was_not_watched_again() {
-    let mut rng = ChaCha8Rng::seed_from_u64(77);
-    let ws = Workspace::new();
-    ws.generate(2, 1_000, 77);
+    let (mut rng, ws) = setup(2, 1_000, 77);
     let watch: PathBuf = ws.watch();
     // No rescan would come in time: only the watches can notice.
     let d = Daemon::start(&ws, &["--rescan-secs", "3600"]);
@@ -275,9 +277,7 @@ fn a_recreated_or_renamed_watched_folder_was_not_watched_again() {
     std::fs::write(watch.join("a.csv"), sample_file(500, 78)).unwrap();
     wait_count(&d, 500, "after the folder was recreated");
     // The new watch delivers events.
-    let part = watch.join("b.csv.part");
-    std::fs::write(&part, sample_file(400, 79)).unwrap();
-    std::fs::rename(&part, watch.join("b.csv")).unwrap();
+    move_in(&watch, "b.csv", &sample_file(400, 79));
     wait_count(&d, 900, "a file into the recreated folder");
     let status = status_until(&d, "watched again", |s| {
         s["watch_state"]["state"] == "watching"
@@ -296,9 +296,7 @@ fn a_recreated_or_renamed_watched_folder_was_not_watched_again() {
     std::fs::rename(&watch, ws.tmp.path().join("old-watch")).unwrap();
     std::fs::rename(&other, &watch).unwrap();
     wait_count(&d, 300, "another folder renamed in");
-    let part = watch.join("d.csv.part");
-    std::fs::write(&part, sample_file(200, 81)).unwrap();
-    std::fs::rename(&part, watch.join("d.csv")).unwrap();
+    move_in(&watch, "d.csv", &sample_file(200, 81));
     wait_count(&d, 500, "a file into the renamed-in folder");
     d.sync();
     assert_equivalent(&d, &ws, &mut rng, 5, "another folder renamed in");
