@@ -551,9 +551,12 @@ fn status_text(s: &Json) -> String {
     );
     let files = &s["files"];
     out += &format!(
-        "files: {} tracked, {} pending, {} failed\n",
-        files["tracked"], files["pending"], files["failed"]
+        "files: {} tracked, {} pending, {} failed, {} skipped\n",
+        files["tracked"], files["pending"], files["failed"], files["skipped"]
     );
+    if let Some(since) = s["watch_state"]["missing_since"].as_str() {
+        out += &format!("the watched folder is missing since {since}\n");
+    }
     out += &format!(
         "rows: {}; parsed since start: {}\n",
         s["rows"],
