@@ -7,7 +7,6 @@
 //! rewrite (including truncation, detected by size and fingerprint).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -21,27 +20,27 @@ pub struct Seen {
     pub size: u64,
     pub mtime_ns: i64,
     pub inode: u64,
+    /// Status change time: moves on chmod and chown too, which may make a file readable.
+    pub ctime_ns: i64,
 }
 
 impl Seen {
-    /// Stats a file.
+    /// Stats a file (following symlinks).
     pub fn stat(path: &Path) -> Result<Seen> {
         let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&m);
-        #[cfg(not(unix))]
-        let inode = 0;
-        let mtime_ns = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i64);
-        Ok(Seen {
+        Ok(Seen::of(path, &m))
+    }
+
+    /// The file at `path` as its metadata `m` describes it.
+    pub fn of(path: &Path, m: &std::fs::Metadata) -> Seen {
+        use std::os::unix::fs::MetadataExt;
+        Seen {
             path: path.to_path_buf(),
             size: m.len(),
-            mtime_ns,
-            inode,
-        })
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            inode: m.ino(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        }
     }
 }
 
@@ -62,7 +61,7 @@ pub enum Change {
 
 /// xxh3 of the first `len` bytes of a file.
 pub fn fingerprint(path: &Path, len: u64) -> Result<u64> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut f, _) = crate::regular::open(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
@@ -90,7 +89,7 @@ pub fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
     if len == 0 {
         return Ok(true);
     }
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (mut f, _) = crate::regular::open(path)?;
     f.seek(SeekFrom::Start(len - 1))
         .map_err(|e| Error::io(path, e))?;
     let mut b = [0u8; 1];
@@ -98,17 +97,26 @@ pub fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
     Ok(b[0] == b'\n')
 }
 
+/// What [`detect`] found.
+#[derive(Debug, Default)]
+pub struct Detected {
+    pub changes: Vec<Change>,
+    /// Files that could not be read to tell what changed; their records stay as they are.
+    pub failed: Vec<(PathBuf, Error)>,
+}
+
 /// The changes that bring `records` in line with the folder listing `seen`.
 /// `hash(path, len)` fingerprints a file prefix; it is called only when metadata differs.
+/// A file that cannot be read fails alone: it is left out, its record kept.
 pub fn detect(
     seen: &[Seen],
     records: &[FileRecord],
     hash: &mut dyn FnMut(&Path, u64) -> Result<u64>,
-) -> Result<Vec<Change>> {
+) -> Detected {
     let by_path: HashMap<&Path, &FileRecord> =
         records.iter().map(|r| (r.path.as_path(), r)).collect();
     let present: std::collections::HashSet<&Path> = seen.iter().map(|s| s.path.as_path()).collect();
-    let mut changes = Vec::new();
+    let mut out = Detected::default();
     let mut fresh = Vec::new();
     for s in seen {
         let Some(r) = by_path.get(s.path.as_path()) else {
@@ -118,34 +126,54 @@ pub fn detect(
         if r.size == s.size && r.mtime_ns == s.mtime_ns && r.inode == s.inode {
             continue;
         }
-        let prefix_intact = s.size >= r.size && hash(&s.path, r.size)? == r.fingerprint;
-        changes.push(match (prefix_intact, s.size == r.size) {
-            (true, true) => Change::Move((*r).clone(), s.clone()),
-            (true, false) if ends_with_newline(&s.path, r.size)? => {
-                Change::Append((*r).clone(), s.clone())
-            }
-            _ => Change::Replace((*r).clone(), s.clone()),
-        });
+        match classify(r, s, hash) {
+            Ok(change) => out.changes.push(change),
+            Err(e) => out.failed.push((s.path.clone(), e)),
+        }
     }
     let mut gone: Vec<&FileRecord> = records
         .iter()
         .filter(|r| !present.contains(r.path.as_path()))
         .collect();
     for s in fresh {
-        let mut moved = None;
-        for (i, r) in gone.iter().enumerate() {
-            if r.size == s.size && hash(&s.path, s.size)? == r.fingerprint {
-                moved = Some(i);
-                break;
+        // A new path with the bytes of a file gone from the folder is that file, moved.
+        let moved = if gone.iter().any(|r| r.size == s.size) {
+            match hash(&s.path, s.size) {
+                Ok(fp) => gone
+                    .iter()
+                    .position(|r| r.size == s.size && r.fingerprint == fp),
+                Err(e) => {
+                    out.failed.push((s.path.clone(), e));
+                    continue;
+                }
             }
-        }
-        match moved {
-            Some(i) => changes.push(Change::Move(gone.swap_remove(i).clone(), s.clone())),
-            None => changes.push(Change::Add(s.clone())),
-        }
+        } else {
+            None
+        };
+        out.changes.push(match moved {
+            Some(i) => Change::Move(gone.swap_remove(i).clone(), s.clone()),
+            None => Change::Add(s.clone()),
+        });
     }
-    changes.extend(gone.into_iter().map(|r| Change::Remove(r.clone())));
-    Ok(changes)
+    out.changes
+        .extend(gone.into_iter().map(|r| Change::Remove(r.clone())));
+    out
+}
+
+/// What happened to the tracked file `r`, now seen as `s` with other metadata.
+fn classify(
+    r: &FileRecord,
+    s: &Seen,
+    hash: &mut dyn FnMut(&Path, u64) -> Result<u64>,
+) -> Result<Change> {
+    let prefix_intact = s.size >= r.size && hash(&s.path, r.size)? == r.fingerprint;
+    Ok(match (prefix_intact, s.size == r.size) {
+        (true, true) => Change::Move(r.clone(), s.clone()),
+        (true, false) if ends_with_newline(&s.path, r.size)? => {
+            Change::Append(r.clone(), s.clone())
+        }
+        _ => Change::Replace(r.clone(), s.clone()),
+    })
 }
 
 #[cfg(test)]
@@ -172,6 +200,7 @@ mod tests {
             size,
             mtime_ns: mtime,
             inode: 1,
+            ctime_ns: mtime,
         }
     }
 
@@ -219,7 +248,7 @@ mod tests {
             .filter(|s| s.path != Path::new("c"))
             .collect();
         let records: Vec<FileRecord> = records.into_iter().filter(|r| r.id != 3).collect();
-        let changes = detect(&folder, &records, &mut hash2).unwrap();
+        let changes = detect(&folder, &records, &mut hash2).changes;
         let kinds: Vec<String> = changes
             .iter()
             .map(|c| match c {
@@ -233,6 +262,31 @@ mod tests {
         assert_eq!(
             kinds,
             vec!["replace 4", "move 6 e", "move 2 b2", "add new", "remove 5"]
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_fails_alone() {
+        let records = vec![
+            rec(1, "a", 10, 1),
+            rec(2, "b", 10, 2),
+            rec(3, "gone", 10, 3),
+        ];
+        let folder = vec![seen("a", 20, 2), seen("b", 10, 2), seen("new", 10, 1)];
+        let mut hash = |p: &Path, _: u64| -> Result<u64> {
+            match p.to_str() {
+                Some("b") => Ok(2),
+                _ => Err(Error::io(p, std::io::ErrorKind::PermissionDenied.into())),
+            }
+        };
+        let detected = detect(&folder, &records, &mut hash);
+        let failed: Vec<&Path> = detected.failed.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(failed, vec![Path::new("a"), Path::new("new")]);
+        assert!(
+            matches!(&detected.changes[..], [Change::Move(b, _), Change::Remove(gone)]
+                if b.id == 2 && gone.id == 3),
+            "{:?}",
+            detected.changes
         );
     }
 }

@@ -55,6 +55,9 @@ struct Settings {
     /// How often to rescan the folder in case an event was missed.
     #[arg(long)]
     rescan_secs: Option<u64>,
+    /// How long an unterminated last line is held for its writer to finish it.
+    #[arg(long)]
+    line_hold_ms: Option<u64>,
     /// Bad rows a file may have (skipped and reported) before it fails.
     #[arg(long)]
     max_bad_rows: Option<u64>,
@@ -81,6 +84,7 @@ impl Settings {
         }
         c.settle_ms = self.settle_ms.unwrap_or(c.settle_ms);
         c.rescan_secs = self.rescan_secs.unwrap_or(c.rescan_secs);
+        c.line_hold_ms = self.line_hold_ms.unwrap_or(c.line_hold_ms);
         c.max_bad_rows = self.max_bad_rows.unwrap_or(c.max_bad_rows);
         c.max_request_bytes = self.max_request_bytes.unwrap_or(c.max_request_bytes);
         c.check().map_err(anyhow::Error::msg)?;
@@ -329,7 +333,7 @@ fn build(config: &Config, json: bool) -> Result<()> {
         let failed: Vec<Json> = r
             .failed
             .iter()
-            .map(|(p, e)| json!({"path": p, "error": e}))
+            .map(|f| json!({"path": f.path, "error": f.reason}))
             .collect();
         println!(
             "{}",
@@ -357,8 +361,8 @@ fn build(config: &Config, json: bool) -> Result<()> {
     if let Some(why) = engine.rebuilt() {
         eprintln!("rebuilt: {why}");
     }
-    for (path, reason) in &r.failed {
-        eprintln!("failed: {}: {reason}", path.display());
+    for f in &r.failed {
+        eprintln!("failed: {}: {}", f.path.display(), f.reason);
     }
     if !r.failed.is_empty() {
         bail!("{} file(s) could not be folded", r.failed.len());
@@ -547,9 +551,12 @@ fn status_text(s: &Json) -> String {
     );
     let files = &s["files"];
     out += &format!(
-        "files: {} tracked, {} pending, {} failed\n",
-        files["tracked"], files["pending"], files["failed"]
+        "files: {} tracked, {} pending, {} failed, {} skipped\n",
+        files["tracked"], files["pending"], files["failed"], files["skipped"]
     );
+    if let Some(since) = s["watch_state"]["missing_since"].as_str() {
+        out += &format!("the watched folder is missing since {since}\n");
+    }
     out += &format!(
         "rows: {}; parsed since start: {}\n",
         s["rows"],

@@ -131,8 +131,15 @@ fn status(h: &Handle) -> String {
         "state": h.engine.state().canonicalize().unwrap_or_else(|_| h.engine.state().to_path_buf()),
         "files": {
             "tracked": records.len(),
-            "pending": progress.pending.len(),
+            "pending": progress.pending.len() + progress.held.len(),
             "failed": progress.failed.len(),
+            "skipped": progress.skipped.len(),
+        },
+        "watch_state": {
+            "state": if progress.watch.missing_since.is_some() { "missing" } else { "watching" },
+            "missing_since": progress.watch.missing_since.map(rfc3339),
+            "re_established": progress.watch.re_established,
+            "last_re_established": progress.watch.last_re_established.map(rfc3339),
         },
         "rows": records.iter().map(|r| r.rows).sum::<u64>(),
         "bytes_parsed": h.engine.stats().bytes_parsed.load(std::sync::atomic::Ordering::Relaxed),
@@ -165,11 +172,27 @@ fn files(h: &Handle) -> String {
             json!({"path": path, "size": size, "rows": Json::Null, "state": "pending"}),
         );
     }
+    for (path, s) in &progress.held {
+        let rows = out.get(path).map_or(Json::Null, |e| e["rows"].clone());
+        let note = "last line not terminated: held until it is, or the file is quiet";
+        out.insert(
+            path.clone(),
+            json!({"path": path, "size": s.size, "rows": rows, "state": "pending", "note": note}),
+        );
+    }
     for (path, f) in &progress.failed {
         let rows = out.get(path).map_or(Json::Null, |e| e["rows"].clone());
         out.insert(
             path.clone(),
-            json!({"path": path, "size": f.size, "rows": rows, "state": "failed", "error": f.error}),
+            json!({"path": path, "size": f.seen.size, "rows": rows, "state": "failed", "error": f.error,
+                   "attempts": f.attempts}),
+        );
+    }
+    for (path, skip) in &progress.skipped {
+        out.insert(
+            path.clone(),
+            json!({"path": path, "size": Json::Null, "rows": Json::Null, "state": "skipped",
+                   "error": skip.to_string()}),
         );
     }
     ok_response(json!({ "files": out.into_values().collect::<Vec<_>>() }))

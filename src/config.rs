@@ -39,6 +39,9 @@ pub struct Config {
     pub settle_ms: u64,
     /// How often to rescan the folder in case the watcher missed an event.
     pub rescan_secs: u64,
+    /// How long the daemon holds back a file's unterminated last line after the file's
+    /// last change, for its writer to finish it; then it is folded as it is.
+    pub line_hold_ms: u64,
     /// Bad rows a file may have (skipped, counted and reported) before it fails.
     pub max_bad_rows: u64,
     /// CSV bytes folded per commit: bounds the memory an update holds.
@@ -120,6 +123,7 @@ impl Config {
             time_zone: "UTC".into(),
             settle_ms: 1000,
             rescan_secs: 30,
+            line_hold_ms: 10_000,
             max_bad_rows: 0,
             memory_budget_mb: 256,
             fold_threads: 0,
@@ -232,7 +236,10 @@ impl Config {
             watch: self.watch.clone(),
             state: self.state.clone(),
             socket: self.socket(),
-            engine: self.engine_options()?,
+            engine: EngineOptions {
+                line_hold: Duration::from_millis(self.line_hold_ms),
+                ..self.engine_options()?
+            },
             settle: Duration::from_millis(self.settle_ms),
             rescan: Duration::from_secs(self.rescan_secs.max(1)),
             wait_timeout: Duration::from_secs(30),

@@ -4,6 +4,10 @@
 //! Shutdown stops accepting connections, lets in-flight requests finish (bounded), stops
 //! ingest before its next file (what it committed is published; the rest is redone from
 //! the files on the next start), removes the socket and returns.
+//!
+//! Crash, don't limp: a panic in the ingest loop, or the server task ending, ends the
+//! process with an error (non-zero status) at once, without waiting on anything, so the
+//! service manager restarts it; the state is as after a `kill -9`, which recovery repairs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,8 +40,11 @@ pub fn default_socket(state: &std::path::Path) -> PathBuf {
 
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
-    let daemon = Daemon::start(opts)?;
-    daemon.wait_for_signal()?;
+    let mut daemon = Daemon::start(opts)?;
+    if let Err(e) = daemon.wait_for_signal() {
+        daemon.abandon();
+        return Err(e);
+    }
     daemon.stop();
     Ok(())
 }
@@ -50,6 +57,7 @@ pub struct Daemon {
     handle: Handle,
     server: tokio::task::JoinHandle<()>,
     stop_server: tokio::sync::oneshot::Sender<()>,
+    socket: PathBuf,
 }
 
 impl Daemon {
@@ -111,6 +119,7 @@ impl Daemon {
             handle,
             server,
             stop_server,
+            socket: opts.socket,
         })
     }
 
@@ -123,12 +132,36 @@ impl Daemon {
         &self.handle
     }
 
-    /// Blocks until SIGTERM or SIGINT.
-    pub fn wait_for_signal(&self) -> Result<()> {
+    /// Blocks until SIGTERM or SIGINT (`Ok`), or until the ingest loop panics or the
+    /// server task ends (an error: the daemon cannot go on; see [`Daemon::abandon`]).
+    pub fn wait_for_signal(&mut self) -> Result<()> {
+        let died = self.ingest.died();
+        let server = &mut self.server;
         self.runtime.block_on(async {
-            shutdown_signal()?.await;
-            Ok(())
+            let signal = shutdown_signal()?;
+            let died = async {
+                match died {
+                    Some(rx) => rx.await.ok(),
+                    None => None,
+                }
+            };
+            tokio::select! {
+                _ = signal => Ok(()),
+                Some(panic) = died => Err(Error::Internal(panic)),
+                ended = server => Err(Error::Internal(match ended {
+                    Err(e) if e.is_panic() => "the socket server panicked".to_string(),
+                    _ => "the socket server stopped".to_string(),
+                })),
+            }
         })
+    }
+
+    /// Gives up after a fatal error: removes the socket and leaves every thread and
+    /// destructor alone (one may hold a poisoned lock or never return), for the process
+    /// to exit at once.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.socket);
+        std::mem::forget(self);
     }
 
     /// Stops accepting connections, lets requests in flight finish (bounded), stops

@@ -61,7 +61,7 @@ pub fn run(state: &Path, files: usize, rows_per_file: usize) -> Result<()> {
         state.display(),
         socket.display()
     );
-    let daemon = Daemon::start(config.daemon_options()?)?;
+    let mut daemon = Daemon::start(config.daemon_options()?)?;
     let generation = cold_build(&daemon, total, csvs.len())?;
     println!("Generation {generation} is published.\n");
 
@@ -96,7 +96,10 @@ pub fn run(state: &Path, files: usize, rows_per_file: usize) -> Result<()> {
     );
     if std::io::stdout().is_terminal() {
         println!("\nThe daemon keeps running; Ctrl-C stops it.");
-        daemon.wait_for_signal()?;
+        if let Err(e) = daemon.wait_for_signal() {
+            daemon.abandon();
+            return Err(e);
+        }
     }
     daemon.stop();
     Ok(())

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
@@ -19,16 +19,17 @@ use crate::changes::{detect, fingerprint, Change, Seen};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
-use crate::fold::{fold_bytes, Folded};
+use crate::fold::{complete_len, fold_bytes, Folded};
 use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
 use crate::query::exec::execute;
 use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
+use crate::regular::{read_prefix, still_as_seen};
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::schema::Zone;
 use crate::store::{Commit, FileRecord, Store};
 use crate::table::{Table, TableChange, TableFile, TableOptions, View};
-use crate::watch::scan;
+use crate::watch::{line_held_until, scan};
 
 /// How the engine folds and stores.
 #[derive(Debug, Clone)]
@@ -49,6 +50,10 @@ pub struct EngineOptions {
     /// generation run at once.
     pub readers: usize,
     pub table: TableOptions,
+    /// How long an unterminated last line is held back after the file's last change (the
+    /// writer may still finish it); zero folds it at once. Past that, it is folded as it
+    /// is (or the file fails, if it does not parse).
+    pub line_hold: Duration,
     /// Steps of the commit path armed to fail, for tests (none by default).
     pub failpoints: Failpoints,
 }
@@ -64,13 +69,42 @@ impl Default for EngineOptions {
             max_bad_rows: 0,
             readers: 2,
             table: TableOptions::default(),
+            line_hold: Duration::ZERO,
             failpoints: Failpoints::default(),
         }
     }
 }
 
-/// A fold, the fingerprint of the bytes folded, and the encoded partials (whole files).
-type Fold = (Folded, u64, Vec<Vec<u8>>);
+/// A file's fold.
+struct Fold {
+    folded: Folded,
+    /// The file's prefix folded: through its last complete line, or all of it.
+    len: u64,
+    /// xxh3 of that prefix.
+    fingerprint: u64,
+    /// The encoded partials (whole files only).
+    encoded: Vec<Vec<u8>>,
+}
+
+/// A file an update could not fold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFailure {
+    pub path: PathBuf,
+    pub reason: String,
+    /// Whether trying again unchanged may succeed (an I/O error), unlike content that
+    /// does not parse.
+    pub transient: bool,
+}
+
+impl FileFailure {
+    fn new(path: &Path, e: &Error) -> FileFailure {
+        FileFailure {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+            transient: e.is_transient(),
+        }
+    }
+}
 
 /// One immutable published state: the rollups of one generation and a DuckDB view of the
 /// table as of the same generation.
@@ -144,7 +178,10 @@ pub struct UpdateReport {
     pub bytes_parsed: u64,
     /// Files that could not be folded, with the reason; the store keeps their earlier
     /// contribution, if any.
-    pub failed: Vec<(PathBuf, String)>,
+    pub failed: Vec<FileFailure>,
+    /// Files whose unterminated last line was held back (`EngineOptions::line_hold`); what
+    /// came before it, if anything, was folded.
+    pub held: Vec<PathBuf>,
     /// Rows skipped as bad (within `max_bad_rows`), with the reason.
     pub skipped: Vec<(PathBuf, String)>,
     pub elapsed: Duration,
@@ -437,7 +474,11 @@ impl Engine {
     pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
         // Absolute paths, so `build --watch data` and `--watch /abs/data` agree.
         let watch = watch.canonicalize().map_err(|e| Error::io(watch, e))?;
-        self.update_from(scan(&watch, self.opts.recursive)?, &HashSet::new())
+        let listing = scan(&watch, self.opts.recursive)?;
+        for (path, skip) in &listing.skipped {
+            tracing::warn!("{}: {skip}", path.display());
+        }
+        self.update_from(listing.files, &HashSet::new())
     }
 
     /// Folds what changed, given the folder's files as `watch::scan` lists them (absolute
@@ -453,7 +494,8 @@ impl Engine {
         seen.retain(|s| !hold.contains(&s.path));
         let mut records = self.store.files()?;
         records.retain(|r| !hold.contains(&r.path));
-        let mut changes = detect(&seen, &records, &mut |p, len| fingerprint(p, len))?;
+        let detected = detect(&seen, &records, &mut |p, len| fingerprint(p, len));
+        let mut changes = detected.changes;
         let repairs = std::mem::take(&mut *self.repairs.lock().expect("repairs lock"));
         for r in repairs {
             changes.retain(|c| change_id(c) != Some(r.id));
@@ -469,6 +511,9 @@ impl Engine {
             generation,
             ..UpdateReport::default()
         };
+        for (path, e) in &detected.failed {
+            report.failed.push(FileFailure::new(path, e));
+        }
         let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
         let mut outcome = Ok(());
         for batch in batches(changes, self.opts.batch_bytes) {
@@ -491,7 +536,7 @@ impl Engine {
         self.catch_up()?;
         outcome?;
         report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
-        report.failed.sort();
+        report.failed.sort_by(|a, b| a.path.cmp(&b.path));
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -528,7 +573,7 @@ impl Engine {
         let mut added: Vec<Vec<RollupRows>> = vec![Vec::new(); specs.len()];
         let mut removed_ids: Vec<u32> = Vec::new();
         let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<Fold>>)>(2);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<Option<Fold>>>)>(2);
         let t0 = Instant::now();
         // Table changes run on the DuckDB thread while the next files fold and merge; at
         // most two wait in its queue, which bounds the batches held in memory.
@@ -567,27 +612,37 @@ impl Engine {
                 let folded = match folded {
                     Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
                     Some(Err(e)) => {
-                        let path = match &change {
-                            Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) => {
-                                s.path.clone()
-                            }
-                            Change::Remove(r) | Change::Move(r, _) => r.path.clone(),
-                        };
-                        report.failed.push((path, e.to_string()));
+                        report
+                            .failed
+                            .push(FileFailure::new(change_path(&change), &e));
                         continue;
                     }
-                    Some(Ok(f)) => Some(f),
+                    Some(Ok(fold)) => {
+                        let whole = |f: &Fold| Some(f.len) == change_seen(&change).map(|s| s.size);
+                        if !fold.as_ref().is_some_and(whole) {
+                            report.held.push(change_path(&change).to_path_buf());
+                        }
+                        match fold {
+                            Some(f) => Some(f),
+                            None => continue,
+                        }
+                    }
                     None => None,
                 };
                 match (change, folded) {
-                    (c @ (Change::Add(_) | Change::Replace(..)), Some((f, fp, encoded))) => {
+                    (c @ (Change::Add(_) | Change::Replace(..)), Some(fold)) => {
                         let (old, s) = match c {
                             Change::Replace(old, s) => (Some(old.id), s),
                             Change::Add(s) => (None, s),
                             _ => unreachable!(),
                         };
+                        let f = fold.folded;
                         skipped(report, &s, &f);
-                        let mut r = record(ids[i], &s, fp, f.rows, 1);
+                        let s = Seen {
+                            size: fold.len,
+                            ..s
+                        };
+                        let mut r = record(ids[i], &s, fold.fingerprint, f.rows, 1);
                         r.bad_rows = f.bad_rows.len() as u64;
                         table_apply(TableChange::Put {
                             old: old.map(|id| id as i32),
@@ -596,7 +651,7 @@ impl Engine {
                         })?;
                         report.rows += f.rows;
                         add_partial(&mut added, f.partial);
-                        commit.folded.push((r, encoded));
+                        commit.folded.push((r, fold.encoded));
                         match old {
                             Some(id) => {
                                 report.replaced += 1;
@@ -606,9 +661,15 @@ impl Engine {
                             None => report.added += 1,
                         }
                     }
-                    (Change::Append(old, s), Some((f, fp, _))) => {
+                    (Change::Append(old, s), Some(fold)) => {
+                        let f = fold.folded;
                         skipped(report, &s, &f);
-                        let mut r = record(old.id, &s, fp, old.rows + f.rows, old.parts + 1);
+                        let s = Seen {
+                            size: fold.len,
+                            ..s
+                        };
+                        let parts = old.parts + 1;
+                        let mut r = record(old.id, &s, fold.fingerprint, old.rows + f.rows, parts);
                         r.bad_rows = old.bad_rows + f.bad_rows.len() as u64;
                         table_apply(TableChange::Append {
                             batch: f.table,
@@ -776,22 +837,23 @@ impl Engine {
             .collect()
     }
 
-    /// Reads and folds a file from byte `from` on, returning the fold, the fingerprint of
-    /// everything up to the end of what was folded, and (for a whole file) the encoded
-    /// partials for the store.
-    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<Fold> {
+    /// Reads and folds a file from byte `from` on, through its last complete line (or all
+    /// of it once the file has been quiet for `line_hold`). `None` when there is no
+    /// complete line past `from` yet. Fails with `Error::Changed` when the file changed
+    /// while read or folded: nothing of it is committed, and it is folded again later.
+    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<Option<Fold>> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }
-        let mut bytes = std::fs::read(&s.path).map_err(|e| Error::io(&s.path, e))?;
-        bytes.truncate(s.size as usize);
-        if (bytes.len() as u64) < s.size || (bytes.len() as u64) < from {
-            return Err(Error::BadFile {
-                path: s.path.clone(),
-                reason: "file shrank while being read".into(),
-            });
+        let mut bytes = read_prefix(s)?;
+        self.opts.failpoints.hit("fold.read")?;
+        let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
+        if !quiet {
+            bytes.truncate(complete_len(&bytes));
         }
-        let fp = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if (from > 0 && bytes.len() as u64 <= from) || (bytes.is_empty() && !quiet) {
+            return Ok(None);
+        }
         let start = Instant::now();
         let f = fold_bytes(
             &s.path,
@@ -803,6 +865,7 @@ impl Engine {
             self.opts.max_bad_rows,
         )?;
         self.stats.parsed(&s.path, f.bytes, f.rows);
+        still_as_seen(s)?;
         tracing::debug!(
             path = %s.path.display(),
             ms = start.elapsed().as_millis() as u64,
@@ -819,7 +882,12 @@ impl Engine {
             encoded_kb = encoded.iter().map(Vec::len).sum::<usize>() >> 10,
             "partials encoded"
         );
-        Ok((f, fp, encoded))
+        Ok(Some(Fold {
+            len: bytes.len() as u64,
+            fingerprint: xxhash_rust::xxh3::xxh3_64(&bytes),
+            folded: f,
+            encoded,
+        }))
     }
 
     /// Publishes the committed generation where the snapshot or the manifest trails it:
@@ -919,6 +987,24 @@ impl Engine {
 
 fn specs_of(m: &Manifest) -> Vec<RollupSpec> {
     m.rollups.iter().map(|r| r.spec.clone()).collect()
+}
+
+/// The path a change is about (the new one of a move).
+fn change_path(c: &Change) -> &Path {
+    match c {
+        Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) | Change::Move(_, s) => {
+            &s.path
+        }
+        Change::Remove(r) => &r.path,
+    }
+}
+
+/// The file as seen, for the changes that fold it.
+fn change_seen(c: &Change) -> Option<&Seen> {
+    match c {
+        Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) => Some(s),
+        Change::Remove(_) | Change::Move(..) => None,
+    }
 }
 
 fn change_id(c: &Change) -> Option<u32> {

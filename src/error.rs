@@ -11,6 +11,9 @@ pub enum Error {
     /// An input file that could not be folded.
     #[error("{path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
+    /// A file that changed while it was read or folded; it is read again once it settles.
+    #[error("{0}: changed while being read; folded again once it settles")]
+    Changed(PathBuf),
     /// An I/O failure on a path.
     #[error("{path}: {source}")]
     Io {
@@ -50,6 +53,12 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+
+    /// Whether trying again, with nothing changed, may succeed (an I/O error), unlike
+    /// content that does not parse.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Io { .. })
     }
 
     /// The protocol's error kind for this error.

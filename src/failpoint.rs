@@ -2,6 +2,10 @@
 //! returned at that step) or the process die (abort), to check that every step leaves
 //! state the next update or restart turns into the fresh-build answer.
 //!
+//! Two test hooks outside the commit path share the mechanism ([`HOOKS`]): `fold.read`
+//! (`pause`: the fold of a file waits, once, right after reading it, until the test lets
+//! it go) and `ingest.pass` (`panic`: the ingest loop panics).
+//!
 //! Each engine carries its own set (`EngineOptions::failpoints`), so tests in one process
 //! do not disturb each other; the command line fills it from `ROLLUPD_FAILPOINTS`
 //! (`name=error,name=abort`). An empty set costs one uncontended lock per step.
@@ -27,6 +31,14 @@ pub const POINTS: [&str; 6] = [
     "manifest.publish",
 ];
 
+/// Test hooks outside the commit path.
+pub const HOOKS: [&str; 2] = [
+    // In a file's fold, after its bytes are read and before it is checked for changes.
+    "fold.read",
+    // At the start of each pass of the ingest loop.
+    "ingest.pass",
+];
+
 /// What a failpoint does when reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -34,6 +46,16 @@ pub enum Action {
     Error,
     /// The process aborts, as if killed at that step.
     Abort,
+    /// The thread panics.
+    Panic,
+    /// The step waits, the first time it is reached, until the file [`pause_marker`]
+    /// names (which it creates) is removed; then the failpoint disarms itself.
+    Pause,
+}
+
+/// The file whose removal lets a paused step of this process go on.
+pub fn pause_marker(pid: u32, name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rollupd.{pid}.{name}.paused"))
 }
 
 /// A cheap-to-clone set of armed failpoints.
@@ -49,9 +71,11 @@ impl Failpoints {
             let action = match action {
                 "error" => Action::Error,
                 "abort" => Action::Abort,
+                "panic" => Action::Panic,
+                "pause" => Action::Pause,
                 other => {
                     return Err(Error::Internal(format!(
-                        "failpoint {name}: unknown action {other:?} (error or abort)"
+                        "failpoint {name}: unknown action {other:?} (error, abort, panic or pause)"
                     )))
                 }
             };
@@ -62,10 +86,11 @@ impl Failpoints {
 
     /// Arms the failpoint `name`.
     pub fn arm(&self, name: &str, action: Action) -> Result<()> {
-        if !POINTS.contains(&name) {
+        if !POINTS.contains(&name) && !HOOKS.contains(&name) {
             return Err(Error::Internal(format!(
-                "unknown failpoint {name:?}; known: {}",
-                POINTS.join(", ")
+                "unknown failpoint {name:?}; known: {}, {}",
+                POINTS.join(", "),
+                HOOKS.join(", ")
             )));
         }
         self.0
@@ -82,16 +107,36 @@ impl Failpoints {
 
     /// Called at step `name`: fails or aborts if it is armed.
     pub fn hit(&self, name: &str) -> Result<()> {
-        debug_assert!(POINTS.contains(&name), "unlisted failpoint {name}");
-        match self.0.lock().expect("failpoints lock").get(name) {
+        debug_assert!(
+            POINTS.contains(&name) || HOOKS.contains(&name),
+            "unlisted failpoint {name}"
+        );
+        let action = self.0.lock().expect("failpoints lock").get(name).copied();
+        match action {
             None => Ok(()),
             Some(Action::Error) => Err(Error::Internal(format!("failpoint {name}"))),
             Some(Action::Abort) => {
                 eprintln!("rollupd: failpoint {name}: aborting");
                 std::process::abort()
             }
+            Some(Action::Panic) => panic!("failpoint {name}"),
+            Some(Action::Pause) => {
+                self.0.lock().expect("failpoints lock").remove(name);
+                pause(name)
+            }
         }
     }
+}
+
+/// Waits (at most a minute) until the test removes this step's marker file.
+fn pause(name: &str) -> Result<()> {
+    let marker = pause_marker(std::process::id(), name);
+    std::fs::write(&marker, b"").map_err(|e| Error::io(&marker, e))?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while marker.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

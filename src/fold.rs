@@ -89,6 +89,11 @@ pub fn fold_file(path: &Path, file_id: i32, zone: Zone, specs: &[RollupSpec]) ->
     fold_bytes(path, &bytes, 0, (file_id, 0), zone, specs, 0)
 }
 
+/// The length of the complete lines at the start of `bytes`: through its last newline.
+pub fn complete_len(bytes: &[u8]) -> usize {
+    memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1)
+}
+
 /// Longest line accepted, in bytes.
 pub const MAX_LINE: usize = 1 << 20;
 

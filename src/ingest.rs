@@ -2,21 +2,32 @@
 //!
 //! It wakes on folder events (notify), on `sync` requests, when a pending file may have
 //! settled, and on a slow periodic rescan. Each pass compares the folder with the registry,
-//! holds back files still being written and files that failed and have not changed since,
-//! and hands the rest to [`Engine::update_from`]. What the loop knows about pending and
-//! failed files is kept in [`Progress`] for `status` and `files`.
+//! holds back files still being written, files whose unterminated last line waits for its
+//! writer, and files that failed and have not changed since (a file that failed on an I/O
+//! error is also tried again after a back-off), and hands the rest to
+//! [`Engine::update_from`]. What the loop knows about them is kept in [`Progress`] for
+//! `status` and `files`.
+//!
+//! The watched folder itself is checked at every pass: removed, it is reported missing and
+//! the state kept as it was; recreated or renamed back, it is watched again (a watch on
+//! its parent notices at once). A panic in the loop ends it and is reported to the daemon
+//! (see [`Ingest::died`]), which exits so that the service manager restarts it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use crate::engine::Engine;
+use crate::changes::Seen;
+use crate::engine::{Engine, UpdateReport};
 use crate::error::{Error, Result};
-use crate::watch::{scan, FolderWatcher, Settle};
+use crate::regular::Skip;
+use crate::watch::{line_held_until, scan, FolderWatcher, Settle};
 
 /// How the loop watches.
 #[derive(Debug, Clone)]
@@ -32,9 +43,24 @@ pub struct IngestOptions {
 /// A file that could not be folded, as it was when it failed.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub size: u64,
-    pub mtime_ns: i64,
+    /// Tried again once any of its size, mtime, ctime (chmod, chown) or inode changes.
+    pub seen: Seen,
     pub error: String,
+    /// Failures in a row.
+    pub attempts: u32,
+    /// When it is tried again unchanged (I/O errors only; back-off doubling per attempt).
+    pub retry_at: Option<Instant>,
+}
+
+/// The watched folder's state.
+#[derive(Debug, Clone, Default)]
+pub struct WatchState {
+    /// Since when the folder is missing (or not a folder), if it is.
+    pub missing_since: Option<SystemTime>,
+    /// How often the watch was established again (folder recreated or renamed back).
+    pub re_established: u32,
+    /// When it last was.
+    pub last_re_established: Option<SystemTime>,
 }
 
 /// What the loop knows beyond the registry.
@@ -42,8 +68,14 @@ pub struct Failure {
 pub struct Progress {
     /// Changed files not folded yet (still settling, or being folded), with their size.
     pub pending: BTreeMap<PathBuf, u64>,
+    /// Files whose unterminated last line is held back, as seen then; folded once the
+    /// line ends or the file is quiet for the engine's `line_hold`.
+    pub held: BTreeMap<PathBuf, Seen>,
     /// Files whose last fold failed; retried when they change.
     pub failed: BTreeMap<PathBuf, Failure>,
+    /// Entries with a CSV name that are not regular files, never read.
+    pub skipped: BTreeMap<PathBuf, Skip>,
+    pub watch: WatchState,
     /// When a pass last changed the published state.
     pub last_change: Option<SystemTime>,
     /// The last error of a whole pass (not of one file), cleared by a good pass.
@@ -62,7 +94,7 @@ pub struct Ingest {
     watch: PathBuf,
     engine: Arc<Engine>,
     thread: Option<JoinHandle<()>>,
-    _watcher: FolderWatcher,
+    died: Option<tokio::sync::oneshot::Receiver<String>>,
 }
 
 /// Requests to the ingest loop and its progress, shared with the server.
@@ -99,10 +131,15 @@ impl Ingest {
             .canonicalize()
             .map_err(|e| Error::io(&opts.watch, e))?;
         let (wake_tx, wake_rx) = bounded::<()>(1);
-        let recursive = engine.options().recursive;
-        let watcher = FolderWatcher::start(&watch, recursive, move || {
-            let _ = wake_tx.try_send(());
-        })?;
+        let recheck = Arc::new(AtomicBool::new(false));
+        let waker = Waker {
+            wake: wake_tx,
+            recheck: recheck.clone(),
+        };
+        // Best effort: without it, a recreated folder is found by the periodic rescan.
+        let parent = FolderWatcher::start_parent(&watch, waker.callback())
+            .map_err(|e| tracing::warn!("not watching the folder's parent: {e}"))
+            .ok();
         let (requests, requests_rx) = unbounded();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let mut pass = Loop {
@@ -114,17 +151,30 @@ impl Ingest {
             progress: progress.clone(),
             settle: Settle::new(opts.settle),
             updated: false,
+            failures: 0,
+            waker,
+            recheck,
+            watcher: None,
+            watched: None,
+            _parent: parent,
         };
+        pass.ensure_watch()?;
+        let (died_tx, died) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("ingest".into())
-            .spawn(move || pass.run(wake_rx, requests_rx))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| pass.run(wake_rx, requests_rx));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let _ = died_tx.send(panic_message(panic.as_ref()));
+                }
+            })
             .map_err(|e| Error::Internal(format!("starting the ingest thread: {e}")))?;
         Ok(Ingest {
             handle: IngestHandle { requests, progress },
             watch,
             engine,
             thread: Some(thread),
-            _watcher: watcher,
+            died: Some(died),
         })
     }
 
@@ -135,6 +185,12 @@ impl Ingest {
 
     pub fn handle(&self) -> IngestHandle {
         self.handle.clone()
+    }
+
+    /// Resolves with the panic's message if the loop panics (taken once). The loop is
+    /// gone then, and what it held may be inconsistent: the process should end.
+    pub fn died(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
+        self.died.take()
     }
 
     /// Stops the loop: the running update stops before its next file (what it committed
@@ -148,6 +204,37 @@ impl Ingest {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    format!(
+        "the ingest loop panicked: {}",
+        text.as_deref().unwrap_or("(no message)")
+    )
+}
+
+/// Wakes the loop from watcher callbacks; an event about the watched folder itself also
+/// asks the next pass to check the watch.
+#[derive(Clone)]
+struct Waker {
+    wake: Sender<()>,
+    recheck: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn callback(&self) -> impl Fn(bool) + Send + 'static {
+        let waker = self.clone();
+        move |about_folder| {
+            if about_folder {
+                waker.recheck.store(true, Ordering::SeqCst);
+            }
+            let _ = waker.wake.try_send(());
+        }
+    }
+}
+
 struct Loop {
     engine: Arc<Engine>,
     opts: IngestOptions,
@@ -156,10 +243,39 @@ struct Loop {
     /// Whether a pass has run an update yet: the first always does, to finish any repair
     /// the engine found on open.
     updated: bool,
+    /// Passes failed in a row, for the back-off.
+    failures: u32,
+    waker: Waker,
+    /// Set by an event about the watched folder itself: check the watch.
+    recheck: Arc<AtomicBool>,
+    watcher: Option<FolderWatcher>,
+    /// The (device, inode) of the folder `watcher` watches.
+    watched: Option<(u64, u64)>,
+    _parent: Option<FolderWatcher>,
 }
 
 /// How long to let a burst of events gather before scanning.
 const DEBOUNCE: Duration = Duration::from_millis(20);
+
+/// Longest wait before a failed pass is tried again.
+const PASS_RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Longest wait before a file that failed on an I/O error is tried again unchanged.
+const FILE_RETRY_CAP: Duration = Duration::from_secs(300);
+
+/// `base` doubled for each attempt after the first, at most `cap`.
+fn backoff(attempts: u32, base: Duration, cap: Duration) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(20))
+        .min(cap)
+}
+
+/// When a pass wants to run again.
+struct Next {
+    /// When the first file still settling may have settled; `None` when none is.
+    settle: Option<Instant>,
+    /// When a held line's or a failed file's wait ends; a `sync` does not wait for these.
+    later: Option<Instant>,
+}
 
 impl Loop {
     fn run(&mut self, wake: Receiver<()>, requests: Receiver<Request>) {
@@ -192,8 +308,9 @@ impl Loop {
             }
             match self.pass() {
                 Ok(next) => {
-                    due = next;
-                    if next.is_none() {
+                    self.failures = 0;
+                    due = [next.settle, next.later].into_iter().flatten().min();
+                    if next.settle.is_none() {
                         let generation = self.engine.snapshot().generation();
                         for tx in syncs.drain(..) {
                             let _ = tx.send(Ok(generation));
@@ -207,8 +324,10 @@ impl Loop {
                     for tx in syncs.drain(..) {
                         let _ = tx.send(Err(e.to_string()));
                     }
-                    // Try again later rather than spinning on a persistent failure.
-                    due = Some(Instant::now() + self.opts.settle.max(Duration::from_secs(1)));
+                    // Try again later, backing off, rather than spinning on a lasting failure.
+                    self.failures += 1;
+                    let base = self.opts.settle.max(Duration::from_secs(1));
+                    due = Some(Instant::now() + backoff(self.failures, base, PASS_RETRY_CAP));
                 }
             }
         }
@@ -217,11 +336,58 @@ impl Loop {
         }
     }
 
-    /// One comparison of the folder with the registry, folding what has settled. Returns
-    /// when the next pending file may settle, or `None` when nothing is pending.
-    fn pass(&mut self) -> Result<Option<Instant>> {
+    /// Watches the folder if it is not watched yet, or is another folder than the one
+    /// watched (recreated, renamed), or an event said the folder itself changed. Fails,
+    /// keeping the state as it is, while the folder is missing.
+    fn ensure_watch(&mut self) -> Result<()> {
+        let dir = &self.opts.watch;
+        let recheck = self.recheck.swap(false, Ordering::SeqCst);
+        let id = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => (m.dev(), m.ino()),
+            found => {
+                self.watcher = None;
+                let mut progress = self.progress.lock().expect("progress lock");
+                progress
+                    .watch
+                    .missing_since
+                    .get_or_insert_with(SystemTime::now);
+                let e = found
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("not a folder"));
+                return Err(Error::State {
+                    path: dir.clone(),
+                    reason: format!(
+                        "the watched folder is missing ({e}); the state is kept as it was \
+                         until the folder is back"
+                    ),
+                });
+            }
+        };
+        if self.watcher.is_some() && self.watched == Some(id) && !recheck {
+            return Ok(());
+        }
+        self.watcher = None;
+        let recursive = self.engine.options().recursive;
+        self.watcher = Some(FolderWatcher::start(dir, recursive, self.waker.callback())?);
+        let again = self.watched.replace(id).is_some();
+        let mut progress = self.progress.lock().expect("progress lock");
+        if again {
+            progress.watch.re_established += 1;
+            progress.watch.last_re_established = Some(SystemTime::now());
+            tracing::warn!("{}: watching the folder again", dir.display());
+        }
+        progress.watch.missing_since = None;
+        Ok(())
+    }
+
+    /// One comparison of the folder with the registry, folding what has settled.
+    fn pass(&mut self) -> Result<Next> {
+        self.engine.options().failpoints.hit("ingest.pass")?;
+        self.ensure_watch()?;
         let now = Instant::now();
-        let seen = scan(&self.opts.watch, self.engine.options().recursive)?;
+        let wall = SystemTime::now();
+        let listing = scan(&self.opts.watch, self.engine.options().recursive)?;
+        let seen = listing.files;
         let present: HashSet<PathBuf> = seen.iter().map(|s| s.path.clone()).collect();
         let records: HashMap<PathBuf, (u64, i64, u64)> = self
             .engine
@@ -229,74 +395,137 @@ impl Loop {
             .into_iter()
             .map(|r| (r.path, (r.size, r.mtime_ns, r.inode)))
             .collect();
-        let failed = self.progress.lock().expect("progress lock").failed.clone();
         let mut hold = HashSet::new();
         let mut changed = Vec::new();
-        for s in &seen {
-            if records.get(&s.path) == Some(&(s.size, s.mtime_ns, s.inode)) {
-                continue;
-            }
-            match failed.get(&s.path) {
-                Some(f) if f.size == s.size && f.mtime_ns == s.mtime_ns => {
-                    hold.insert(s.path.clone());
+        {
+            let progress = self.progress.lock().expect("progress lock");
+            for s in &seen {
+                if records.get(&s.path) == Some(&(s.size, s.mtime_ns, s.inode)) {
+                    continue;
                 }
-                _ => changed.push(s),
+                if self.waits(&progress, s, now, wall) {
+                    hold.insert(s.path.clone());
+                } else {
+                    changed.push(s);
+                }
             }
         }
-        let (unsettled, next) = self.settle.unsettled(&changed, now);
+        let (unsettled, settle) = self.settle.unsettled(&changed, now);
         let gone = records.keys().any(|p| !present.contains(p));
         let ready = changed.iter().any(|s| !unsettled.contains(&s.path));
         {
             let mut progress = self.progress.lock().expect("progress lock");
             progress.pending = changed.iter().map(|s| (s.path.clone(), s.size)).collect();
             progress.failed.retain(|p, _| present.contains(p));
+            progress.held.retain(|p, _| present.contains(p));
+            progress.skipped = listing.skipped.into_iter().collect();
         }
         if ready || gone || !self.updated {
             self.updated = true;
             hold.extend(unsettled.iter().cloned());
             let report = self.engine.update_from(seen.clone(), &hold)?;
-            let mut progress = self.progress.lock().expect("progress lock");
-            for s in &changed {
-                if !unsettled.contains(&s.path) {
-                    progress.failed.remove(&s.path);
-                }
-            }
-            for (path, error) in &report.failed {
-                if let Some(s) = changed.iter().find(|s| &s.path == path) {
-                    tracing::warn!("{}: not folded: {error}", path.display());
-                    progress.failed.insert(
-                        path.clone(),
-                        Failure {
-                            size: s.size,
-                            mtime_ns: s.mtime_ns,
-                            error: error.clone(),
-                        },
-                    );
-                }
-            }
-            for (path, note) in &report.skipped {
-                tracing::warn!("{}: {note}", path.display());
-            }
-            progress.pending.retain(|p, _| unsettled.contains(p));
-            progress.last_error = None;
-            if report.changed() > 0 {
-                progress.last_change = Some(SystemTime::now());
-                tracing::info!(
-                    generation = report.generation,
-                    added = report.added,
-                    rewritten = report.replaced,
-                    appended = report.appended,
-                    moved = report.moved,
-                    removed = report.removed,
-                    rows = report.rows,
-                    bytes_parsed = report.bytes_parsed,
-                    ms = report.elapsed.as_millis() as u64,
-                    "published"
-                );
-            }
-        } else {
-            self.progress.lock().expect("progress lock").last_error = None;
+            let handed: Vec<&Seen> = changed
+                .iter()
+                .copied()
+                .filter(|s| !unsettled.contains(&s.path))
+                .collect();
+            self.note(&handed, &seen, &report, now);
         }
-        Ok(next)
+        let mut progress = self.progress.lock().expect("progress lock");
+        progress.pending.retain(|p, _| unsettled.contains(p));
+        progress.last_error = None;
+        let line_hold = self.engine.options().line_hold;
+        let held = progress
+            .held
+            .values()
+            .map(|s| at(line_held_until(s.mtime_ns, line_hold), now, wall));
+        let retries = progress.failed.values().filter_map(|f| f.retry_at);
+        let later = held.chain(retries).min();
+        Ok(Next { settle, later })
+    }
+
+    /// Whether the changed file `s` waits: its unterminated last line is held and the
+    /// file has not changed since, or it failed and has not changed since (nor is its
+    /// back-off over).
+    fn waits(&self, progress: &Progress, s: &Seen, now: Instant, wall: SystemTime) -> bool {
+        if let Some(f) = progress.failed.get(&s.path) {
+            if f.seen == *s && f.retry_at.is_none_or(|t| now < t) {
+                return true;
+            }
+        }
+        let line_hold = self.engine.options().line_hold;
+        progress.held.get(&s.path) == Some(s) && wall < line_held_until(s.mtime_ns, line_hold)
+    }
+
+    /// Records what an update did with the files `handed` to it (of the folder's `seen`).
+    fn note(&self, handed: &[&Seen], seen: &[Seen], report: &UpdateReport, now: Instant) {
+        let mut progress = self.progress.lock().expect("progress lock");
+        let mut attempts = HashMap::new();
+        for s in handed {
+            if let Some(f) = progress.failed.remove(&s.path) {
+                attempts.insert(s.path.clone(), f.attempts);
+            }
+            progress.held.remove(&s.path);
+        }
+        let base = self.opts.settle.max(Duration::from_secs(1));
+        for f in &report.failed {
+            let Some(s) = seen.iter().find(|s| s.path == f.path) else {
+                continue;
+            };
+            tracing::warn!("{}: not folded: {}", f.path.display(), f.reason);
+            let attempts = attempts.get(&f.path).copied().unwrap_or(0) + 1;
+            let retry_at = f
+                .transient
+                .then(|| now + backoff(attempts, base, FILE_RETRY_CAP));
+            let failure = Failure {
+                seen: s.clone(),
+                error: f.reason.clone(),
+                attempts,
+                retry_at,
+            };
+            progress.failed.insert(f.path.clone(), failure);
+        }
+        for path in &report.held {
+            if let Some(s) = seen.iter().find(|s| &s.path == path) {
+                progress.held.insert(path.clone(), s.clone());
+            }
+        }
+        for (path, note) in &report.skipped {
+            tracing::warn!("{}: {note}", path.display());
+        }
+        if report.changed() > 0 {
+            progress.last_change = Some(SystemTime::now());
+            tracing::info!(
+                generation = report.generation,
+                added = report.added,
+                rewritten = report.replaced,
+                appended = report.appended,
+                moved = report.moved,
+                removed = report.removed,
+                rows = report.rows,
+                bytes_parsed = report.bytes_parsed,
+                ms = report.elapsed.as_millis() as u64,
+                "published"
+            );
+        }
+    }
+}
+
+/// The instant of wall-clock time `t`, given that `now` is `wall`.
+fn at(t: SystemTime, now: Instant, wall: SystemTime) -> Instant {
+    now + t.duration_since(wall).unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_doubling_up_to_the_cap() {
+        let s = Duration::from_secs(1);
+        let cap = Duration::from_secs(5);
+        let waits: Vec<u64> = (1..6).map(|n| backoff(n, s, cap).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 5, 5]);
+        assert_eq!(backoff(u32::MAX, s, FILE_RETRY_CAP), FILE_RETRY_CAP);
     }
 }

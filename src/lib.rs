@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod partial;
 pub mod protocol;
 pub mod query;
+pub mod regular;
 pub mod rollup;
 pub mod schema;
 pub mod server;

@@ -3,6 +3,8 @@
 //!
 //! Watched: `*.csv` directly in the folder (or below it, when recursive). Ignored:
 //! dot-files and names ending in `.tmp`, `.part`, `.partial`, `.crdownload` or `~`.
+//! Only regular files are data (see `regular`); other entries with a CSV name are listed
+//! as skipped, with the reason.
 //!
 //! Events only wake the daemon: what changed is always found by comparing the folder with
 //! the registry, so lost, duplicated or coalesced events cannot cause wrong state.
@@ -16,6 +18,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::changes::Seen;
 use crate::error::{Error, Result};
+use crate::regular::{classify, Skip};
 
 /// Whether a file name is one the folder's CSVs may have.
 pub fn is_candidate(name: &str) -> bool {
@@ -25,74 +28,126 @@ pub fn is_candidate(name: &str) -> bool {
         && !IGNORED.iter().any(|s| name.ends_with(s))
 }
 
-/// The event CSV files in `dir`, stat'ed, sorted by path (files vanishing meanwhile are
-/// skipped).
-pub fn scan(dir: &Path, recursive: bool) -> Result<Vec<Seen>> {
-    Ok(scan_folder(dir, recursive)?
-        .iter()
-        .filter_map(|p| Seen::stat(p).ok())
-        .collect())
+/// The entries of a folder with a CSV name: the regular files to fold (symlinks
+/// followed), and the rest, never opened, with why.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Sorted by path.
+    pub files: Vec<Seen>,
+    /// Sorted by path.
+    pub skipped: Vec<(PathBuf, Skip)>,
 }
 
-/// The event CSV files in `dir`, sorted by path.
-pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// The folder's entries with a CSV name, stat'ed (entries vanishing meanwhile are left
+/// out). Fails only when `dir` itself cannot be listed.
+pub fn scan(dir: &Path, recursive: bool) -> Result<Listing> {
+    let mut out = Listing::default();
     scan_into(dir, recursive, &mut out)?;
-    out.sort();
+    out.files.sort_by(|a, b| a.path.cmp(&b.path));
+    out.skipped.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
-fn scan_into(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<()> {
+/// The event CSV files in `dir` (regular files only), sorted by path.
+pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
+    Ok(scan(dir, recursive)?
+        .files
+        .into_iter()
+        .map(|s| s.path)
+        .collect())
+}
+
+fn scan_into(dir: &Path, recursive: bool, out: &mut Listing) -> Result<()> {
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            if recursive && !name.starts_with('.') {
-                scan_into(&entry.path(), recursive, out)?;
+        let path = entry.path();
+        if ft.is_dir() && recursive && !name.starts_with('.') {
+            if let Err(e) = scan_into(&path, recursive, out) {
+                out.skipped
+                    .push((path.clone(), Skip::Unlistable(e.to_string())));
             }
-        } else if is_candidate(name) {
-            out.push(entry.path());
+        }
+        if is_candidate(name) {
+            match classify(&path) {
+                Some(Ok(seen)) => out.files.push(seen),
+                Some(Err(skip)) => out.skipped.push((path, skip)),
+                None => {}
+            }
         }
     }
     Ok(())
 }
 
-/// A notify watch on the folder that calls `wake` on every change under it (reads are
-/// ignored). Dropping it stops watching.
+/// A notify watch that calls `wake` on changes (reads are ignored), with whether the
+/// change was to the watched folder itself (removed, renamed, its attributes): then the
+/// watch may be lost and must be checked. Dropping it stops watching.
 pub struct FolderWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
 impl FolderWatcher {
+    /// Watches everything under `dir`.
     pub fn start(
         dir: &Path,
         recursive: bool,
-        wake: impl Fn() + Send + 'static,
+        wake: impl Fn(bool) + Send + 'static,
     ) -> Result<FolderWatcher> {
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                match event {
-                    Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
-                    // An error may mean lost events: wake, and let the scan find out.
-                    _ => wake(),
-                }
-            })
-            .map_err(|e| watch_error(dir, e))?;
         let mode = if recursive {
             RecursiveMode::Recursive
         } else {
             RecursiveMode::NonRecursive
         };
-        watcher.watch(dir, mode).map_err(|e| watch_error(dir, e))?;
+        FolderWatcher::watch(dir, mode, dir, false, wake)
+    }
+
+    /// Watches the parent of `dir` for `dir` itself being created, removed or renamed,
+    /// which a watch on `dir` cannot see.
+    pub fn start_parent(dir: &Path, wake: impl Fn(bool) + Send + 'static) -> Result<FolderWatcher> {
+        let parent = dir.parent().unwrap_or(dir);
+        FolderWatcher::watch(parent, RecursiveMode::NonRecursive, dir, true, wake)
+    }
+
+    /// Watches `path`; events about `dir` wake with `true`, others (unless `only_dir`)
+    /// with `false`.
+    fn watch(
+        path: &Path,
+        mode: RecursiveMode,
+        dir: &Path,
+        only_dir: bool,
+        wake: impl Fn(bool) + Send + 'static,
+    ) -> Result<FolderWatcher> {
+        let dir = dir.to_path_buf();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                match event {
+                    Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+                    Ok(e) if e.paths.contains(&dir) => wake(true),
+                    Ok(_) if only_dir => {}
+                    Ok(_) => wake(false),
+                    // An error may mean lost events: wake, and let the scan find out.
+                    Err(_) => wake(true),
+                }
+            })
+            .map_err(|e| watch_error(path, e))?;
+        watcher
+            .watch(path, mode)
+            .map_err(|e| watch_error(path, e))?;
         Ok(FolderWatcher { _watcher: watcher })
     }
 }
 
 fn watch_error(dir: &Path, e: notify::Error) -> Error {
     Error::io(dir, std::io::Error::other(format!("cannot watch: {e}")))
+}
+
+/// Until when an unterminated last line of a file last modified at `mtime_ns` is held
+/// back: the writer may still finish it. Past that, the line is folded as it is.
+pub fn line_held_until(mtime_ns: i64, hold: Duration) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64) + hold
 }
 
 /// Tells settled changes from files still being written.
@@ -172,6 +227,7 @@ mod tests {
             size,
             mtime_ns,
             inode: 1,
+            ctime_ns: mtime_ns,
         }
     }
 

@@ -44,7 +44,7 @@ fn rejects(content: &[u8], needle: &str) {
     let path = ws.write("bad.csv", content);
     let report = e.update(&ws.watch()).unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
-    let (p, reason) = &report.failed[0];
+    let (p, reason) = (&report.failed[0].path, &report.failed[0].reason);
     assert_eq!(p, &path);
     assert!(
         reason.contains(needle),
@@ -175,7 +175,7 @@ fn max_bad_rows_skips_counts_and_reports() {
     let report = e.update(&ws.watch()).unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(
-        report.failed[0].1.contains("more than 2 bad rows"),
+        report.failed[0].reason.contains("more than 2 bad rows"),
         "{report:?}"
     );
 }

@@ -20,8 +20,25 @@ use crate::util::{reference_queries, Daemon, Workspace};
 
 /// Reference queries and `random` seeded random queries, through the socket, must equal
 /// DuckDB over the files now in the folder.
-fn assert_equivalent(d: &Daemon, ws: &Workspace, rng: &mut ChaCha8Rng, random: usize, when: &str) {
-    let files = ws.files();
+pub fn assert_equivalent(
+    d: &Daemon,
+    ws: &Workspace,
+    rng: &mut ChaCha8Rng,
+    random: usize,
+    when: &str,
+) {
+    assert_equivalent_to(d, &ws.files(), rng, random, when);
+}
+
+/// Like `assert_equivalent`, against DuckDB over `files`.
+pub fn assert_equivalent_to(
+    d: &Daemon,
+    files: &[std::path::PathBuf],
+    rng: &mut ChaCha8Rng,
+    random: usize,
+    when: &str,
+) {
+    let files = files.to_vec();
     let mut queries = reference_queries();
     let ctx = query_context(&files);
     queries.extend((0..random).map(|_| random_query(rng, &ctx)));
@@ -38,7 +55,7 @@ fn assert_equivalent(d: &Daemon, ws: &Workspace, rng: &mut ChaCha8Rng, random: u
     }
 }
 
-fn bytes_parsed(d: &Daemon) -> u64 {
+pub fn bytes_parsed(d: &Daemon) -> u64 {
     d.status()["bytes_parsed"].as_u64().unwrap()
 }
 

@@ -11,6 +11,7 @@ mod daemon;
 mod differential;
 mod failpoints;
 mod history;
+mod hostile;
 mod input;
 mod invalid;
 mod layout;

@@ -129,6 +129,11 @@ impl Daemon {
 
     /// Starts `rollupd run` like `start`, without waiting for it.
     pub fn spawn(ws: &Workspace, extra: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(ws, extra, &[])
+    }
+
+    /// Starts `rollupd run` like `spawn`, with these environment variables set.
+    pub fn spawn_with_env(ws: &Workspace, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let settle = SETTLE_MS.to_string();
         let mut args = vec![
             "run",
@@ -144,6 +149,7 @@ impl Daemon {
             .current_dir(ws.tmp.path())
             .args(&args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -203,6 +209,21 @@ impl Daemon {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         assert!(status.success(), "rollupd run exited with {status}");
+    }
+
+    /// Waits (at most a minute) for the daemon to exit by itself; its exit status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the daemon did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Kills the daemon with SIGKILL.
