@@ -15,6 +15,7 @@ mod input;
 mod invalid;
 mod layout;
 mod service;
+mod serving;
 
 #[test]
 fn oracle_self_check() {
