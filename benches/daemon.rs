@@ -22,7 +22,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rollupd::client::{Client, Reply};
+use rollupd::client::{Client, ClientOptions, Reply};
 use serde_json::{json, Value as Json};
 
 /// The settle interval the daemons run with.
@@ -135,8 +135,14 @@ impl Daemon {
         }
     }
 
+    /// A client that waits as long as the daemon takes (a cold build at the real size
+    /// takes many minutes).
     fn client(&self) -> Client {
-        Client::connect(&self.socket).expect("connect")
+        let opts = ClientOptions {
+            read_timeout: None,
+            ..ClientOptions::default()
+        };
+        Client::connect_with(&self.socket, opts).expect("connect")
     }
 
     /// Peak resident set of the daemon so far (VmHWM), in MB.
@@ -244,8 +250,8 @@ fn log_field(line: &str, key: &str) -> Option<u64> {
 /// Sends a request and panics on a transport error or an `ok: false` answer.
 fn ask(client: &mut Client, request: &Json) -> Reply {
     let reply = client.request(request).expect("request");
-    if let Some((kind, message)) = reply.error() {
-        panic!("{request} failed: {kind}: {message}");
+    if let Some(e) = reply.error() {
+        panic!("{request} failed: {}: {}", e.kind, e.message);
     }
     reply
 }
@@ -256,7 +262,7 @@ fn query_request(query: &Json) -> Json {
 
 /// Sync, and return the generation.
 fn sync(client: &mut Client) -> u64 {
-    ask(client, &json!({"op": "sync"})).line["generation"]
+    ask(client, &json!({"op": "sync", "timeout_ms": 86_400_000})).line["generation"]
         .as_u64()
         .unwrap()
 }

@@ -5,17 +5,21 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
-use rollupd::client::Client;
+use rollupd::client::{Client, ClientOptions};
 use rollupd::config::{Config, Folders};
 use rollupd::daemon::default_socket;
 use rollupd::gen::{generate, GenOptions};
+use rollupd::limits::QueryLimits;
 use rollupd::manifest::Manifest;
-use rollupd::protocol::{error_line, query_response, Format};
+use rollupd::protocol::{
+    error_line, query_response, FilesReply, Format, Head, Request, StatusReply, SyncReply,
+};
 use rollupd::schema::Zone;
 use rollupd::service::{self, Platform, ServicePaths};
 use rollupd::{Engine, EngineOptions};
@@ -108,9 +112,22 @@ struct Target {
     /// The config file naming the socket (default: the platform's).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Seconds to wait for the daemon's answer (for sync: for every change to be
+    /// published).
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
 }
 
 impl Target {
+    /// A connection to the daemon that waits `timeout` seconds for each answer.
+    fn client(&self) -> Result<Client> {
+        let opts = ClientOptions {
+            read_timeout: Some(Duration::from_secs(self.timeout.max(1))),
+            ..ClientOptions::default()
+        };
+        Ok(Client::connect_with(&self.socket()?, opts)?)
+    }
+
     fn socket(&self) -> Result<PathBuf> {
         Ok(match (&self.socket, &self.state) {
             (Some(s), _) => s.clone(),
@@ -271,15 +288,27 @@ pub fn run() -> Result<()> {
                 && Client::connect(&target.socket()?).is_err();
             let answers = match &target.state {
                 Some(state) if direct => query_state(state, &queries, format)?,
-                _ => query_socket(&target.socket()?, &queries, format)?,
+                _ => query_socket(&mut target.client()?, queries.clone(), format)?,
             };
             print_answers(answers, queries.len() > 1, format)?;
         }
-        Command::Status { target, json } => print_op(&target, "status", json, status_text)?,
-        Command::Files { target, json } => print_op(&target, "files", json, files_text)?,
-        Command::Sync { target, json } => print_op(&target, "sync", json, |r| {
-            format!("generation {}\n", r["generation"])
-        })?,
+        Command::Status { target, json } => {
+            print_op(&target, &Request::Status {}, json, status_text)?
+        }
+        Command::Files { target, json } => print_op(&target, &Request::Files {}, json, files_text)?,
+        Command::Sync { target, json } => {
+            // The daemon gives up first and says so; the client waits a little longer.
+            let sync = Request::Sync {
+                timeout_ms: Some(target.timeout.saturating_mul(1000)),
+            };
+            let target = Target {
+                timeout: target.timeout.saturating_add(10),
+                ..target
+            };
+            print_op(&target, &sync, json, |r: &SyncReply| {
+                format!("generation {}\n", r.generation)
+            })?
+        }
         Command::Config { settings } => print!("{}", settings.config()?.to_toml()),
         Command::Install {
             settings,
@@ -326,24 +355,51 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// What `build --json` prints.
+#[derive(serde::Serialize)]
+struct BuildReport<'a> {
+    generation: u64,
+    added: usize,
+    replaced: usize,
+    appended: usize,
+    moved: usize,
+    removed: usize,
+    rows: u64,
+    bytes_parsed: u64,
+    failed: Vec<BuildFailure<'a>>,
+    elapsed_us: u64,
+}
+
+#[derive(serde::Serialize)]
+struct BuildFailure<'a> {
+    path: &'a std::path::Path,
+    error: &'a str,
+}
+
 fn build(config: &Config, json: bool) -> Result<()> {
     let engine = Engine::open(&config.state, config.engine_options()?)?;
     let r = engine.update(&config.watch)?;
     if json {
-        let failed: Vec<Json> = r
-            .failed
-            .iter()
-            .map(|f| json!({"path": f.path, "error": f.reason}))
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "generation": r.generation, "added": r.added, "replaced": r.replaced,
-                "appended": r.appended, "moved": r.moved, "removed": r.removed,
-                "rows": r.rows, "bytes_parsed": r.bytes_parsed, "failed": failed,
-                "elapsed_us": r.elapsed.as_micros() as u64,
-            })
-        );
+        let report = BuildReport {
+            generation: r.generation,
+            added: r.added,
+            replaced: r.replaced,
+            appended: r.appended,
+            moved: r.moved,
+            removed: r.removed,
+            rows: r.rows,
+            bytes_parsed: r.bytes_parsed,
+            failed: r
+                .failed
+                .iter()
+                .map(|f| BuildFailure {
+                    path: &f.path,
+                    error: &f.reason,
+                })
+                .collect(),
+            elapsed_us: r.elapsed.as_micros() as u64,
+        };
+        println!("{}", serde_json::to_string(&report)?);
     }
     eprintln!(
         "generation {}: {} added, {} rewritten, {} appended, {} moved, {} removed; \
@@ -466,25 +522,24 @@ fn query_state(state: &Path, queries: &[Json], format: Format) -> Result<Vec<Ans
         ..EngineOptions::default()
     };
     let engine = Engine::open(state, opts)?;
+    let limits = QueryLimits::default();
     queries
         .iter()
         .map(|q| {
-            Ok(match engine.query(q) {
-                Ok(answer) => Ok(query_response(&answer, format)?),
-                Err(e) => Err(error_line(&e)),
-            })
+            let answer = engine
+                .query(q)
+                .and_then(|answer| query_response(&answer, format, &limits));
+            Ok(answer.map_err(|e| error_line(&e)))
         })
         .collect()
 }
 
-/// Answers queries through the daemon listening on `socket`, over one connection.
-fn query_socket(socket: &Path, queries: &[Json], format: Format) -> Result<Vec<Answer>> {
-    let mut client = Client::connect(socket)?;
+/// Answers queries through the daemon, over one connection.
+fn query_socket(client: &mut Client, queries: Vec<Json>, format: Format) -> Result<Vec<Answer>> {
     queries
-        .iter()
+        .into_iter()
         .map(|q| {
-            let reply =
-                client.request(&json!({"op": "query", "query": q, "format": format.name()}))?;
+            let reply = client.send(&Request::query(q, format))?;
             Ok(match reply.error() {
                 None => Ok((reply.line.to_string(), reply.payload)),
                 Some(_) => Err(reply.line.to_string()),
@@ -510,12 +565,9 @@ fn print_answers(answers: Vec<Answer>, several: bool, format: Format) -> Result<
                     writeln!(out, "{line}")?;
                 } else {
                     out.flush()?;
-                    let e: Json = serde_json::from_str(&line)?;
-                    eprintln!(
-                        "rollupd: {} error: {}",
-                        e["error"]["kind"].as_str().unwrap_or("internal"),
-                        e["error"]["message"].as_str().unwrap_or("")
-                    );
+                    let head: Head = serde_json::from_str(&line)?;
+                    let e = head.error.context("an error reply without its error")?;
+                    eprintln!("rollupd: {} error: {}", e.kind, e.message);
                 }
             }
         }
@@ -527,80 +579,88 @@ fn print_answers(answers: Vec<Answer>, several: bool, format: Format) -> Result<
     Ok(())
 }
 
-/// Runs one protocol op on the daemon and prints its reply: raw with `--json`, else as
-/// `text` makes it for people. An error reply becomes the command's error.
-fn print_op(target: &Target, op: &str, raw: bool, text: impl Fn(&Json) -> String) -> Result<()> {
-    let mut client = Client::connect(&target.socket()?)?;
-    let reply = client.request(&json!({ "op": op }))?;
-    if let Some((kind, message)) = reply.error() {
-        bail!("{kind} error: {message}");
-    }
+/// Runs one protocol request on the daemon and prints its reply: raw with `--json`, else
+/// as `text` renders it for people. An error reply becomes the command's error.
+fn print_op<T: serde::de::DeserializeOwned>(
+    target: &Target,
+    request: &Request,
+    raw: bool,
+    text: impl Fn(&T) -> String,
+) -> Result<()> {
+    let reply = target.client()?.send(request)?;
+    let typed: T = reply.parse()?;
     if raw {
         println!("{}", reply.line);
     } else {
-        print!("{}", text(&reply.line));
+        print!("{}", text(&typed));
     }
     Ok(())
 }
 
-fn status_text(s: &Json) -> String {
+fn status_text(s: &StatusReply) -> String {
     let mut out = format!(
         "generation {}, watching {}\n",
-        s["generation"],
-        s["watch"].as_str().unwrap_or("?")
+        s.generation,
+        s.watch.display()
     );
-    let files = &s["files"];
     out += &format!(
         "files: {} tracked, {} pending, {} failed, {} skipped\n",
-        files["tracked"], files["pending"], files["failed"], files["skipped"]
+        s.files.tracked, s.files.pending, s.files.failed, s.files.skipped
     );
-    if let Some(since) = s["watch_state"]["missing_since"].as_str() {
+    if let Some(since) = &s.watch_state.missing_since {
         out += &format!("the watched folder is missing since {since}\n");
     }
     out += &format!(
         "rows: {}; parsed since start: {}\n",
-        s["rows"],
-        human_bytes(s["bytes_parsed"].as_u64().unwrap_or(0))
+        s.rows,
+        human_bytes(s.bytes_parsed)
     );
     out += &format!(
         "state: {} in {}\n",
-        human_bytes(s["state_bytes"].as_u64().unwrap_or(0)),
-        s["state"].as_str().unwrap_or("?")
+        human_bytes(s.state_bytes),
+        s.state.display()
     );
     out += &format!(
         "last change: {}\n",
-        s["last_change"].as_str().unwrap_or("none since start")
+        s.last_change.as_deref().unwrap_or("none since start")
     );
-    if let Some(e) = s["last_error"].as_str() {
+    if let Some(e) = &s.last_error {
         out += &format!("last error: {e}\n");
     }
+    let (q, c) = (&s.queries, &s.connections);
+    out += &format!(
+        "queries: {} running; since start {} cancelled (client gone), {} timed out, {} too large\n",
+        q.running, q.cancelled, q.timed_out, q.too_large
+    );
+    out += &format!(
+        "connections: {} open; since start {} refused (busy), {} closed idle\n",
+        c.open, c.refused, c.idle_closed
+    );
     out += "rollups:\n";
-    for r in s["rollups"].as_array().into_iter().flatten() {
+    for r in &s.rollups {
         out += &format!(
             "  {:<28} {:>10} rows {:>10}\n",
-            r["name"].as_str().unwrap_or("?"),
-            r["rows"],
-            human_bytes(r["bytes"].as_u64().unwrap_or(0))
+            r.name,
+            r.rows,
+            human_bytes(r.bytes)
         );
     }
     out
 }
 
-fn files_text(s: &Json) -> String {
+fn files_text(s: &FilesReply) -> String {
     let mut out = format!("{:<8} {:>10} {:>10}  PATH\n", "STATE", "SIZE", "ROWS");
-    for f in s["files"].as_array().into_iter().flatten() {
-        let rows = f["rows"]
-            .as_u64()
-            .map_or("-".to_string(), |r| r.to_string());
+    for f in &s.files {
+        let rows = f.rows.map_or("-".to_string(), |r| r.to_string());
         out += &format!(
             "{:<8} {:>10} {:>10}  {}",
-            f["state"].as_str().unwrap_or("?"),
-            human_bytes(f["size"].as_u64().unwrap_or(0)),
+            f.state.name(),
+            f.size.map_or("-".to_string(), human_bytes),
             rows,
-            f["path"].as_str().unwrap_or("?")
+            f.path.display()
         );
-        if let Some(e) = f["error"].as_str() {
-            out += &format!("\n         {e}");
+        for line in f.error.iter().chain(&f.note) {
+            out += &format!("\n         {line}");
         }
         out.push('\n');
     }

@@ -1,21 +1,52 @@
 //! A blocking client of the daemon's socket, for the CLI and for scripts.
+//!
+//! Before sending anything the client checks that the socket is served by a process of
+//! its own user (the kernel's peer credentials), so a socket another user put at the path
+//! never sees a query. Connecting and each reply are bounded in time, and a reply in size:
+//! a line or payload over `max_reply_bytes` is an error, and a payload is read as it
+//! arrives, never allocated from the size the reply claims.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
+use crate::protocol::{ErrorBody, Head, Request};
+
+/// How long and how much the client waits for and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// How long a reply may take (`None`: as long as it takes).
+    pub read_timeout: Option<Duration>,
+    /// The largest reply line, and the largest payload, read.
+    pub max_reply_bytes: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Some(Duration::from_secs(120)),
+            max_reply_bytes: 1 << 30,
+        }
+    }
+}
 
 /// One connection to a daemon.
 pub struct Client {
     socket: PathBuf,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    opts: ClientOptions,
 }
 
-/// A response: its JSON line and the payload bytes that followed it (csv, arrow).
+/// A reply: its JSON line and the payload bytes that followed it (csv, arrow).
 #[derive(Debug)]
 pub struct Reply {
     pub line: Json,
@@ -23,61 +54,206 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// The error of an `"ok": false` reply, as (kind, message).
-    pub fn error(&self) -> Option<(String, String)> {
-        if self.line["ok"].as_bool() == Some(true) {
-            return None;
-        }
-        let e = &self.line["error"];
-        Some((
-            e["kind"].as_str().unwrap_or("internal").to_string(),
-            e["message"].as_str().unwrap_or("no message").to_string(),
-        ))
+    /// The error of an `"ok": false` reply.
+    pub fn error(&self) -> Option<ErrorBody> {
+        head(&self.line)?.error
     }
+
+    /// The reply as `T`, or its error as `Error::Remote`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        if let Some(ErrorBody { kind, message }) = self.error() {
+            return Err(Error::Remote { kind, message });
+        }
+        T::deserialize(&self.line).map_err(|e| not_rollupd(&format!("an unexpected reply: {e}")))
+    }
+}
+
+/// The parts of a reply line every reply has; `None` if it is not a reply.
+fn head(line: &Json) -> Option<Head> {
+    serde::Deserialize::deserialize(line).ok()
 }
 
 impl Client {
     /// Connects to the daemon listening on `socket`; the error says when none is.
     pub fn connect(socket: &Path) -> Result<Client> {
-        let stream = UnixStream::connect(socket).map_err(|e| no_daemon(socket, e))?;
-        let writer = stream.try_clone().map_err(|e| Error::io(socket, e))?;
+        Client::connect_with(socket, ClientOptions::default())
+    }
+
+    /// Connects with the given timeouts and caps, and checks who serves the socket.
+    pub fn connect_with(socket: &Path, opts: ClientOptions) -> Result<Client> {
+        let stream = connect_within(socket, opts.connect_timeout)?;
+        check_server_uid(socket, &stream)?;
+        let io = |e| Error::io(socket, e);
+        stream.set_read_timeout(opts.read_timeout).map_err(io)?;
+        stream.set_write_timeout(opts.read_timeout).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
         Ok(Client {
             socket: socket.to_path_buf(),
             reader: BufReader::new(stream),
             writer,
+            opts,
         })
     }
 
-    /// Sends one request and reads its reply.
-    pub fn request(&mut self, request: &Json) -> Result<Reply> {
-        let socket = &self.socket;
-        let mut line = request.to_string();
-        line.push('\n');
+    /// Changes how long each later reply may take.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+        self.opts.read_timeout = timeout;
         self.writer
-            .write_all(line.as_bytes())
-            .map_err(|e| Error::io(socket, e))?;
-        let mut response = String::new();
-        if self
-            .reader
-            .read_line(&mut response)
-            .map_err(|e| Error::io(socket, e))?
-            == 0
-        {
+            .set_read_timeout(timeout)
+            .map_err(|e| Error::io(&self.socket, e))
+    }
+
+    /// Sends one request and reads its reply.
+    pub fn send(&mut self, request: &Request) -> Result<Reply> {
+        self.exchange(request.to_line())
+    }
+
+    /// Sends one request and reads its reply as `T` (an error reply is `Error::Remote`).
+    pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T> {
+        self.send(request)?.parse()
+    }
+
+    /// Sends a request given as JSON (which may be malformed on purpose) and reads its
+    /// reply.
+    pub fn request(&mut self, request: &Json) -> Result<Reply> {
+        self.exchange(request.to_string())
+    }
+
+    fn exchange(&mut self, mut line: String) -> Result<Reply> {
+        let socket = self.socket.clone();
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout(
+                format!("{}: the daemon did not answer in time", socket.display()),
+            ),
+            _ => Error::io(&socket, e),
+        };
+        line.push('\n');
+        // A daemon that refuses the connection (busy) answers and closes before reading;
+        // its answer is still there to read.
+        let sent = self.writer.write_all(line.as_bytes());
+        let cap = self.opts.max_reply_bytes;
+        let mut text = Vec::new();
+        (&mut self.reader)
+            .take(cap.saturating_add(1))
+            .read_until(b'\n', &mut text)
+            .map_err(io)?;
+        if text.is_empty() {
+            sent.map_err(io)?;
             return Err(Error::Internal(
                 "the daemon closed the connection without answering".into(),
             ));
         }
-        let line: Json = serde_json::from_str(&response)
-            .map_err(|e| Error::Internal(format!("the daemon's reply is not JSON: {e}")))?;
+        if text.last() != Some(&b'\n') {
+            return Err(if text.len() as u64 > cap {
+                not_rollupd(&format!("a reply line longer than {cap} bytes"))
+            } else {
+                not_rollupd("a reply cut off before its end")
+            });
+        }
+        let line: Json = serde_json::from_slice(&text)
+            .map_err(|e| not_rollupd(&format!("a reply that is not JSON ({e})")))?;
+        let head = head(&line).ok_or_else(|| not_rollupd("a reply without \"ok\""))?;
         let mut payload = Vec::new();
-        if let Some(n) = line["bytes"].as_u64() {
-            payload.resize(n as usize, 0);
-            self.reader
-                .read_exact(&mut payload)
-                .map_err(|e| Error::io(socket, e))?;
+        if let Some(n) = head.bytes {
+            if n > cap {
+                return Err(not_rollupd(&format!(
+                    "a payload of {n} bytes announced, over the client's cap of {cap}"
+                )));
+            }
+            (&mut self.reader)
+                .take(n)
+                .read_to_end(&mut payload)
+                .map_err(io)?;
+            if payload.len() as u64 != n {
+                return Err(not_rollupd("a payload cut off before its end"));
+            }
         }
         Ok(Reply { line, payload })
     }
+}
+
+/// Connects, giving up after `timeout` (a daemon that stopped accepting leaves a connect
+/// waiting; the attempt is then left to finish on its own thread).
+fn connect_within(socket: &Path, timeout: Duration) -> Result<UnixStream> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = socket.to_path_buf();
+    std::thread::Builder::new()
+        .name("connect".into())
+        .spawn(move || {
+            let _ = tx.send(UnixStream::connect(&path));
+        })
+        .map_err(|e| Error::io(socket, e))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(no_daemon(socket, e)),
+        Err(_) => Err(Error::Timeout(format!(
+            "{}: the daemon did not accept the connection within {} ms",
+            socket.display(),
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Refuses a socket served by a process of another user.
+fn check_server_uid(socket: &Path, stream: &UnixStream) -> Result<()> {
+    let uid = peer_uid(stream).map_err(|e| Error::io(socket, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if uid != me {
+        return Err(Error::io(
+            socket,
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "served by a process of uid {uid}, not of this user (uid {me}); \
+                     refusing to send it anything"
+                ),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The uid of the process at the other end of a connected socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid descriptor, and a buffer of the size passed for SO_PEERCRED.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// The uid of the process at the other end of a connected socket.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: a valid descriptor and two out-parameters.
+    if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(uid)
+}
+
+fn not_rollupd(what: &str) -> Error {
+    Error::Internal(format!(
+        "the socket sent {what}; is a rollupd daemon listening there?"
+    ))
 }
 
 fn no_daemon(socket: &Path, e: std::io::Error) -> Error {

@@ -2,18 +2,31 @@
 //!
 //! Queries run on tokio's blocking pool against the snapshot published when they start,
 //! so ingest never blocks them beyond the snapshot swap, and a slow query never blocks the
-//! server's reactor.
+//! server's reactor. At most `max_running_queries` run at once, each within the caps of
+//! `limits` and its time limit, and each stops (DuckDB's interrupt) when its time is up or
+//! its client hangs up.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::engine::Engine;
+use crate::error::{Error, Result};
 use crate::ingest::IngestHandle;
-use crate::protocol::{error_line, error_response, ok_response, query_response, Request};
+use crate::limits::{Cancel, QueryBudget, QueryLimits, Stop};
+use crate::protocol::{
+    error_line, error_response, ok_line, query_response, ConnectionCounts, ErrorKind, FileCounts,
+    FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus,
+    StatusReply, SyncReply, WatchState, WatchStatus,
+};
 
 /// The daemon's shared state, cheap to clone into each connection.
 #[derive(Clone)]
@@ -24,71 +37,199 @@ pub struct Handle {
     pub watch: PathBuf,
     /// How long a query waits for its `min_generation` unless it says otherwise.
     pub wait_timeout: Duration,
+    /// How long a `sync` waits unless it says otherwise.
+    pub sync_timeout: Duration,
+    /// Caps on each query.
+    pub limits: QueryLimits,
+    /// Queries running at once; more wait for a slot (`busy` when their time is up).
+    pub query_slots: Arc<Semaphore>,
+    pub stats: Arc<ServeStats>,
+}
+
+/// Counters of the server, reported by `status`.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    pub queries_running: AtomicU64,
+    pub queries_cancelled: AtomicU64,
+    pub queries_timed_out: AtomicU64,
+    pub queries_too_large: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub connections_idle_closed: AtomicU64,
+}
+
+impl ServeStats {
+    fn counts(&self) -> (QueryCounts, ConnectionCounts) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            QueryCounts {
+                running: get(&self.queries_running),
+                cancelled: get(&self.queries_cancelled),
+                timed_out: get(&self.queries_timed_out),
+                too_large: get(&self.queries_too_large),
+            },
+            ConnectionCounts {
+                open: get(&self.connections_open),
+                refused: get(&self.connections_refused),
+                idle_closed: get(&self.connections_idle_closed),
+            },
+        )
+    }
+}
+
+/// Adds one to a counter while alive.
+pub struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    pub fn up(counter: &'a AtomicU64) -> Gauge<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Gauge(counter)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A response: one JSON line and the payload bytes that follow it (csv, arrow).
 pub type Response = (String, Vec<u8>);
 
-/// Runs one request.
-pub async fn execute(request: Request, handle: &Handle) -> Response {
+/// Runs one request. `gone` completes if the client hangs up meanwhile; a query then
+/// stops.
+pub async fn execute(
+    request: Request,
+    handle: &Handle,
+    gone: impl Future<Output = ()>,
+) -> Response {
     let line = match request {
-        Request::Ping => ok_response(json!({})),
+        Request::Ping {} => ok_line(&Pong {}),
         Request::Query {
             query,
             format,
             min_generation,
             timeout_ms,
         } => {
+            let start = Instant::now();
+            let deadline = timeout_ms.and_then(|ms| start.checked_add(Duration::from_millis(ms)));
             if let Some(n) = min_generation {
                 let wait = timeout_ms.map_or(handle.wait_timeout, Duration::from_millis);
                 if let Err(line) = wait_for_generation(&handle.engine, n, wait).await {
                     return (line, Vec::new());
                 }
             }
-            let engine = handle.engine.clone();
-            return blocking(move || {
-                engine
-                    .query(&query)
-                    .and_then(|answer| query_response(&answer, format))
-                    .unwrap_or_else(|e| (error_line(&e), Vec::new()))
-            })
-            .await;
+            let now = Instant::now();
+            let run_deadline = now.checked_add(handle.limits.query_timeout).unwrap_or(now);
+            let run_deadline = deadline.map_or(run_deadline, |d| d.min(run_deadline));
+            return run_query(handle, query, format, run_deadline, gone).await;
         }
-        Request::Sync { timeout_ms } => {
-            let reply = handle.ingest.sync();
-            let outcome = match timeout_ms {
-                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), reply).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let msg = format!("changes not all published within {ms} ms");
-                        return (error_response("timeout", &msg), Vec::new());
-                    }
-                },
-                None => reply.await,
-            };
-            match outcome {
-                Ok(Ok(generation)) => ok_response(json!({ "generation": generation })),
-                Ok(Err(msg)) => error_response("internal", &msg),
-                Err(_) => error_response("internal", "ingest has stopped"),
-            }
-        }
-        Request::Status => {
+        Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
+        Request::Status {} => {
             let h = handle.clone();
-            blocking(move || (status(&h), Vec::new())).await.0
+            blocking(move || status(&h)).await
         }
-        Request::Files => {
+        Request::Files {} => {
             let h = handle.clone();
-            blocking(move || (files(&h), Vec::new())).await.0
+            blocking(move || files(&h)).await
         }
     };
     (line, Vec::new())
 }
 
-async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+async fn blocking(f: impl FnOnce() -> String + Send + 'static) -> String {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        let msg = format!("the request failed: {e}");
-        (error_response("internal", &msg), Vec::new())
+        error_response(ErrorKind::Internal, &format!("the request failed: {e}"))
     })
+}
+
+/// Runs a query on the blocking pool, in one of the query slots, until `deadline`; stops
+/// it (DuckDB's interrupt) at the deadline or when `gone` completes.
+async fn run_query(
+    handle: &Handle,
+    query: Json,
+    format: Format,
+    deadline: Instant,
+    gone: impl Future<Output = ()>,
+) -> Response {
+    let stats = &handle.stats;
+    let slot = tokio::time::timeout_at(deadline, handle.query_slots.clone().acquire_owned());
+    let Ok(Ok(_slot)) = slot.await else {
+        let msg = "every query slot stayed busy until the query's time was up \
+                   (max_running_queries); try again later";
+        return (error_response(ErrorKind::Busy, msg), Vec::new());
+    };
+    let _running = Gauge::up(&stats.queries_running);
+    let cancel = Cancel::with_timeout(deadline.saturating_duration_since(Instant::now()));
+    let budget = QueryBudget {
+        limits: handle.limits.clone(),
+        cancel: cancel.clone(),
+    };
+    let engine = handle.engine.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let answer = engine.query_within(&query, &budget)?;
+        budget.cancel.check()?;
+        query_response(&answer, format, &budget.limits)
+    });
+    let outcome = tokio::select! {
+        r = &mut task => r,
+        _ = tokio::time::sleep_until(deadline) => stop(task, &cancel, Stop::Timeout).await,
+        _ = gone => stop(task, &cancel, Stop::Abandoned).await,
+    };
+    let counter = match (cancel.stopped(), &outcome) {
+        (Some(Stop::Timeout), _) => Some(&stats.queries_timed_out),
+        (Some(Stop::Abandoned), _) => Some(&stats.queries_cancelled),
+        (None, Ok(Err(Error::TooLarge(_)))) => Some(&stats.queries_too_large),
+        _ => None,
+    };
+    if let Some(c) = counter {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => (error_line(&e), Vec::new()),
+        Err(e) => {
+            let msg = format!("the query failed: {e}");
+            (error_response(ErrorKind::Internal, &msg), Vec::new())
+        }
+    }
+}
+
+/// Cancels a running query and waits for it to end, interrupting it again while it runs
+/// (an interrupt can come just before DuckDB starts a statement).
+async fn stop(
+    mut task: JoinHandle<Result<Response>>,
+    cancel: &Cancel,
+    why: Stop,
+) -> std::result::Result<Result<Response>, tokio::task::JoinError> {
+    cancel.cancel(why);
+    loop {
+        tokio::select! {
+            r = &mut task => return r,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => cancel.interrupt(),
+        }
+    }
+}
+
+/// Waits until every change seen is published, for `timeout_ms` or the daemon's sync
+/// timeout; a wait that times out is dropped (ingest forgets it).
+async fn sync(handle: &Handle, timeout_ms: Option<u64>) -> String {
+    let wait = timeout_ms.map_or(handle.sync_timeout, Duration::from_millis);
+    match tokio::time::timeout(wait, handle.ingest.sync()).await {
+        Ok(Ok(Ok(generation))) => ok_line(&SyncReply { generation }),
+        Ok(Ok(Err(msg))) => error_response(ErrorKind::Internal, &msg),
+        Ok(Err(_)) => error_response(ErrorKind::Internal, "ingest has stopped"),
+        Err(_) => {
+            let pending = handle.ingest.progress().pending.len();
+            let msg = format!(
+                "changes were not all published within {} ms (sync_timeout_secs, or the \
+                 request's timeout_ms): {pending} file(s) still pending; a file that keeps \
+                 changing is folded only once it stays the same for the settle interval",
+                wait.as_millis()
+            );
+            error_response(ErrorKind::Timeout, &msg)
+        }
+    }
 }
 
 /// Waits until generation `n` is published, or answers with a timeout error line.
@@ -99,14 +240,17 @@ async fn wait_for_generation(engine: &Engine, n: u64, wait: Duration) -> Result<
         .map(|r| r.is_ok());
     match outcome {
         Ok(true) => Ok(()),
-        Ok(false) => Err(error_response("internal", "the engine has stopped")),
+        Ok(false) => Err(error_response(
+            ErrorKind::Internal,
+            "the engine has stopped",
+        )),
         Err(_) => {
             let now = *engine.subscribe().borrow();
             let msg = format!(
                 "generation {n} was not published within {} ms (published: {now})",
                 wait.as_millis()
             );
-            Err(error_response("timeout", &msg))
+            Err(error_response(ErrorKind::Timeout, &msg))
         }
     }
 }
@@ -117,39 +261,49 @@ fn status(h: &Handle) -> String {
         Err(e) => return error_line(&e),
     };
     let progress = h.ingest.progress();
-    let snap = h.engine.snapshot();
-    let rollups: Vec<Json> = h
-        .engine
-        .manifest()
-        .rollups
-        .iter()
-        .map(|r| json!({"name": r.spec.name(), "rows": r.rows, "bytes": r.bytes}))
-        .collect();
-    ok_response(json!({
-        "generation": snap.generation(),
-        "watch": h.watch,
-        "state": h.engine.state().canonicalize().unwrap_or_else(|_| h.engine.state().to_path_buf()),
-        "files": {
-            "tracked": records.len(),
-            "pending": progress.pending.len() + progress.held.len(),
-            "failed": progress.failed.len(),
-            "skipped": progress.skipped.len(),
+    let (queries, connections) = h.stats.counts();
+    let state = h.engine.state();
+    let watch = &progress.watch;
+    ok_line(&StatusReply {
+        generation: h.engine.snapshot().generation(),
+        watch: h.watch.clone(),
+        state: state.canonicalize().unwrap_or_else(|_| state.to_path_buf()),
+        files: FileCounts {
+            tracked: records.len() as u64,
+            pending: (progress.pending.len() + progress.held.len()) as u64,
+            failed: progress.failed.len() as u64,
+            skipped: progress.skipped.len() as u64,
         },
-        "watch_state": {
-            "state": if progress.watch.missing_since.is_some() { "missing" } else { "watching" },
-            "missing_since": progress.watch.missing_since.map(rfc3339),
-            "re_established": progress.watch.re_established,
-            "last_re_established": progress.watch.last_re_established.map(rfc3339),
+        watch_state: WatchState {
+            state: match watch.missing_since {
+                Some(_) => WatchStatus::Missing,
+                None => WatchStatus::Watching,
+            },
+            missing_since: watch.missing_since.map(rfc3339),
+            re_established: watch.re_established.into(),
+            last_re_established: watch.last_re_established.map(rfc3339),
         },
-        "rows": records.iter().map(|r| r.rows).sum::<u64>(),
-        "bytes_parsed": h.engine.stats().bytes_parsed.load(std::sync::atomic::Ordering::Relaxed),
-        "rollups": rollups,
-        "state_bytes": dir_size(h.engine.state()),
-        "last_change": progress.last_change.map(rfc3339),
-        "last_error": progress.last_error,
-        "rebuilt": h.engine.rebuilt(),
-        "duckdb_build": crate::table::DUCKDB_BUILD,
-    }))
+        rows: records.iter().map(|r| r.rows).sum(),
+        bytes_parsed: h.engine.stats().bytes_parsed.load(Ordering::Relaxed),
+        rollups: h
+            .engine
+            .manifest()
+            .rollups
+            .iter()
+            .map(|r| RollupStatus {
+                name: r.spec.name(),
+                rows: r.rows,
+                bytes: r.bytes,
+            })
+            .collect(),
+        state_bytes: dir_size(state),
+        last_change: progress.last_change.map(rfc3339),
+        last_error: progress.last_error,
+        rebuilt: h.engine.rebuilt().map(str::to_string),
+        duckdb_build: crate::table::DUCKDB_BUILD.to_string(),
+        queries,
+        connections,
+    })
 }
 
 fn files(h: &Handle) -> String {
@@ -158,44 +312,49 @@ fn files(h: &Handle) -> String {
         Err(e) => return error_line(&e),
     };
     let progress = h.ingest.progress();
-    let mut out: BTreeMap<PathBuf, Json> = records
+    let mut out: BTreeMap<PathBuf, FileEntry> = records
         .into_iter()
         .map(|r| {
-            let entry = json!({"path": r.path, "size": r.size, "rows": r.rows, "state": "folded",
-                               "bad_rows": r.bad_rows});
+            let entry = FileEntry {
+                rows: Some(r.rows),
+                bad_rows: Some(r.bad_rows),
+                ..FileEntry::new(r.path.clone(), FileState::Folded, Some(r.size))
+            };
             (r.path, entry)
         })
         .collect();
+    let rows_of = |out: &BTreeMap<PathBuf, FileEntry>, path| out.get(path).and_then(|e| e.rows);
     for (path, size) in &progress.pending {
-        out.insert(
-            path.clone(),
-            json!({"path": path, "size": size, "rows": Json::Null, "state": "pending"}),
-        );
+        let entry = FileEntry::new(path.clone(), FileState::Pending, Some(*size));
+        out.insert(path.clone(), entry);
     }
     for (path, s) in &progress.held {
-        let rows = out.get(path).map_or(Json::Null, |e| e["rows"].clone());
-        let note = "last line not terminated: held until it is, or the file is quiet";
-        out.insert(
-            path.clone(),
-            json!({"path": path, "size": s.size, "rows": rows, "state": "pending", "note": note}),
-        );
+        let entry = FileEntry {
+            rows: rows_of(&out, path),
+            note: Some("last line not terminated: held until it is, or the file is quiet".into()),
+            ..FileEntry::new(path.clone(), FileState::Pending, Some(s.size))
+        };
+        out.insert(path.clone(), entry);
     }
     for (path, f) in &progress.failed {
-        let rows = out.get(path).map_or(Json::Null, |e| e["rows"].clone());
-        out.insert(
-            path.clone(),
-            json!({"path": path, "size": f.seen.size, "rows": rows, "state": "failed", "error": f.error,
-                   "attempts": f.attempts}),
-        );
+        let entry = FileEntry {
+            rows: rows_of(&out, path),
+            error: Some(f.error.clone()),
+            attempts: Some(f.attempts),
+            ..FileEntry::new(path.clone(), FileState::Failed, Some(f.seen.size))
+        };
+        out.insert(path.clone(), entry);
     }
     for (path, skip) in &progress.skipped {
-        out.insert(
-            path.clone(),
-            json!({"path": path, "size": Json::Null, "rows": Json::Null, "state": "skipped",
-                   "error": skip.to_string()}),
-        );
+        let entry = FileEntry {
+            error: Some(skip.to_string()),
+            ..FileEntry::new(path.clone(), FileState::Skipped, None)
+        };
+        out.insert(path.clone(), entry);
     }
-    ok_response(json!({ "files": out.into_values().collect::<Vec<_>>() }))
+    ok_line(&FilesReply {
+        files: out.into_values().collect(),
+    })
 }
 
 /// Total bytes of the files under `dir`.

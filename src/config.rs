@@ -14,6 +14,7 @@ use crate::daemon::DaemonOptions;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
+use crate::limits::QueryLimits;
 use crate::rollup::{default_specs, RollupSpec};
 use crate::schema::Zone;
 use crate::server::ServerOptions;
@@ -54,8 +55,24 @@ pub struct Config {
     pub duckdb_memory_limit: String,
     /// The longest request line the socket accepts.
     pub max_request_bytes: usize,
-    /// Connections the socket serves at once.
+    /// Connections the socket serves at once; a client beyond them gets a `busy` error.
     pub max_connections: usize,
+    /// Seconds a connection may stay without a request before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Queries run at once; more wait for a slot.
+    pub max_running_queries: usize,
+    /// How long a query may run, in milliseconds.
+    pub query_timeout_ms: u64,
+    /// How long a `sync` waits for every change to be published unless it says otherwise.
+    pub sync_timeout_secs: u64,
+    /// Rows an answer may have.
+    pub max_answer_rows: u64,
+    /// Bytes an encoded answer may have.
+    pub max_answer_bytes: u64,
+    /// Items a query's `select` may have.
+    pub max_select_items: usize,
+    /// Values one `in` list may have.
+    pub max_in_values: usize,
     /// The rollups to keep, by name (e.g. `day_type_country`, `all_advertiser_publisher`).
     pub rollups: Vec<String>,
 }
@@ -131,6 +148,14 @@ impl Config {
             duckdb_memory_limit: TableOptions::default().memory_limit,
             max_request_bytes: ServerOptions::default().max_request_bytes,
             max_connections: ServerOptions::default().max_connections,
+            idle_timeout_secs: ServerOptions::default().idle_timeout.as_secs(),
+            max_running_queries: 8,
+            query_timeout_ms: QueryLimits::default().query_timeout.as_millis() as u64,
+            sync_timeout_secs: 600,
+            max_answer_rows: QueryLimits::default().max_answer_rows,
+            max_answer_bytes: QueryLimits::default().max_answer_bytes,
+            max_select_items: QueryLimits::default().max_select_items,
+            max_in_values: QueryLimits::default().max_in_values,
             rollups: default_specs().iter().map(RollupSpec::name).collect(),
         }
     }
@@ -186,8 +211,20 @@ impl Config {
     pub fn check(&self) -> std::result::Result<(), String> {
         Zone::parse(&self.time_zone).map_err(|e| e.to_string())?;
         self.specs()?;
-        if self.max_request_bytes == 0 || self.max_connections == 0 {
-            return Err("max_request_bytes and max_connections must be above 0".into());
+        let limits = [
+            ("max_request_bytes", self.max_request_bytes as u64),
+            ("max_connections", self.max_connections as u64),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_running_queries", self.max_running_queries as u64),
+            ("query_timeout_ms", self.query_timeout_ms),
+            ("sync_timeout_secs", self.sync_timeout_secs),
+            ("max_answer_rows", self.max_answer_rows),
+            ("max_answer_bytes", self.max_answer_bytes),
+            ("max_select_items", self.max_select_items as u64),
+            ("max_in_values", self.max_in_values as u64),
+        ];
+        if let Some((name, _)) = limits.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be above 0"));
         }
         Ok(())
     }
@@ -243,12 +280,27 @@ impl Config {
             settle: Duration::from_millis(self.settle_ms),
             rescan: Duration::from_secs(self.rescan_secs.max(1)),
             wait_timeout: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(self.sync_timeout_secs),
+            limits: self.query_limits(),
+            max_running_queries: self.max_running_queries,
             server: ServerOptions {
                 max_request_bytes: self.max_request_bytes,
                 max_connections: self.max_connections,
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 ..ServerOptions::default()
             },
         })
+    }
+
+    /// The caps on each query.
+    pub fn query_limits(&self) -> QueryLimits {
+        QueryLimits {
+            max_answer_rows: self.max_answer_rows,
+            max_answer_bytes: self.max_answer_bytes,
+            max_select_items: self.max_select_items,
+            max_in_values: self.max_in_values,
+            query_timeout: Duration::from_millis(self.query_timeout_ms),
+        }
     }
 
     /// The configuration as TOML, as a config file would hold it.

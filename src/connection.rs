@@ -3,6 +3,7 @@
 //! client that stops reading cannot hold the connection's task forever.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -63,6 +64,26 @@ impl Connection {
             if done {
                 return Ok(Frame::Line(line));
             }
+        }
+    }
+
+    /// Completes once the client has hung up (closed its end entirely), checked every
+    /// 50 ms. A client that only shut down its writing half still waits for its answer
+    /// and does not count.
+    pub async fn hung_up(&self) {
+        let fd = self.reader.get_ref().as_ref().as_raw_fd();
+        loop {
+            let mut poll = libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, a descriptor this connection owns, no wait.
+            let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+            if ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -13,10 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cmd::Handle;
+use crate::cmd::{Handle, ServeStats};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::ingest::{Ingest, IngestOptions};
+use crate::limits::QueryLimits;
 use crate::server::{self, ServerOptions};
 
 /// Everything the daemon needs to run.
@@ -30,6 +31,12 @@ pub struct DaemonOptions {
     pub rescan: Duration,
     /// How long a query waits for its `min_generation` unless it says otherwise.
     pub wait_timeout: Duration,
+    /// How long a `sync` waits unless it says otherwise.
+    pub sync_timeout: Duration,
+    /// Caps on each query.
+    pub limits: QueryLimits,
+    /// Queries run at once; more wait for a slot.
+    pub max_running_queries: usize,
     pub server: ServerOptions,
 }
 
@@ -76,7 +83,7 @@ impl Daemon {
             .state()
             .canonicalize()
             .map_err(|e| Error::io(&opts.state, e))?;
-        let listener = {
+        let bound = {
             let _context = runtime.enter();
             server::bind(&opts.socket)?
         };
@@ -94,6 +101,10 @@ impl Daemon {
             ingest: ingest.handle(),
             watch: watch.clone(),
             wait_timeout: opts.wait_timeout,
+            sync_timeout: opts.sync_timeout,
+            limits: opts.limits.clone(),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(opts.max_running_queries.max(1))),
+            stats: Arc::new(ServeStats::default()),
         };
         tracing::info!(
             watch = %watch.display(),
@@ -104,8 +115,7 @@ impl Daemon {
         );
         let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = runtime.spawn(server::run(
-            listener,
-            opts.socket.clone(),
+            bound,
             handle.clone(),
             opts.server.clone(),
             async move {

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use crate::client::Client;
 use crate::config::{Config, Folders};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::gen::{generate, GenOptions};
+use crate::protocol::{Format, Request};
 use crate::watch::scan_folder;
 
 /// The five reference queries (docs/reference-queries.json), with what each asks.
@@ -68,8 +69,8 @@ pub fn run(state: &Path, files: usize, rows_per_file: usize) -> Result<()> {
     let mut client = Client::connect(&socket)?;
     let queries: Vec<Json> = serde_json::from_str(REFERENCE).expect("reference queries");
     for (i, (q, asks)) in queries.iter().zip(ASKS).enumerate() {
-        let reply = client.request(&json!({"op": "query", "query": q}))?;
-        if let Some((kind, msg)) = reply.error() {
+        let reply = client.send(&Request::query(q.clone(), Format::Json))?;
+        if let Some(crate::protocol::ErrorBody { kind, message: msg }) = reply.error() {
             return Err(Error::Internal(format!(
                 "reference query {}: {kind}: {msg}",
                 i + 1

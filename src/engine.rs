@@ -20,6 +20,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
 use crate::fold::{complete_len, fold_bytes, Folded};
+use crate::limits::QueryBudget;
 use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
 use crate::query::exec::execute;
@@ -958,9 +959,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Answers a JSON query.
+    /// Answers a JSON query, within the default caps and with no time limit.
     pub fn query(&self, json: &serde_json::Value) -> Result<Answer> {
+        self.query_within(json, &QueryBudget::default())
+    }
+
+    /// Answers a JSON query within `budget`: its caps (`too_large` naming the cap) and its
+    /// cancel (the query stops with the cancel's error).
+    pub fn query_within(&self, json: &serde_json::Value, budget: &QueryBudget) -> Result<Answer> {
         let start = Instant::now();
+        budget.limits.check_request(json)?;
         let query = Query::parse(json)?;
         let snap = self.snapshot();
         let plan = plan(&query, &snap.catalog);
@@ -975,7 +983,7 @@ impl Engine {
             .view
             .as_ref()
             .ok_or_else(|| Error::Internal("no published snapshot yet".into()))?;
-        let result = execute(&query, &plan, rollup, view)?;
+        let result = execute(&query, &plan, rollup, view, budget)?;
         Ok(Answer {
             result,
             source,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::protocol::ErrorKind;
+
 /// Errors of the rollupd library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,6 +35,18 @@ pub enum Error {
     /// Work stopped early because the engine was asked to stop.
     #[error("cancelled: rollupd is shutting down")]
     Cancelled,
+    /// A request over one of the daemon's limits; the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A request that took longer than it may; the message names the limit.
+    #[error("{0}")]
+    Timeout(String),
+    /// A query stopped because the client that asked for it went away.
+    #[error("the client went away; the query was stopped")]
+    Abandoned,
+    /// An error reply from the daemon.
+    #[error("{kind} error: {message}")]
+    Remote { kind: ErrorKind, message: String },
     /// Anything else that is a bug or an unexpected condition.
     #[error("{0}")]
     Internal(String),
@@ -62,10 +76,13 @@ impl Error {
     }
 
     /// The protocol's error kind for this error.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidQuery(_) => "invalid_query",
-            _ => "internal",
+            Error::InvalidQuery(_) => ErrorKind::InvalidQuery,
+            Error::TooLarge(_) => ErrorKind::TooLarge,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Remote { kind, .. } => *kind,
+            _ => ErrorKind::Internal,
         }
     }
 }

@@ -303,6 +303,8 @@ impl Loop {
                     Request::Stop => return,
                 }
             }
+            // Waits whose requester gave up (a sync that timed out) are dropped.
+            syncs.retain(|tx| !tx.is_closed());
             if Instant::now() >= rescan_at {
                 rescan_at = Instant::now() + self.opts.rescan;
             }

@@ -6,7 +6,7 @@
 //! smallest covering rollup, or from DuckDB. `engine` ties these together over a state
 //! folder. The daemon (`daemon`) keeps it up to date with a watched folder (`watch`,
 //! `ingest`) and serves queries on a Unix socket (`server`, `connection`, `cmd`,
-//! `protocol`); `client` is the other end.
+//! `protocol`) within the caps of `limits`; `client` is the other end.
 
 pub mod changes;
 pub mod client;
@@ -23,6 +23,7 @@ pub mod fastcsv;
 pub mod fold;
 pub mod gen;
 pub mod ingest;
+pub mod limits;
 pub mod lock;
 pub mod manifest;
 pub mod partial;

@@ -1,15 +1,23 @@
-//! The socket protocol (described in the README): request lines and response lines, shared by the
-//! server and the CLI.
+//! The socket protocol (docs/PROTOCOL.md): the request and reply types, shared by the
+//! server (`cmd`, `connection`, `server`) and the client (`client`, the CLI).
+//!
+//! A request is one JSON object per line, tagged by `op`. A reply is one line: an
+//! `{"ok":true,...}` object whose other fields are one of the reply types below, or
+//! `{"ok":false,"error":{"kind":...,"message":...}}`; csv and arrow answers are followed
+//! by the `bytes` of their payload.
 
-use serde::Serialize;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::engine::Answer;
-use crate::error::Error;
-use crate::query::Value;
+use crate::error::{Error, Result};
+use crate::limits::{CappedWriter, QueryLimits};
 
 /// The requested result encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     #[default]
     Json,
@@ -42,134 +50,376 @@ impl std::str::FromStr for Format {
 }
 
 /// One request line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Answers a query of the query language.
     Query {
         query: Json,
+        #[serde(default)]
         format: Format,
         /// Wait until this generation is published before answering.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         min_generation: Option<u64>,
-        /// How long to wait for `min_generation`.
+        /// The most the request may take, waiting for `min_generation` included.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
-    Status,
-    Files,
+    /// The daemon's state.
+    Status {},
+    /// The files the daemon tracks.
+    Files {},
+    /// Rescans the folder and answers once every change seen is published.
     Sync {
+        /// How long to wait for that (default: the daemon's `sync_timeout_secs`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
-    Ping,
+    /// Answers `{"ok":true}`.
+    Ping {},
 }
 
 impl Request {
+    /// A json query request with no wait.
+    pub fn query(query: Json, format: Format) -> Request {
+        Request::Query {
+            query,
+            format,
+            min_generation: None,
+            timeout_ms: None,
+        }
+    }
+
     /// Parses a request line; the error message says what is wrong with it.
     pub fn parse(line: &[u8]) -> Result<Request, String> {
         let json: Json =
             serde_json::from_slice(line).map_err(|e| format!("the request is not JSON: {e}"))?;
-        let Json::Object(obj) = json else {
-            return Err("the request must be a JSON object with an \"op\"".into());
-        };
-        let op = match obj.get("op") {
-            Some(Json::String(op)) => op.as_str(),
+        match json.get("op") {
+            Some(Json::String(_)) => {}
             Some(_) => return Err("\"op\" must be a string".into()),
-            None => return Err("the request has no \"op\"".into()),
-        };
-        let number = |key: &str| -> Result<Option<u64>, String> {
-            match obj.get(key) {
-                None | Some(Json::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| format!("\"{key}\" must be a non-negative integer")),
-            }
-        };
-        let known: &[&str] = match op {
-            "query" => &["op", "query", "format", "min_generation", "timeout_ms"],
-            "sync" => &["op", "timeout_ms"],
-            "status" | "files" | "ping" => &["op"],
-            other => {
-                return Err(format!(
-                    "unknown op {other:?}: use query, status, files, sync or ping"
-                ))
-            }
-        };
-        if let Some(extra) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!("unknown field {extra:?} in a {op} request"));
+            None if json.is_object() => return Err("the request has no \"op\"".into()),
+            None => return Err("the request must be a JSON object with an \"op\"".into()),
         }
-        Ok(match op {
-            "query" => Request::Query {
-                query: obj
-                    .get("query")
-                    .cloned()
-                    .ok_or("a query request needs \"query\"")?,
-                format: match obj.get("format") {
-                    None | Some(Json::Null) => Format::Json,
-                    Some(Json::String(f)) => f.parse()?,
-                    Some(_) => return Err("\"format\" must be json, csv or arrow".into()),
-                },
-                min_generation: number("min_generation")?,
-                timeout_ms: number("timeout_ms")?,
-            },
-            "sync" => Request::Sync {
-                timeout_ms: number("timeout_ms")?,
-            },
-            "status" => Request::Status,
-            "files" => Request::Files,
-            _ => Request::Ping,
-        })
+        Request::deserialize(json).map_err(|e| format!("bad request: {e}"))
+    }
+
+    /// The request as one line, without its newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("requests serialize")
+    }
+}
+
+/// The kind of an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The query does not follow the query language.
+    InvalidQuery,
+    /// The request line is not a valid request.
+    BadRequest,
+    /// The request or its answer is over a limit.
+    TooLarge,
+    /// The daemon has no room for the request now (connections, query slots).
+    Busy,
+    /// The request took longer than it may.
+    Timeout,
+    /// Anything else: a failure inside the daemon.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidQuery => "invalid_query",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `error` of an error reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// What every reply line has: whether it is ok, the error if not, and the payload's size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// Payload bytes that follow the line (csv and arrow answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// Rows of a JSON answer as a client reads them: JSON values (a sum of a 64-bit column
+/// may exceed 64 bits).
+pub type JsonRows = Vec<Vec<Json>>;
+
+/// The reply to `query`; `R` is the rows' type (the server's values, or `JsonRows`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryReply<R = JsonRows> {
+    pub columns: Vec<String>,
+    /// The rows, for the json format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<R>,
+    /// `rollup:<name>` or `duckdb`.
+    pub source: String,
+    pub generation: u64,
+    /// Time spent in the daemon, from parsing the query to its encoded answer.
+    pub elapsed_us: u64,
+    /// Payload bytes that follow the line, for csv and arrow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// The reply to `sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// The generation that holds every change seen.
+    pub generation: u64,
+}
+
+/// The reply to `ping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {}
+
+/// The reply to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub generation: u64,
+    pub watch: PathBuf,
+    pub state: PathBuf,
+    pub files: FileCounts,
+    pub watch_state: WatchState,
+    /// Rows of the folded files.
+    pub rows: u64,
+    /// CSV bytes parsed since the daemon started.
+    pub bytes_parsed: u64,
+    pub rollups: Vec<RollupStatus>,
+    /// Bytes of the state folder.
+    pub state_bytes: u64,
+    /// When a change was last published (RFC 3339), if one was since the start.
+    pub last_change: Option<String>,
+    /// The last error of a whole ingest pass, cleared by a good one.
+    pub last_error: Option<String>,
+    /// Why the state was rebuilt on open, if it was.
+    pub rebuilt: Option<String>,
+    /// How the embedded DuckDB was compiled (`release` or `debug`).
+    pub duckdb_build: String,
+    pub queries: QueryCounts,
+    pub connections: ConnectionCounts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCounts {
+    pub tracked: u64,
+    /// Changed files not folded yet, and files whose last line is held.
+    pub pending: u64,
+    pub failed: u64,
+    /// Entries named like data that are not regular files (never read).
+    pub skipped: u64,
+}
+
+/// Whether the watched folder is there and watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    pub state: WatchStatus,
+    /// Since when the folder has been missing (RFC 3339), while it is.
+    pub missing_since: Option<String>,
+    /// How often the watch was established again (the folder recreated or renamed back).
+    pub re_established: u64,
+    /// When it last was (RFC 3339).
+    pub last_re_established: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchStatus {
+    Watching,
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupStatus {
+    pub name: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Queries since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryCounts {
+    /// Running now.
+    pub running: u64,
+    /// Stopped because their client went away.
+    pub cancelled: u64,
+    /// Stopped at their time limit.
+    pub timed_out: u64,
+    /// Refused as over a cap.
+    pub too_large: u64,
+}
+
+/// Connections since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionCounts {
+    /// Open now.
+    pub open: u64,
+    /// Refused (`busy`) because `max_connections` were open.
+    pub refused: u64,
+    /// Closed after `idle_timeout_secs` without a request.
+    pub idle_closed: u64,
+}
+
+/// The reply to `files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesReply {
+    pub files: Vec<FileEntry>,
+}
+
+/// One file of the watched folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: PathBuf,
+    /// Bytes (none for skipped entries, which are not read).
+    pub size: Option<u64>,
+    /// Rows folded (none while pending, or when a failed file was never folded).
+    pub rows: Option<u64>,
+    pub state: FileState,
+    /// Bad rows skipped (within `max_bad_rows`), for folded files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_rows: Option<u64>,
+    /// Why the last fold failed (failed files), or why the entry is not read (skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Folds tried since the file last changed, for failed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Why a pending file waits, when it is not just settling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    Folded,
+    Pending,
+    Failed,
+    /// Not a regular file (or a symlink to one): never read.
+    Skipped,
+}
+
+impl FileEntry {
+    /// An entry with nothing but its path, state and size.
+    pub fn new(path: PathBuf, state: FileState, size: Option<u64>) -> FileEntry {
+        FileEntry {
+            path,
+            size,
+            rows: None,
+            state,
+            bad_rows: None,
+            error: None,
+            attempts: None,
+            note: None,
+        }
+    }
+}
+
+impl FileState {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileState::Folded => "folded",
+            FileState::Pending => "pending",
+            FileState::Failed => "failed",
+            FileState::Skipped => "skipped",
+        }
     }
 }
 
 #[derive(Serialize)]
-struct Ok<'a> {
+struct OkLine<'a, T> {
     ok: bool,
-    columns: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rows: Option<&'a [Vec<Value>]>,
-    source: &'a str,
-    generation: u64,
-    elapsed_us: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes: Option<usize>,
+    #[serde(flatten)]
+    body: &'a T,
 }
 
-/// The response to a query: one JSON line, plus the payload bytes for csv and arrow.
-pub fn query_response(answer: &Answer, format: Format) -> Result<(String, Vec<u8>), Error> {
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    ok: bool,
+    error: &'a ErrorBody,
+}
+
+/// The `{"ok":true,...}` line of a reply.
+pub fn ok_line<T: Serialize>(body: &T) -> String {
+    serde_json::to_string(&OkLine { ok: true, body }).expect("replies serialize")
+}
+
+/// An error reply line.
+pub fn error_response(kind: ErrorKind, message: &str) -> String {
+    let error = ErrorBody {
+        kind,
+        message: message.to_string(),
+    };
+    serde_json::to_string(&ErrorLine {
+        ok: false,
+        error: &error,
+    })
+    .expect("replies serialize")
+}
+
+/// The error reply line for a library error.
+pub fn error_line(e: &Error) -> String {
+    error_response(e.kind(), &e.to_string())
+}
+
+/// The reply to a query: one JSON line, plus the payload bytes for csv and arrow;
+/// `too_large` when the encoded answer is over `limits.max_answer_bytes` (a json answer
+/// stops being encoded at the cap).
+pub fn query_response(
+    answer: &Answer,
+    format: Format,
+    limits: &QueryLimits,
+) -> Result<(String, Vec<u8>)> {
     let payload = match format {
         Format::Json => Vec::new(),
         Format::Csv => answer.result.to_csv(),
         Format::Arrow => answer.result.to_arrow_ipc()?,
     };
-    let line = serde_json::to_string(&Ok {
-        ok: true,
-        columns: &answer.result.columns,
+    if payload.len() as u64 > limits.max_answer_bytes {
+        return Err(limits.too_many_bytes());
+    }
+    let reply = QueryReply {
+        columns: answer.result.columns.clone(),
         rows: (format == Format::Json).then_some(&answer.result.rows[..]),
-        source: &answer.source,
+        source: answer.source.clone(),
         generation: answer.generation,
         elapsed_us: answer.elapsed.as_micros() as u64,
-        bytes: (format != Format::Json).then_some(payload.len()),
-    })
-    .expect("response serializes");
+        bytes: (format != Format::Json).then_some(payload.len() as u64),
+    };
+    let mut line = CappedWriter::new(limits.max_answer_bytes);
+    serde_json::to_writer(
+        &mut line,
+        &OkLine {
+            ok: true,
+            body: &reply,
+        },
+    )
+    .map_err(|_| limits.too_many_bytes())?;
+    let line = String::from_utf8(line.buf).expect("serde_json writes UTF-8");
     Ok((line, payload))
-}
-
-/// The `{"ok":true}` line with the fields of `body` (an object).
-pub fn ok_response(body: Json) -> String {
-    let mut out = serde_json::Map::new();
-    out.insert("ok".into(), Json::Bool(true));
-    if let Json::Object(fields) = body {
-        out.extend(fields);
-    }
-    Json::Object(out).to_string()
-}
-
-/// An error response line of the given kind.
-pub fn error_response(kind: &str, message: &str) -> String {
-    serde_json::json!({"ok": false, "error": {"kind": kind, "message": message}}).to_string()
-}
-
-/// The error response for a library error.
-pub fn error_line(e: &Error) -> String {
-    error_response(e.kind(), &e.to_string())
 }
 
 #[cfg(test)]
@@ -178,7 +428,7 @@ mod tests {
 
     #[test]
     fn requests_parse_or_say_what_is_wrong() {
-        assert_eq!(Request::parse(br#"{"op":"ping"}"#), Ok(Request::Ping));
+        assert_eq!(Request::parse(br#"{"op":"ping"}"#), Ok(Request::Ping {}));
         assert_eq!(
             Request::parse(br#"{"op":"query","query":{},"format":"csv","min_generation":3}"#),
             Ok(Request::Query {
@@ -191,10 +441,36 @@ mod tests {
         let err = |line: &[u8]| Request::parse(line).unwrap_err();
         assert!(err(b"nope").contains("not JSON"));
         assert!(err(b"[1]").contains("JSON object"));
-        assert!(err(br#"{"op":"drop"}"#).contains("unknown op \"drop\""));
-        assert!(err(br#"{"op":"query"}"#).contains("needs \"query\""));
-        assert!(err(br#"{"op":"ping","x":1}"#).contains("unknown field \"x\""));
-        assert!(err(br#"{"op":"query","query":{},"format":"xml"}"#).contains("unknown format"));
-        assert!(err(br#"{"op":"sync","timeout_ms":-1}"#).contains("non-negative"));
+        assert!(err(br#"{"op":"drop"}"#).contains("unknown variant `drop`"));
+        assert!(err(br#"{"op":"query"}"#).contains("missing field `query`"));
+        assert!(err(br#"{"op":"ping","x":1}"#).contains("unknown field `x`"));
+        assert!(err(br#"{"op":"query","query":{},"format":"xml"}"#).contains("`xml`"));
+        assert!(err(br#"{"op":"sync","timeout_ms":-1}"#).contains("-1"));
+    }
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        for r in [
+            Request::query(serde_json::json!({"select": ["day"]}), Format::Arrow),
+            Request::Sync {
+                timeout_ms: Some(5),
+            },
+            Request::Status {},
+        ] {
+            assert_eq!(Request::parse(r.to_line().as_bytes()), Ok(r));
+        }
+        assert_eq!(Request::Files {}.to_line(), r#"{"op":"files"}"#);
+        assert_eq!(ok_line(&Pong {}), r#"{"ok":true}"#);
+        let line = error_response(ErrorKind::TooLarge, "over");
+        let head: Head = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            head.error,
+            Some(ErrorBody {
+                kind: ErrorKind::TooLarge,
+                message: "over".into()
+            })
+        );
+        let sync: SyncReply = serde_json::from_str(&ok_line(&SyncReply { generation: 4 })).unwrap();
+        assert_eq!(sync.generation, 4);
     }
 }

@@ -9,9 +9,10 @@
 //! table holds either the old or the new rows of a file, never a mix.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema};
@@ -22,6 +23,7 @@ use duckdb::{params, Config, Connection};
 
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
+use crate::limits::QueryBudget;
 use crate::query::output::Value;
 use crate::query::plan::Param;
 use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
@@ -105,6 +107,9 @@ struct Inner {
     tx: Mutex<Option<Sender<Job>>>,
     /// Views not yet dropped (each holds open read transactions).
     views: Arc<AtomicUsize>,
+    /// Counts the write transactions begun: a view's connection can be replaced by one
+    /// pinned later only while this has not moved.
+    writes: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     failpoints: Failpoints,
@@ -222,6 +227,7 @@ impl Table {
             inner: Arc::new(Inner {
                 tx: Mutex::new(Some(tx)),
                 views: Arc::new(AtomicUsize::new(0)),
+                writes: Arc::new(AtomicU64::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
                 failpoints,
@@ -277,7 +283,9 @@ impl Table {
     /// Queues one file's change (one transaction) without waiting for it.
     pub fn apply_queued(&self, change: TableChange) -> Result<Pending<()>> {
         let failpoints = self.inner.failpoints.clone();
+        let writes = self.inner.writes.clone();
         self.submit(move |conn| {
+            writes.fetch_add(1, Ordering::SeqCst);
             let tx = conn.transaction()?;
             let delete_rows = |id: i32, from_part: i32| {
                 tx.execute(
@@ -350,6 +358,8 @@ impl Table {
     /// after the changes it must include and before any it must not.
     pub fn view(&self, readers: usize) -> Result<View> {
         let views = self.inner.views.clone();
+        let writes = self.inner.writes.clone();
+        let table = Arc::downgrade(&self.inner);
         self.call(move |conn| {
             let conns = (0..readers.max(1))
                 .map(|_| {
@@ -360,10 +370,17 @@ impl Table {
                 .collect::<Result<Vec<_>>>()?;
             views.fetch_add(1, Ordering::SeqCst);
             Ok(View {
-                size: conns.len(),
-                idle: Mutex::new(conns),
-                returned: Condvar::new(),
+                pool: Arc::new(Pool {
+                    conns: Mutex::new(Conns {
+                        size: conns.len(),
+                        target: conns.len(),
+                        idle: conns,
+                    }),
+                    returned: Condvar::new(),
+                }),
                 views,
+                table,
+                pinned_at: writes.load(Ordering::SeqCst),
             })
         })
     }
@@ -391,11 +408,30 @@ impl Table {
 /// A consistent, read-only view of the table as of one moment: a small pool of DuckDB
 /// connections pinned to the same snapshot. Queries on it never wait for ingest (only
 /// for a free connection of the pool); dropping the view ends its transactions.
+///
+/// A statement that fails or is interrupted aborts its connection's transaction, so that
+/// connection is dropped; the next query that finds no idle connection opens a new one if
+/// the table has not been written since the view was pinned (it then sees the same rows),
+/// else the pool stays smaller until the next generation's view replaces this one.
 pub struct View {
-    size: usize,
-    idle: Mutex<Vec<Connection>>,
-    returned: Condvar,
+    pool: Arc<Pool>,
     views: Arc<AtomicUsize>,
+    table: Weak<Inner>,
+    /// `Inner::writes` when the view was pinned.
+    pinned_at: u64,
+}
+
+struct Pool {
+    conns: Mutex<Conns>,
+    returned: Condvar,
+}
+
+struct Conns {
+    idle: Vec<Connection>,
+    /// Connections of the pool: idle, running a query, or being opened.
+    size: usize,
+    /// Connections the pool should have.
+    target: usize,
 }
 
 impl Drop for View {
@@ -420,43 +456,118 @@ impl std::fmt::Debug for View {
 
 impl View {
     /// Runs a query with bound parameters on the calling thread; values come back as
-    /// result values. Blocks while every connection of the view is busy.
-    pub fn query(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
-        let conn = {
-            let mut idle = self.idle.lock().expect("view lock");
-            loop {
-                match idle.pop() {
-                    Some(c) => break c,
-                    None => idle = self.returned.wait(idle).expect("view lock"),
-                }
-            }
-        };
-        let result = run_query(&conn, sql, params);
-        self.idle.lock().expect("view lock").push(conn);
-        self.returned.notify_all();
+    /// result values. Waits while every connection of the view is busy (until the budget's
+    /// cancel). Fails with `too_large` past the budget's row cap, and with the cancel's
+    /// error once cancelled (the statement is interrupted).
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        budget: &QueryBudget,
+    ) -> Result<Vec<Vec<Value>>> {
+        let conn = self.take(budget)?;
+        let result = budget.cancel.interruptible(conn.interrupt_handle(), || {
+            run_query(&conn, sql, params, budget)
+        });
+        // An interrupt may have landed after the statement ended and would hit the next.
+        let spoiled = budget.cancel.stopped().is_some() || matches!(result, Err(Error::DuckDb(_)));
+        let mut conns = self.pool.conns.lock().expect("view lock");
+        if spoiled {
+            drop(conn);
+            conns.size -= 1;
+        } else {
+            conns.idle.push(conn);
+        }
+        self.pool.returned.notify_all();
         result
+    }
+
+    /// An idle connection, or a new one in place of one dropped; waits while all are busy
+    /// (until the budget's cancel).
+    fn take(&self, budget: &QueryBudget) -> Result<Connection> {
+        let mut conns = self.pool.conns.lock().expect("view lock");
+        loop {
+            if let Some(c) = conns.idle.pop() {
+                return Ok(c);
+            }
+            if conns.size < conns.target {
+                conns.size += 1;
+                drop(conns);
+                let reopened = self.reopen();
+                conns = self.pool.conns.lock().expect("view lock");
+                match reopened {
+                    Ok(Some(c)) => return Ok(c),
+                    Ok(None) => conns.target -= 1,
+                    Err(e) => {
+                        conns.size -= 1;
+                        return Err(e);
+                    }
+                }
+                conns.size -= 1;
+                continue;
+            }
+            if conns.target == 0 {
+                return Err(Error::Internal(
+                    "this generation's DuckDB connections were lost to failed queries; \
+                     the next generation brings new ones"
+                        .into(),
+                ));
+            }
+            budget.cancel.check()?;
+            conns = self
+                .pool
+                .returned
+                .wait_timeout(conns, Duration::from_millis(50))
+                .expect("view lock")
+                .0;
+        }
+    }
+
+    /// A new connection pinned to this view's rows, made on the DuckDB thread; `None` if
+    /// the table has been written since the view was pinned (or is gone).
+    fn reopen(&self) -> Result<Option<Connection>> {
+        let Some(inner) = self.table.upgrade() else {
+            return Ok(None);
+        };
+        let (pinned_at, writes) = (self.pinned_at, inner.writes.clone());
+        Table { inner }.call(move |conn| {
+            if writes.load(Ordering::SeqCst) != pinned_at {
+                return Ok(None);
+            }
+            let reader = conn.try_clone()?;
+            pin(&reader)?;
+            Ok(Some(reader))
+        })
     }
 
     /// Runs `f` with no transaction of this view open: waits for running queries, ends the
     /// transactions, runs `f`, and pins them again; queries wait meanwhile. Only for `f`
     /// that change nothing a query can see (a checkpoint).
     fn quiesce<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
-        let mut idle = self.idle.lock().expect("view lock");
-        while idle.len() < self.size {
-            idle = self.returned.wait(idle).expect("view lock");
+        let mut conns = self.pool.conns.lock().expect("view lock");
+        while conns.idle.len() < conns.size {
+            conns = self.pool.returned.wait(conns).expect("view lock");
         }
-        for conn in idle.iter() {
+        for conn in conns.idle.iter() {
             conn.execute_batch("COMMIT")?;
         }
         let result = f();
-        for conn in idle.iter() {
+        for conn in conns.idle.iter() {
             pin(conn)?;
         }
         result
     }
 }
 
-fn run_query(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Vec<Value>>> {
+/// Rows between two checks of the budget's cancel while reading an answer.
+const CANCEL_CHECK_ROWS: usize = 4096;
+
+fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Param],
+    budget: &QueryBudget,
+) -> Result<Vec<Vec<Value>>> {
     let mut stmt = conn.prepare(sql)?;
     let bound: Vec<DValue> = params
         .iter()
@@ -471,6 +582,12 @@ fn run_query(conn: &Connection, sql: &str, params: &[Param]) -> Result<Vec<Vec<V
     ))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
+        if out.len() as u64 >= budget.limits.max_answer_rows {
+            return Err(budget.limits.too_many_rows());
+        }
+        if out.len() % CANCEL_CHECK_ROWS == 0 {
+            budget.cancel.check()?;
+        }
         let n = row.as_ref().column_count();
         let mut values = Vec::with_capacity(n);
         for i in 0..n {

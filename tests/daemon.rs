@@ -376,11 +376,11 @@ fn a_100_mb_request_line_is_refused_without_affecting_others() {
     });
     others_are_fine(&d);
     let err = read_line(&mut r);
-    assert_eq!(err["error"]["kind"], "bad_request", "{err}");
+    assert_eq!(err["error"]["kind"], "too_large", "{err}");
     assert!(err["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("longer than"));
+        .contains("max_request_bytes"));
     assert!(
         !writer.join().unwrap(),
         "the daemon read the whole 100 MB line"

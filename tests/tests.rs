@@ -16,6 +16,7 @@ mod input;
 mod invalid;
 mod layout;
 mod service;
+mod serving;
 
 #[test]
 fn oracle_self_check() {

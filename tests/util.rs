@@ -154,10 +154,11 @@ impl Daemon {
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("start rollupd run");
-        Daemon {
-            child,
-            socket: ws.state().join("rollupd.sock"),
-        }
+        let socket = match extra.iter().position(|a| *a == "--socket") {
+            Some(i) => ws.tmp.path().join(extra[i + 1]),
+            None => ws.state().join("rollupd.sock"),
+        };
+        Daemon { child, socket }
     }
 
     /// Waits until the daemon's socket answers.

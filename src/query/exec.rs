@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use rustc_hash::FxHashMap;
 
 use crate::error::Result;
+use crate::limits::{QueryBudget, QueryLimits};
 use crate::query::output::{ResultSet, Value};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
@@ -14,17 +15,21 @@ use crate::schema::{price_to_f64, type_name, Column, TimeCol, EVENT_TYPES};
 use crate::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
-/// route is a rollup) or from the DuckDB `view` of the same generation.
+/// route is a rollup) or from the DuckDB `view` of the same generation, within `budget`
+/// (`too_large` past its row cap; its cancel stops the query).
 pub fn execute(
     query: &Query,
     plan: &Plan,
     rollup: Option<&RollupRows>,
     view: &View,
+    budget: &QueryBudget,
 ) -> Result<ResultSet> {
     let rows = match (&plan.route, rollup) {
-        (Route::Rollup(_), Some(rows)) => aggregate_rollup(query, plan.time_range, rows),
+        (Route::Rollup(_), Some(rows)) => {
+            aggregate_rollup(query, plan.time_range, rows, &budget.limits)?
+        }
         (Route::DuckDb { sql, params }, _) => {
-            let mut rows = view.query(sql, params)?;
+            let mut rows = view.query(sql, params, budget)?;
             format_times(query, &mut rows);
             rows
         }
@@ -94,30 +99,37 @@ impl Pred {
             Column::Time(t) => Pred::Time(
                 t,
                 f.op,
-                f.lits
-                    .iter()
-                    .map(|l| match l {
-                        Lit::Time(m) => *m,
-                        _ => unreachable!("time filters carry times"),
-                    })
-                    .collect(),
+                in_set(
+                    f.op,
+                    f.lits
+                        .iter()
+                        .map(|l| match l {
+                            Lit::Time(m) => *m,
+                            _ => unreachable!("time filters carry times"),
+                        })
+                        .collect(),
+                ),
             ),
             Column::Type => {
+                let texts = in_set(f.op, texts);
                 let mut table = [false; 5];
                 for (i, name) in EVENT_TYPES.iter().enumerate() {
                     table[i + 1] = f.op.eval(name, &texts);
                 }
                 Pred::Type(table)
             }
-            Column::Country => Pred::Country(
-                country_names()
-                    .iter()
-                    .enumerate()
-                    .map(|(code, name)| code != 0 && f.op.eval(&name.as_str(), &texts))
-                    .collect(),
-            ),
-            Column::AdvertiserId => Pred::Adv(f.op, ints()),
-            Column::PublisherId => Pred::Publ(f.op, ints()),
+            Column::Country => {
+                let texts = in_set(f.op, texts);
+                Pred::Country(
+                    country_names()
+                        .iter()
+                        .enumerate()
+                        .map(|(code, name)| code != 0 && f.op.eval(&name.as_str(), &texts))
+                        .collect(),
+                )
+            }
+            Column::AdvertiserId => Pred::Adv(f.op, in_set(f.op, ints())),
+            Column::PublisherId => Pred::Publ(f.op, in_set(f.op, ints())),
             c => unreachable!("planner never routes a filter on {c} to a rollup"),
         }
     }
@@ -132,6 +144,15 @@ impl Pred {
             Pred::Publ(op, lits) => k.publ != NULL_ID && op.eval(&k.publ, lits),
         }
     }
+}
+
+/// The literals of `op` as `Op::eval` takes them: an `in` list sorted, without repeats.
+fn in_set<T: Ord>(op: Op, mut lits: Vec<T>) -> Vec<T> {
+    if op == Op::In {
+        lits.sort_unstable();
+        lits.dedup();
+    }
+    lits
 }
 
 /// Most group-by columns a rollup route handles (4 time columns + 4 dimensions).
@@ -199,8 +220,14 @@ fn aggregate_value(a: &Aggregate, acc: &Acc) -> Value {
     }
 }
 
-/// Aggregates rollup rows into the query's result rows (ordered and limited).
-fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Vec<Vec<Value>> {
+/// Aggregates rollup rows into the query's result rows (ordered and limited); `too_large`
+/// when more groups than the row cap would be answered.
+fn aggregate_rollup(
+    query: &Query,
+    range: (i32, i32),
+    rollup: &RollupRows,
+    limits: &QueryLimits,
+) -> Result<Vec<Vec<Value>>> {
     let preds: Vec<Pred> = query.filters.iter().map(Pred::compile).collect();
     // All-time rollups (time 0) never get time filters, so their range is everything.
     let rows = if range.0 > range.1 {
@@ -241,6 +268,7 @@ fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Ve
     if group.is_empty() && groups.is_empty() {
         groups.insert([0; MAX_GROUP], Acc::default());
     }
+    limits.check_rows(groups.len(), query.limit)?;
     let mut out: Vec<(Vec<Value>, Vec<Value>)> = groups
         .into_iter()
         .map(|(g, acc)| {
@@ -263,7 +291,7 @@ fn aggregate_rollup(query: &Query, range: (i32, i32), rollup: &RollupRows) -> Ve
     if let Some(n) = query.limit {
         out.truncate(n as usize);
     }
-    out.into_iter().map(|(row, _)| row).collect()
+    Ok(out.into_iter().map(|(row, _)| row).collect())
 }
 
 fn decode_is_some(c: Column, k: &Key) -> bool {

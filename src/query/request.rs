@@ -120,11 +120,12 @@ impl Op {
         }
     }
 
-    /// Evaluates the op for a non-NULL value against its literals.
+    /// Evaluates the op for a non-NULL value against its literals; those of `in` sorted
+    /// ascending (they are looked up by binary search).
     pub fn eval<T: Ord>(self, value: &T, lits: &[T]) -> bool {
         match self {
             Op::Between => *value >= lits[0] && *value <= lits[1],
-            Op::In => lits.contains(value),
+            Op::In => lits.binary_search(value).is_ok(),
             op => op.holds(value.cmp(&lits[0])),
         }
     }
