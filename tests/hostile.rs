@@ -61,22 +61,6 @@ fn set_mtime(path: &Path, ago: Duration) {
     f.set_modified(SystemTime::now() - ago).unwrap();
 }
 
-/// Polls `status` until `done` holds (at most a minute).
-fn status_until(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let status = d.status();
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what}: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits, without asking for a rescan, until the daemon counts `rows` rows.
 fn wait_count(d: &Daemon, rows: u64, what: &str) {
     let start = Instant::now();
@@ -272,16 +256,14 @@ fn a_recreated_or_renamed_watched_folder_was_not_watched_again() {
     d.sync();
 
     std::fs::remove_dir_all(&watch).unwrap();
-    status_until(&d, "missing", |s| s["watch_state"]["state"] == "missing");
+    d.status_until("missing", |s| s["watch_state"]["state"] == "missing");
     std::fs::create_dir(&watch).unwrap();
     std::fs::write(watch.join("a.csv"), sample_file(500, 78)).unwrap();
     wait_count(&d, 500, "after the folder was recreated");
     // The new watch delivers events.
     move_in(&watch, "b.csv", &sample_file(400, 79));
     wait_count(&d, 900, "a file into the recreated folder");
-    let status = status_until(&d, "watched again", |s| {
-        s["watch_state"]["state"] == "watching"
-    });
+    let status = d.status_until("watched again", |s| s["watch_state"]["state"] == "watching");
     assert!(
         status["watch_state"]["re_established"].as_u64().unwrap() >= 1,
         "{status}"

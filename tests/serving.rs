@@ -54,22 +54,6 @@ fn queries(d: &Daemon) -> Value {
     d.status()["queries"].clone()
 }
 
-/// Polls `status` until `done` holds for it (at most 20 s).
-fn wait_for_status(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let status = d.status();
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{what}: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn regression_huge_answers_are_too_large_and_name_the_cap() {
     let (_ws, d) = daemon_with(2, 5_000, "max_answer_rows = 100\nmax_answer_bytes = 3000\n");
@@ -175,7 +159,7 @@ fn regression_a_client_disconnecting_mid_query_stops_the_query() {
         let line = json!({"op": "query", "query": slow_query()}).to_string() + "\n";
         s.write_all(line.as_bytes()).unwrap();
         drop(s);
-        let status = wait_for_status(&d, "the query was not cancelled", |s| {
+        let status = d.status_until("the query was not cancelled", |s| {
             s["queries"]["cancelled"] == round && s["queries"]["running"] == 0
         });
         assert_eq!(status["queries"]["timed_out"], 0, "{status}");

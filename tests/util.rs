@@ -204,6 +204,27 @@ impl Daemon {
         self.request(serde_json::json!({"op": "status"})).line
     }
 
+    /// Polls `status` until `done` holds for it (at most a minute); `what` names the wait
+    /// in the failure.
+    pub fn status_until(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "{what}: {status}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops the daemon with SIGTERM; it must exit 0.
     pub fn stop(mut self) {
         // SAFETY: kill on our own child's pid.
