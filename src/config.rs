@@ -255,6 +255,8 @@ impl Config {
             specs: self.specs().map_err(Error::invalid)?,
             threads: self.fold_threads,
             batch_bytes: self.memory_budget_mb.max(1) << 20,
+            chunk_bytes: ((self.memory_budget_mb.max(1) << 20) / 4).clamp(256 << 10, 64 << 20)
+                as usize,
             max_bad_rows: self.max_bad_rows,
             table: TableOptions {
                 threads: self.duckdb_threads,

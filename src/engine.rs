@@ -7,29 +7,32 @@
 //! rollup partitions and manifest (by rename). `open` repairs whatever a crash between
 //! those steps left behind, without re-parsing files whose content did not change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use arrow::array::RecordBatch;
 use rayon::prelude::*;
 
 use crate::changes::{detect, fingerprint, Change, Seen};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
-use crate::fold::{complete_len, fold_bytes, Folded};
+use crate::fold::{fold_text, Folded, Text};
 use crate::limits::QueryBudget;
+use crate::lines::{Chunk, Lines};
 use crate::lock::StateLock;
 use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
 use crate::query::exec::execute;
 use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
-use crate::regular::{read_prefix, still_as_seen};
+use crate::regular::{open_as_seen, still_as_seen};
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::schema::Zone;
 use crate::store::{Commit, FileRecord, Store};
-use crate::table::{Table, TableChange, TableFile, TableOptions, View};
+use crate::table::{Pending, Table, TableChange, TableFile, TableOptions, View};
 use crate::watch::{line_held_until, scan};
 
 /// How the engine folds and stores.
@@ -45,6 +48,9 @@ pub struct EngineOptions {
     pub threads: usize,
     /// CSV bytes folded per commit; bounds the memory an update holds.
     pub batch_bytes: u64,
+    /// CSV bytes read and parsed at a time: a larger file folds a chunk at a time, its
+    /// rows sent to DuckDB as each chunk is parsed.
+    pub chunk_bytes: usize,
     /// Bad rows a file may have (skipped, counted and reported) before it fails.
     pub max_bad_rows: u64,
     /// DuckDB connections per published view: how many DuckDB-routed queries of one
@@ -67,6 +73,7 @@ impl Default for EngineOptions {
             specs: default_specs(),
             threads: 0,
             batch_bytes: 256 << 20,
+            chunk_bytes: 64 << 20,
             max_bad_rows: 0,
             readers: 2,
             table: TableOptions::default(),
@@ -200,6 +207,10 @@ pub struct Stats {
     pub bytes_parsed: AtomicU64,
     /// Rows folded (including appended tails and files folded again).
     pub rows_folded: AtomicU64,
+    /// Chunks of whole lines parsed (a file folds in one or more).
+    pub chunks_folded: AtomicU64,
+    /// Bytes of the largest chunk parsed: what the fold held of a file at once.
+    pub largest_chunk: AtomicU64,
     per_file: Mutex<HashMap<PathBuf, u64>>,
 }
 
@@ -543,14 +554,13 @@ impl Engine {
     }
 
     /// Applies one batch of changes as one generation. Files are folded in parallel and
-    /// each goes to DuckDB as soon as it is folded.
+    /// their rows go to DuckDB as soon as they are folded, a chunk at a time.
     fn apply(
         &self,
         changes: Vec<Change>,
         report: &mut UpdateReport,
         current: &mut Vec<Arc<RollupRows>>,
     ) -> Result<()> {
-        let specs = &self.opts.specs;
         let mut next_id = self.store.next_id()?;
         let ids: Vec<u32> = changes
             .iter()
@@ -562,155 +572,37 @@ impl Engine {
                 Change::Append(r, _) | Change::Remove(r) | Change::Move(r, _) => r.id,
             })
             .collect();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.opts.threads)
-            .build()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let mut commit = Commit {
-            generation: self.store.generation()? + 1,
-            ..Commit::default()
-        };
-        // Every partial this batch folded, per rollup, merged once the folds are done.
-        let mut added: Vec<Vec<RollupRows>> = vec![Vec::new(); specs.len()];
-        let mut removed_ids: Vec<u32> = Vec::new();
-        let mut appended: Vec<(u32, Vec<RollupRows>)> = Vec::new();
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Option<Result<Option<Fold>>>)>(2);
         let t0 = Instant::now();
-        // Table changes run on the DuckDB thread while the next files fold and merge; at
-        // most two wait in its queue, which bounds the batches held in memory.
-        let mut pending: std::collections::VecDeque<crate::table::Pending<()>> =
-            std::collections::VecDeque::new();
-        let mut table_apply = |change: TableChange| -> Result<()> {
-            while pending.len() >= 2 {
-                pending.pop_front().expect("pending").wait()?;
-            }
-            pending.push_back(self.table.apply_queued(change)?);
-            Ok(())
+        let mut gather = Gather {
+            engine: self,
+            changes: &changes,
+            ids: &ids,
+            report,
+            commit: Commit {
+                generation: self.store.generation()? + 1,
+                ..Commit::default()
+            },
+            added: vec![Vec::new(); self.opts.specs.len()],
+            removed_ids: Vec::new(),
+            appended: Vec::new(),
+            pending: VecDeque::new(),
+            started: HashSet::new(),
         };
-        std::thread::scope(|scope| -> Result<()> {
-            let (changes, ids) = (&changes, &ids);
-            scope.spawn(move || {
-                pool.install(|| {
-                    changes
-                        .par_iter()
-                        .enumerate()
-                        .for_each_with(tx, |tx, (i, c)| {
-                            let folded = match c {
-                                Change::Add(s) | Change::Replace(_, s) => {
-                                    Some(self.fold(s, 0, ids[i] as i32, 0))
-                                }
-                                Change::Append(r, s) => {
-                                    Some(self.fold(s, r.size, r.id as i32, r.parts as i32))
-                                }
-                                Change::Remove(_) | Change::Move(..) => None,
-                            };
-                            let _ = tx.send((i, folded));
-                        })
-                })
-            });
-            for (i, folded) in rx {
-                let change = changes[i].clone();
-                let folded = match folded {
-                    Some(Err(Error::Cancelled)) => return Err(Error::Cancelled),
-                    Some(Err(e)) => {
-                        report
-                            .failed
-                            .push(FileFailure::new(change_path(&change), &e));
-                        continue;
-                    }
-                    Some(Ok(fold)) => {
-                        let whole = |f: &Fold| Some(f.len) == change_seen(&change).map(|s| s.size);
-                        if !fold.as_ref().is_some_and(whole) {
-                            report.held.push(change_path(&change).to_path_buf());
-                        }
-                        match fold {
-                            Some(f) => Some(f),
-                            None => continue,
-                        }
-                    }
-                    None => None,
-                };
-                match (change, folded) {
-                    (c @ (Change::Add(_) | Change::Replace(..)), Some(fold)) => {
-                        let (old, s) = match c {
-                            Change::Replace(old, s) => (Some(old.id), s),
-                            Change::Add(s) => (None, s),
-                            _ => unreachable!(),
-                        };
-                        let f = fold.folded;
-                        skipped(report, &s, &f);
-                        let s = Seen {
-                            size: fold.len,
-                            ..s
-                        };
-                        let mut r = record(ids[i], &s, fold.fingerprint, f.rows, 1);
-                        r.bad_rows = f.bad_rows.len() as u64;
-                        table_apply(TableChange::Put {
-                            old: old.map(|id| id as i32),
-                            batch: f.table,
-                            file: table_file(&r),
-                        })?;
-                        report.rows += f.rows;
-                        add_partial(&mut added, f.partial);
-                        commit.folded.push((r, fold.encoded));
-                        match old {
-                            Some(id) => {
-                                report.replaced += 1;
-                                removed_ids.push(id);
-                                commit.removed.push(id);
-                            }
-                            None => report.added += 1,
-                        }
-                    }
-                    (Change::Append(old, s), Some(fold)) => {
-                        let f = fold.folded;
-                        skipped(report, &s, &f);
-                        let s = Seen {
-                            size: fold.len,
-                            ..s
-                        };
-                        let parts = old.parts + 1;
-                        let mut r = record(old.id, &s, fold.fingerprint, old.rows + f.rows, parts);
-                        r.bad_rows = old.bad_rows + f.bad_rows.len() as u64;
-                        table_apply(TableChange::Append {
-                            batch: f.table,
-                            file: table_file(&r),
-                        })?;
-                        report.appended += 1;
-                        report.rows += f.rows;
-                        add_partial(&mut added, f.partial.clone());
-                        appended.push((r.id, f.partial));
-                        commit.folded.push((r, Vec::new()));
-                    }
-                    (Change::Remove(old), _) => {
-                        self.table
-                            .apply(TableChange::Remove { id: old.id as i32 })?;
-                        report.removed += 1;
-                        removed_ids.push(old.id);
-                        commit.removed.push(old.id);
-                    }
-                    (Change::Move(old, s), _) => {
-                        let r = FileRecord {
-                            path: s.path.clone(),
-                            mtime_ns: s.mtime_ns,
-                            inode: s.inode,
-                            ..old
-                        };
-                        table_apply(TableChange::Record {
-                            file: table_file(&r),
-                        })?;
-                        report.moved += 1;
-                        commit.moved.push(r);
-                    }
-                    (c, None) => unreachable!("change {c:?} needs a fold"),
-                }
-            }
-            Ok(())
-        })?;
+        self.fold_all(&mut gather)?;
+        let Gather {
+            report,
+            mut commit,
+            added,
+            removed_ids,
+            appended,
+            pending,
+            ..
+        } = gather;
         if commit.folded.is_empty() && commit.moved.is_empty() && commit.removed.is_empty() {
             return Ok(());
         }
 
+        let specs = &self.opts.specs;
         let t_fold = t0.elapsed();
         // Appended files keep one partial: the old one merged with the tail's.
         for (id, tail) in appended {
@@ -787,6 +679,53 @@ impl Engine {
         stored
     }
 
+    /// Folds the batch's files on the fold pool and hands what each produces to
+    /// `gather` on this thread, as it comes: rows of a chunk, then the file's fold (or its
+    /// failure); removals and moves at once.
+    fn fold_all(&self, gather: &mut Gather<'_>) -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.threads)
+            .build()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (changes, ids) = (gather.changes, gather.ids);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Piece)>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(move || {
+                pool.install(|| {
+                    changes
+                        .par_iter()
+                        .enumerate()
+                        .for_each_with(tx, |tx, (i, c)| {
+                            let (s, from, part) = match c {
+                                Change::Add(s) | Change::Replace(_, s) => (s, 0, 0),
+                                Change::Append(r, s) => (s, r.size, r.parts as i32),
+                                Change::Remove(_) | Change::Move(..) => {
+                                    let _ = tx.send((i, Piece::Other));
+                                    return;
+                                }
+                            };
+                            let mut emit = |batch| {
+                                let _ = tx.send((i, Piece::Rows(batch)));
+                            };
+                            let folded = self.fold(s, from, (ids[i] as i32, part), &mut emit);
+                            let _ = tx.send((i, Piece::Done(folded)));
+                        })
+                })
+            });
+            for (i, piece) in rx {
+                match piece {
+                    Piece::Rows(batch) => gather.rows(i, batch)?,
+                    Piece::Done(Err(Error::Cancelled)) => return Err(Error::Cancelled),
+                    Piece::Done(Err(e)) => gather.failed(i, &e)?,
+                    Piece::Done(Ok(None)) => gather.held(i),
+                    Piece::Done(Ok(Some(fold))) => gather.folded(i, fold)?,
+                    Piece::Other => gather.other(i)?,
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Gives the keys whose minimum or maximum a removed partial may have held (as
     /// `RollupRows::combine` returns them) their extremes back, from the rows that remain:
     /// one DuckDB statement over the table, which now holds exactly those rows, plus the
@@ -838,35 +777,95 @@ impl Engine {
             .collect()
     }
 
-    /// Reads and folds a file from byte `from` on, through its last complete line (or all
-    /// of it once the file has been quiet for `line_hold`). `None` when there is no
-    /// complete line past `from` yet. Fails with `Error::Changed` when the file changed
-    /// while read or folded: nothing of it is committed, and it is folded again later.
-    fn fold(&self, s: &Seen, from: u64, id: i32, part: i32) -> Result<Option<Fold>> {
+    /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time
+    /// (`chunk_bytes`), through its last complete line (or all of it once the file has
+    /// been quiet for `line_hold`). The table rows of every chunk but the last go to
+    /// `emit` as they are folded; the fold returned holds the last chunk's rows, the whole
+    /// partial and the fingerprint of everything up to the end of what was folded. `None`
+    /// when there is no complete line past `from` yet. Fails with `Error::Changed` when
+    /// the file changed while read or folded: nothing of it is committed, and it is folded
+    /// again later.
+    fn fold(
+        &self,
+        s: &Seen,
+        from: u64,
+        ids: (i32, i32),
+        emit: &mut dyn FnMut(RecordBatch),
+    ) -> Result<Option<Fold>> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }
-        let mut bytes = read_prefix(s)?;
+        let file = open_as_seen(s)?;
         self.opts.failpoints.hit("fold.read")?;
         let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
-        if !quiet {
-            bytes.truncate(complete_len(&bytes));
+        let mut lines = Lines::new(&s.path, file.take(s.size), self.opts.chunk_bytes);
+        let header = match lines.header()? {
+            Some(header) => header,
+            None if !quiet => return Ok(None),
+            None => lines.rest()?.bytes,
+        };
+        if header.is_empty() {
+            return Err(Error::BadFile {
+                path: s.path.clone(),
+                reason: "empty file (no header line)".into(),
+            });
         }
-        if (from > 0 && bytes.len() as u64 <= from) || (bytes.is_empty() && !quiet) {
+        lines.skip_to(from)?;
+        let start = Instant::now();
+        let mut whole: Option<Folded> = None;
+        let mut fold_chunk = |chunk: Chunk, whole: &mut Option<Folded>| -> Result<()> {
+            let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
+            let text = Text {
+                path: &s.path,
+                header: &header,
+                body: &chunk.bytes,
+                first_line: chunk.first_line,
+                ids,
+                zone: self.opts.zone,
+            };
+            let piece = fold_text(&text, &self.opts.specs, self.opts.max_bad_rows - bad)?;
+            let stats = &self.stats;
+            stats.chunks_folded.fetch_add(1, Ordering::Relaxed);
+            stats
+                .largest_chunk
+                .fetch_max(chunk.bytes.len() as u64, Ordering::Relaxed);
+            match whole {
+                None => *whole = Some(piece),
+                Some(w) => emit(w.then(piece)),
+            }
+            Ok(())
+        };
+        while let Some(chunk) = lines.next_lines()? {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            fold_chunk(chunk, &mut whole)?;
+        }
+        if quiet {
+            let rest = lines.rest()?;
+            if !rest.bytes.is_empty() {
+                fold_chunk(rest, &mut whole)?;
+            }
+        }
+        if from > 0 && lines.taken() <= from {
             return Ok(None);
         }
-        let start = Instant::now();
-        let f = fold_bytes(
-            &s.path,
-            &bytes,
-            from as usize,
-            (id, part),
-            self.opts.zone,
-            &self.opts.specs,
-            self.opts.max_bad_rows,
-        )?;
-        self.stats.parsed(&s.path, f.bytes, f.rows);
+        let mut f = match whole {
+            Some(f) => f,
+            None => {
+                let chunk = Chunk {
+                    bytes: Vec::new(),
+                    first_line: 2,
+                };
+                fold_chunk(chunk, &mut whole)?;
+                whole.expect("folded")
+            }
+        };
+        if from == 0 {
+            f.bytes += header.len() as u64;
+        }
         still_as_seen(s)?;
+        self.stats.parsed(&s.path, f.bytes, f.rows);
         tracing::debug!(
             path = %s.path.display(),
             ms = start.elapsed().as_millis() as u64,
@@ -878,14 +877,9 @@ impl Engine {
         } else {
             Vec::new()
         };
-        tracing::debug!(
-            path = %s.path.display(),
-            encoded_kb = encoded.iter().map(Vec::len).sum::<usize>() >> 10,
-            "partials encoded"
-        );
         Ok(Some(Fold {
-            len: bytes.len() as u64,
-            fingerprint: xxhash_rust::xxh3::xxh3_64(&bytes),
+            len: lines.taken(),
+            fingerprint: lines.fingerprint(),
             folded: f,
             encoded,
         }))
@@ -990,6 +984,199 @@ impl Engine {
             generation: snap.generation(),
             elapsed: start.elapsed(),
         })
+    }
+}
+
+/// What a fold thread sends for change number `i` of a batch.
+enum Piece {
+    /// Table rows of a chunk of the file (more follow).
+    Rows(RecordBatch),
+    /// The file's fold, `None` when there was nothing whole to fold yet, or its failure.
+    Done(Result<Option<Fold>>),
+    /// A change that folds nothing (a removal or a move).
+    Other,
+}
+
+/// What one batch gathers while its files fold: the store commit, the partials to merge,
+/// and the table changes queued on DuckDB's thread (at most two wait there, which bounds
+/// the rows held in memory).
+struct Gather<'a> {
+    engine: &'a Engine,
+    changes: &'a [Change],
+    /// Each change's file id (new ones for files folded afresh).
+    ids: &'a [u32],
+    report: &'a mut UpdateReport,
+    commit: Commit,
+    /// Every partial folded, per rollup, merged once the folds are done.
+    added: Vec<Vec<RollupRows>>,
+    removed_ids: Vec<u32>,
+    /// Appended files and their tails' partials.
+    appended: Vec<(u32, Vec<RollupRows>)>,
+    pending: VecDeque<Pending<()>>,
+    /// Changes whose first chunk of rows is in the table already.
+    started: HashSet<usize>,
+}
+
+impl Gather<'_> {
+    fn table(&mut self, change: TableChange) -> Result<()> {
+        while self.pending.len() >= 2 {
+            self.pending.pop_front().expect("pending").wait()?;
+        }
+        self.pending
+            .push_back(self.engine.table.apply_queued(change)?);
+        Ok(())
+    }
+
+    /// Rows of a chunk: the first chunk of a file also writes a provisional record (a
+    /// crash before the store commits is undone on open like any uncommitted change).
+    fn rows(&mut self, i: usize, batch: RecordBatch) -> Result<()> {
+        let change = if !self.started.insert(i) {
+            TableChange::Rows { batch }
+        } else {
+            match &self.changes[i] {
+                Change::Add(s) | Change::Replace(_, s) => TableChange::Put {
+                    old: None,
+                    batch,
+                    file: TableFile {
+                        id: self.ids[i] as i32,
+                        path: s.path.display().to_string(),
+                        size: 0,
+                        parts: 1,
+                        rows: 0,
+                    },
+                },
+                Change::Append(old, _) => TableChange::Append {
+                    batch,
+                    file: TableFile {
+                        parts: old.parts as i32 + 1,
+                        ..table_file(old)
+                    },
+                },
+                c => unreachable!("change {c:?} has no rows"),
+            }
+        };
+        self.table(change)
+    }
+
+    /// A file that failed alone: rows of it already in the table are taken out again.
+    fn failed(&mut self, i: usize, e: &Error) -> Result<()> {
+        let change = &self.changes[i];
+        if self.started.remove(&i) {
+            self.table(match change {
+                Change::Append(old, _) => TableChange::Truncate {
+                    file: table_file(old),
+                },
+                _ => TableChange::Remove {
+                    id: self.ids[i] as i32,
+                },
+            })?;
+        }
+        self.report
+            .failed
+            .push(FileFailure::new(change_path(change), e));
+        Ok(())
+    }
+
+    /// A file with nothing whole to fold yet: its last line is held.
+    fn held(&mut self, i: usize) {
+        let path = change_path(&self.changes[i]).to_path_buf();
+        self.report.held.push(path);
+    }
+
+    /// A file folded (all of it, or through its last complete line).
+    fn folded(&mut self, i: usize, fold: Fold) -> Result<()> {
+        let change = self.changes[i].clone();
+        let started = self.started.remove(&i);
+        let seen = change_seen(&change).expect("a folded change");
+        if fold.len != seen.size {
+            self.report.held.push(seen.path.clone());
+        }
+        let s = Seen {
+            size: fold.len,
+            ..seen.clone()
+        };
+        let f = fold.folded;
+        skipped(self.report, &s, &f);
+        self.report.rows += f.rows;
+        match change {
+            Change::Add(_) | Change::Replace(..) => {
+                let old = change_id(&change);
+                let mut r = record(self.ids[i], &s, fold.fingerprint, f.rows, 1);
+                r.bad_rows = f.bad_rows.len() as u64;
+                let (old_id, batch, file) = (old.map(|id| id as i32), f.table, table_file(&r));
+                self.table(match started {
+                    false => TableChange::Put {
+                        old: old_id,
+                        batch,
+                        file,
+                    },
+                    true => TableChange::Finish {
+                        old: old_id,
+                        batch,
+                        file,
+                    },
+                })?;
+                add_partial(&mut self.added, f.partial);
+                self.commit.folded.push((r, fold.encoded));
+                match old {
+                    Some(id) => {
+                        self.report.replaced += 1;
+                        self.removed_ids.push(id);
+                        self.commit.removed.push(id);
+                    }
+                    None => self.report.added += 1,
+                }
+            }
+            Change::Append(old, _) => {
+                let mut r = record(
+                    old.id,
+                    &s,
+                    fold.fingerprint,
+                    old.rows + f.rows,
+                    old.parts + 1,
+                );
+                r.bad_rows = old.bad_rows + f.bad_rows.len() as u64;
+                self.table(TableChange::Append {
+                    batch: f.table,
+                    file: table_file(&r),
+                })?;
+                self.report.appended += 1;
+                add_partial(&mut self.added, f.partial.clone());
+                self.appended.push((r.id, f.partial));
+                self.commit.folded.push((r, Vec::new()));
+            }
+            c => unreachable!("change {c:?} folds nothing"),
+        }
+        Ok(())
+    }
+
+    /// A removal or a move.
+    fn other(&mut self, i: usize) -> Result<()> {
+        match self.changes[i].clone() {
+            Change::Remove(old) => {
+                self.engine
+                    .table
+                    .apply(TableChange::Remove { id: old.id as i32 })?;
+                self.report.removed += 1;
+                self.removed_ids.push(old.id);
+                self.commit.removed.push(old.id);
+            }
+            Change::Move(old, s) => {
+                let r = FileRecord {
+                    path: s.path.clone(),
+                    mtime_ns: s.mtime_ns,
+                    inode: s.inode,
+                    ..old
+                };
+                self.table(TableChange::Record {
+                    file: table_file(&r),
+                })?;
+                self.report.moved += 1;
+                self.commit.moved.push(r);
+            }
+            c => unreachable!("change {c:?} needs a fold"),
+        }
+        Ok(())
     }
 }
 

@@ -80,6 +80,20 @@ pub struct Folded {
     pub bad_rows: Vec<(usize, String)>,
 }
 
+impl Folded {
+    /// Adds the fold of the next chunk of the same file; returns this fold's table rows,
+    /// which the next chunk's replace (the caller sends them on).
+    pub fn then(&mut self, next: Folded) -> RecordBatch {
+        for (p, n) in self.partial.iter_mut().zip(&next.partial) {
+            *p = p.merge(n);
+        }
+        self.rows += next.rows;
+        self.bytes += next.bytes;
+        self.bad_rows.extend(next.bad_rows);
+        std::mem::replace(&mut self.table, next.table)
+    }
+}
+
 /// Folds the CSV file at `path` (identified in the table as `file_id`).
 ///
 /// Fails with `Error::BadFile` naming the line and reason when the file cannot be parsed;
@@ -87,11 +101,6 @@ pub struct Folded {
 pub fn fold_file(path: &Path, file_id: i32, zone: Zone, specs: &[RollupSpec]) -> Result<Folded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     fold_bytes(path, &bytes, 0, (file_id, 0), zone, specs, 0)
-}
-
-/// The length of the complete lines at the start of `bytes`: through its last newline.
-pub fn complete_len(bytes: &[u8]) -> usize {
-    memchr::memrchr(b'\n', bytes).map_or(0, |i| i + 1)
 }
 
 /// Longest line accepted, in bytes.
@@ -126,7 +135,6 @@ pub fn fold_bytes(
         .map_or(bytes.len(), |i| i + 1);
     let parsed = (bytes.len() - from.min(bytes.len())) as u64;
     let from = from.max(header_len);
-    let header = &bytes[..header_len];
     let body = &bytes[from..];
     let first_line = 1 + memchr::memchr_iter(b'\n', &bytes[..from]).count();
     let mut start = 0;
@@ -142,24 +150,32 @@ pub fn fold_bytes(
         }
         start = nl + 1;
     }
+    let text = Text {
+        path,
+        header: &bytes[..header_len],
+        body,
+        first_line,
+        ids,
+        zone,
+    };
+    Ok(Folded {
+        bytes: parsed,
+        ..fold_text(&text, specs, max_bad_rows)?
+    })
+}
+
+/// Folds a text's body (whole lines of at most `MAX_LINE` bytes): parsed by the fast
+/// path when it can, by the general one otherwise, then aggregated. `bytes` counts the
+/// body.
+pub(crate) fn fold_text(text: &Text, specs: &[RollupSpec], max_bad_rows: u64) -> Result<Folded> {
     let t = std::time::Instant::now();
-    let names = read_header(&mut &header[..])
-        .map_err(|e| Error::io(path, e))?
+    let names = read_header(&mut &text.header[..])
+        .map_err(|e| Error::io(text.path, e))?
         .map(|h| split_header(&h))
         .unwrap_or_default();
-    let (table, bad_rows) = match crate::fastcsv::parse(&names, body, ids, zone) {
+    let (table, bad_rows) = match crate::fastcsv::parse(&names, text.body, text.ids, text.zone) {
         Some(table) => (table, Vec::new()),
-        None => general_parse(
-            &Text {
-                path,
-                header,
-                body,
-                first_line,
-                ids,
-                zone,
-            },
-            max_bad_rows,
-        )?,
+        None => general_parse(text, max_bad_rows)?,
     };
     let t_parse = t.elapsed();
     let partial = crate::partial::build(&table, specs)?;
@@ -172,7 +188,7 @@ pub fn fold_bytes(
         rows: table.num_rows() as u64,
         table,
         partial,
-        bytes: parsed,
+        bytes: text.body.len() as u64,
         bad_rows,
     })
 }

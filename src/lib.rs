@@ -24,6 +24,7 @@ pub mod fold;
 pub mod gen;
 pub mod ingest;
 pub mod limits;
+pub mod lines;
 pub mod lock;
 pub mod manifest;
 pub mod partial;

@@ -7,7 +7,6 @@
 //! file itself (`fstat`) before reading a byte.
 
 use std::fs::{File, Metadata};
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -113,22 +112,14 @@ pub fn open(path: &Path) -> Result<(File, Metadata)> {
     }
 }
 
-/// The first `s.size` bytes of the file `s` was stat'ed as. Fails with `Error::Changed`
-/// when the file opened is not that one any more (other size, mtime or inode) or holds
-/// fewer bytes: it is read again once it settles.
-pub fn read_prefix(s: &Seen) -> Result<Vec<u8>> {
+/// The file `s` was stat'ed as, open for reading; fails with `Error::Changed` when the
+/// file at its path is not that one any more (other size, mtime or inode).
+pub fn open_as_seen(s: &Seen) -> Result<File> {
     let (file, m) = open(&s.path)?;
     if !same(s, &m) {
         return Err(Error::Changed(s.path.clone()));
     }
-    let mut bytes = Vec::with_capacity(s.size as usize);
-    file.take(s.size)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&s.path, e))?;
-    if (bytes.len() as u64) < s.size {
-        return Err(Error::Changed(s.path.clone()));
-    }
-    Ok(bytes)
+    Ok(file)
 }
 
 /// Fails with `Error::Changed` unless the file at `s.path` is still as `s` saw it (size,

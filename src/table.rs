@@ -71,6 +71,16 @@ pub enum TableChange {
     },
     /// An appended tail: rows of the next part.
     Append { batch: RecordBatch, file: TableFile },
+    /// More rows of a file being folded a chunk at a time (its record comes with the
+    /// last chunk).
+    Rows { batch: RecordBatch },
+    /// The last chunk of a file folded a chunk at a time (a new file, or a rewrite
+    /// replacing file `old`): its rows, then the old file's rows go, then its record.
+    Finish {
+        old: Option<i32>,
+        batch: RecordBatch,
+        file: TableFile,
+    },
     /// A file gone: its rows and record.
     Remove { id: i32 },
     /// Only the file's record changes (renamed, touched).
@@ -303,6 +313,14 @@ impl Table {
                     (Some(batch), Some(file))
                 }
                 TableChange::Append { batch, file } => (Some(batch), Some(file)),
+                TableChange::Rows { batch } => (Some(batch), None),
+                TableChange::Finish { old, batch, file } => {
+                    if let Some(old) = old {
+                        delete_rows(old, 0)?;
+                        tx.execute("DELETE FROM files WHERE file_id = ?", params![old])?;
+                    }
+                    (Some(batch), Some(file))
+                }
                 TableChange::Remove { id } => {
                     delete_rows(id, 0)?;
                     tx.execute("DELETE FROM files WHERE file_id = ?", params![id])?;

@@ -151,7 +151,12 @@ fn random_histories_match_a_fresh_build_and_duckdb() {
     for history in 0..200 {
         let ws = Workspace::new();
         let dir = ws.watch();
-        let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+        // Every other history folds its files a few lines at a time.
+        let opts = EngineOptions {
+            chunk_bytes: if history % 2 == 0 { 300 } else { 64 << 20 },
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(&ws.state(), opts).unwrap();
         let mut clock = 0u64;
         let mut log = Vec::new();
         let mut next_name = 0;

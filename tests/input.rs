@@ -1,9 +1,13 @@
 //! Input format tests: files written differently fold to the same answers as DuckDB reads.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use rollupd::engine::{Engine, EngineOptions};
 
 use rollupd::gen::{write_file, GenOptions};
 
+use crate::history::assert_fresh;
 use crate::oracle::{assert_same, oracle};
 use crate::util::{answer_rows, reference_queries, Workspace};
 
@@ -109,4 +113,126 @@ fn extra_columns_are_ignored() {
     });
     let f = ws.write("extra.csv", text);
     check_queries(&ws, &[f]);
+}
+
+/// A file larger than the memory budget folds a chunk of lines at a time: no chunk
+/// parsed is larger than the budget allows, and the rollups and answers equal a fresh
+/// build and DuckDB; so do an append to it and a rewrite of it.
+#[test]
+fn a_file_bigger_than_the_memory_budget_folds_within_it() {
+    let ws = Workspace::new();
+    let path = ws.write("big.csv", sample(60_000, 0));
+    let chunk = 256 << 10;
+    let opts = EngineOptions {
+        batch_bytes: 1 << 20,
+        chunk_bytes: chunk,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(&ws.state(), opts).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        size > 4 << 20,
+        "the file ({size} bytes) is larger than the budget"
+    );
+    let tail: String = sample(20_000, 1).split_inclusive('\n').skip(1).collect();
+    let rewrite = sample(30_000, 2);
+    for (step, change) in [None, Some(tail.as_str()), Some(rewrite.as_str())]
+        .into_iter()
+        .enumerate()
+    {
+        match (step, change) {
+            (1, Some(tail)) => {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+                std::io::Write::write_all(&mut f, tail.as_bytes()).unwrap();
+            }
+            (_, Some(text)) => std::fs::write(&path, text).unwrap(),
+            _ => {}
+        }
+        let report = engine.update(&ws.watch()).unwrap();
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let stats = engine.stats();
+        assert!(stats.chunks_folded.load(Ordering::Relaxed) > 8 * (step as u64 + 1));
+        assert!(stats.largest_chunk.load(Ordering::Relaxed) <= chunk as u64 + (64 << 10));
+        let files = ws.files();
+        assert_fresh(&engine, &files, &format!("step {step}"));
+        for q in reference_queries() {
+            let answer = engine.query(&q).unwrap();
+            let want = oracle(&files, &q).unwrap();
+            assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
+        }
+    }
+}
+
+/// A bad line deep in a file folded a chunk at a time fails that file alone, after its
+/// first chunks' rows went to DuckDB: they are taken out again, for a new file and for an
+/// appended tail alike, and the other files' answers stand.
+#[test]
+fn a_bad_line_deep_in_a_chunked_file_leaves_no_rows_of_it() {
+    let ws = Workspace::new();
+    let good = ws.write("good.csv", sample(2_000, 3));
+    let text = sample(40_000, 0);
+    let cut = text.len() * 9 / 10;
+    let bad = format!("{}x,y\n{}", &text[..cut], &text[cut..]);
+    let big = ws.write("big.csv", &bad);
+    let opts = EngineOptions {
+        chunk_bytes: 256 << 10,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(&ws.state(), opts).unwrap();
+    let count = serde_json::json!({
+        "select": [{"COUNT": "*"}],
+        "where": [{"col": "user_id", "op": "gte", "val": 0}]
+    });
+    let duckdb_count = |engine: &Engine| {
+        let a = engine.query(&count).unwrap();
+        assert_eq!(a.source, "duckdb");
+        answer_rows(&a)[0][0].clone()
+    };
+    let report = engine.update(&ws.watch()).unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert!(engine.stats().chunks_folded.load(Ordering::Relaxed) > 2);
+    let want = oracle(std::slice::from_ref(&good), &count).unwrap();
+    assert_same(
+        &count,
+        &["COUNT(*)".into()],
+        &[vec![duckdb_count(&engine)]],
+        &want,
+    )
+    .unwrap();
+    assert_fresh(
+        &engine,
+        std::slice::from_ref(&good),
+        "a new file failed deep in",
+    );
+
+    let whole: String = text[..cut]
+        .rsplit_once('\n')
+        .map(|(a, _)| format!("{a}\n"))
+        .unwrap();
+    std::fs::write(&big, &whole).unwrap();
+    let report = engine.update(&ws.watch()).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let before = duckdb_count(&engine);
+    let tail: String = sample(30_000, 4).split_inclusive('\n').skip(1).collect();
+    let bad_tail = format!(
+        "{}x,y\n{}",
+        &tail[..tail.len() - 100],
+        &tail[tail.len() - 100..]
+    );
+    let mut f = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+    std::io::Write::write_all(&mut f, bad_tail.as_bytes()).unwrap();
+    drop(f);
+    let report = engine.update(&ws.watch()).unwrap();
+    assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+    assert_eq!(
+        duckdb_count(&engine),
+        before,
+        "the bad tail's rows were taken out"
+    );
+    std::fs::write(&big, &whole).unwrap();
+    engine.update(&ws.watch()).unwrap();
+    assert_fresh(&engine, &ws.files(), "after the tail was cut off again");
 }
