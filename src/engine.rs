@@ -518,7 +518,10 @@ impl Engine {
         }
         // Each batch commits to the store and moves `committed` along; the rollups are
         // published once, at the end (a crash in between is repaired from the partials).
-        let (generation, mut rollups) = self.committed.lock().expect("committed lock").clone();
+        // The update holds the committed rollups (no clone), so that a snapshot not sharing
+        // them lets later batches merge into them in place; they go back below.
+        let (generation, mut rollups) =
+            std::mem::take(&mut *self.committed.lock().expect("committed lock"));
         let mut report = UpdateReport {
             generation,
             ..UpdateReport::default()
@@ -530,10 +533,6 @@ impl Engine {
         let mut outcome = Ok(());
         for batch in batches(changes, self.opts.batch_bytes) {
             let applied = self.apply(batch, &mut report, &mut rollups);
-            if report.generation != generation {
-                *self.committed.lock().expect("committed lock") =
-                    (report.generation, rollups.clone());
-            }
             if let Err(e) = applied {
                 // The table may hold changes the store did not commit; put it back.
                 if let Err(again) = self.reconcile_table() {
@@ -543,6 +542,7 @@ impl Engine {
                 break;
             }
         }
+        *self.committed.lock().expect("committed lock") = (report.generation, rollups);
         // Batches committed before a failure are published all the same, and so is a
         // generation an earlier publish failed to get out.
         self.catch_up()?;
@@ -619,24 +619,18 @@ impl Engine {
             slot.1 = encode_all(&whole);
         }
 
-        // New rollups: old + added − removed (merged while DuckDB may still be appending).
-        let removed_parts = |s: usize| -> Result<RollupRows> {
-            let parts = removed_ids
-                .iter()
-                .map(|id| self.store.partial(*id, s))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(RollupRows::merge_tree(parts))
+        // New rollups: old + added − removed. Rollups no snapshot shares (within a
+        // multi-batch update) take a batch of additions in place once the store has
+        // committed it; others are merged into new ones while DuckDB may still be
+        // appending.
+        let added: Vec<RollupRows> = added.into_par_iter().map(RollupRows::merge_tree).collect();
+        let in_place = removed_ids.is_empty()
+            && current.len() == added.len()
+            && current.iter_mut().all(|r| Arc::get_mut(r).is_some());
+        let combined = match in_place {
+            true => None,
+            false => Some(self.combine(current, &added, &removed_ids)?),
         };
-        let combined = added
-            .into_par_iter()
-            .enumerate()
-            .map(|(s, add)| {
-                let empty = RollupRows::default();
-                let old = current.get(s).map_or(&empty, |r| r.as_ref());
-                Ok(old.combine(&RollupRows::merge_tree(add), &removed_parts(s)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
-
         let t_merge = t0.elapsed();
         // The table commits before the store.
         for p in pending {
@@ -648,7 +642,10 @@ impl Engine {
             .copied()
             .chain(commit.folded.iter().map(|(r, _)| r.id))
             .collect();
-        let rollups = self.restore_extremes(combined, &changed)?;
+        let rollups = match combined {
+            Some(combined) => Some(self.restore_extremes(combined, &changed)?),
+            None => None,
+        };
         let t_extremes = t0.elapsed();
         self.store.set_layout(&self.opts.zone.name(), specs)?;
         self.opts.failpoints.hit("store.commit")?;
@@ -661,7 +658,13 @@ impl Engine {
         if stored.is_err() && self.store.generation()? != commit.generation {
             return stored;
         }
-        *current = rollups;
+        match rollups {
+            Some(rollups) => *current = rollups,
+            None => current
+                .par_iter_mut()
+                .zip(&added)
+                .for_each(|(rows, add)| Arc::get_mut(rows).expect("unshared").merge_in_place(add)),
+        }
         report.generation = commit.generation;
         self.unloaded
             .lock()
@@ -677,6 +680,29 @@ impl Engine {
             "generation committed to the store"
         );
         stored
+    }
+
+    /// `current` + `added` − the stored partials of `removed`, per rollup, as new rows,
+    /// with the keys whose extremes the removed partials may have held.
+    fn combine(
+        &self,
+        current: &[Arc<RollupRows>],
+        added: &[RollupRows],
+        removed: &[u32],
+    ) -> Result<Vec<(RollupRows, Vec<Key>)>> {
+        added
+            .par_iter()
+            .enumerate()
+            .map(|(s, add)| {
+                let parts = removed
+                    .iter()
+                    .map(|id| self.store.partial(*id, s))
+                    .collect::<Result<Vec<_>>>()?;
+                let empty = RollupRows::default();
+                let old = current.get(s).map_or(&empty, |r| r.as_ref());
+                Ok(old.combine(add, &RollupRows::merge_tree(parts)))
+            })
+            .collect()
     }
 
     /// Folds the batch's files on the fold pool and hands what each produces to

@@ -593,6 +593,64 @@ impl RollupRows {
         out
     }
 
+    /// Merges sorted rows into these in place: the columns grow to their new length and
+    /// are filled from the back, so no second copy of the rollup is ever held. Gives the
+    /// same rows as `merge`.
+    pub fn merge_in_place(&mut self, add: &RollupRows) {
+        if add.is_empty() {
+            return;
+        }
+        let (n, common) = (self.len(), count_common(&self.keys, &add.keys));
+        let out = n + add.len() - common;
+        let sparse_out = |mine: &Sparse, theirs: &Sparse| {
+            let both = theirs
+                .at
+                .iter()
+                .filter(|&&j| {
+                    self.find(&add.keys[j as usize])
+                        .is_some_and(|i| mine.find(i).is_some())
+                })
+                .count();
+            mine.at.len() + theirs.at.len() - both
+        };
+        let (bid_out, total_out) = (
+            sparse_out(&self.bid, &add.bid),
+            sparse_out(&self.total, &add.total),
+        );
+        self.keys.resize(out, Key::default());
+        self.rows.resize(out, 0);
+        let mut cursors = [
+            Back::new(&mut self.bid, bid_out),
+            Back::new(&mut self.total, total_out),
+        ];
+        let (mut i, mut j) = (n, add.len());
+        let (mut ab, mut at) = (add.bid.at.len(), add.total.at.len());
+        for k in (0..out).rev() {
+            let take_mine = j == 0 || (i > 0 && self.keys[i - 1] >= add.keys[j - 1]);
+            let take_theirs = i == 0 || (j > 0 && add.keys[j - 1] >= self.keys[i - 1]);
+            let mut agg = Agg::default();
+            if take_mine {
+                i -= 1;
+                agg.rows = self.rows[i];
+                agg.bid = cursors[0].take_back(i);
+                agg.total = cursors[1].take_back(i);
+                self.keys[k] = self.keys[i];
+            }
+            if take_theirs {
+                j -= 1;
+                agg.merge(&Agg {
+                    rows: add.rows[j],
+                    bid: take_back(&add.bid, &mut ab, j),
+                    total: take_back(&add.total, &mut at, j),
+                });
+                self.keys[k] = add.keys[j];
+            }
+            self.rows[k] = agg.rows;
+            cursors[0].put_back(k, &agg.bid);
+            cursors[1].put_back(k, &agg.total);
+        }
+    }
+
     /// Gives back the memory grown past the rows' length.
     pub fn shrink_to_fit(&mut self) {
         self.keys.shrink_to_fit();
@@ -714,6 +772,75 @@ impl RollupRows {
             })
             .collect();
         RollupRows::merge_tree(pairs)
+    }
+}
+
+/// How many keys two sorted key lists share.
+fn count_common(a: &[Key], b: &[Key]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The measure of row `row` when walking a sparse column from the back, `j` being the
+/// number of its measures not passed yet.
+#[inline]
+fn take_back(s: &Sparse, j: &mut usize, row: usize) -> Measure {
+    match j.checked_sub(1).map(|p| (p, s.at[p])) {
+        Some((p, a)) if a as usize == row => {
+            *j = p;
+            s.values[p]
+        }
+        _ => Measure::default(),
+    }
+}
+
+/// A sparse column being merged into in place, from the back: measures not read yet
+/// sit at `[..read]`, measures written at `[write..]`.
+struct Back<'a> {
+    s: &'a mut Sparse,
+    read: usize,
+    write: usize,
+}
+
+impl<'a> Back<'a> {
+    /// Grows the column to `len` measures.
+    fn new(s: &'a mut Sparse, len: usize) -> Back<'a> {
+        let read = s.at.len();
+        s.at.resize(len, 0);
+        s.values.resize(len, Measure::default());
+        Back {
+            s,
+            read,
+            write: len,
+        }
+    }
+
+    /// The measure of old row `row` (read from the back), if it has one.
+    fn take_back(&mut self, row: usize) -> Measure {
+        let mut j = self.read;
+        let m = take_back(self.s, &mut j, row);
+        self.read = j;
+        m
+    }
+
+    /// Writes the measure of new row `row` (from the back), if it has one.
+    fn put_back(&mut self, row: usize, m: &Measure) {
+        if m.n > 0 {
+            self.write -= 1;
+            self.s.at[self.write] = row_index(row);
+            self.s.values[self.write] = *m;
+        }
     }
 }
 
@@ -949,6 +1076,12 @@ mod tests {
             }
             let (ra, rb) = (of(&a), of(&b));
             assert_eq!(ra.merge(&rb), of(&sum));
+            let mut in_place = ra.clone();
+            in_place.merge_in_place(&rb);
+            assert_eq!(in_place, of(&sum));
+            let mut from_empty = RollupRows::default();
+            from_empty.merge_in_place(&ra);
+            assert_eq!(from_empty, ra);
             assert_eq!(ra.iter().collect::<BTreeMap<_, _>>(), a);
             // Taking b out again: exact sums, and the flagged keys get their extremes back.
             let (mut back, affected) = of(&sum).combine(&RollupRows::default(), &rb);
