@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value as Json;
 
 use rollupd::client::{Client, ClientOptions};
@@ -231,6 +231,10 @@ enum Command {
         #[arg(long, default_value_t = 250_000)]
         rows_per_file: usize,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
     /// Generate sample event CSVs shaped like the real data.
     Gen {
         /// Folder to write into.
@@ -244,8 +248,19 @@ enum Command {
     },
 }
 
+/// The command-line definition, its version naming the bundled DuckDB.
+fn command() -> clap::Command {
+    let version = format!(
+        "{} (DuckDB {}, {} build)",
+        env!("CARGO_PKG_VERSION"),
+        rollupd::table::duckdb_version(),
+        rollupd::table::DUCKDB_BUILD
+    );
+    Cli::command().version(version)
+}
+
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     // The daemon logs what it does; other commands only warnings.
     let level = match cli.command {
         Command::Run { .. } => "info",
@@ -326,6 +341,10 @@ pub fn run() -> Result<()> {
             files,
             rows_per_file,
         } => rollupd::demo::run(&absolute(&state)?, files, rows_per_file)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "rollupd", &mut std::io::stdout())
+        }
+        Command::Man => clap_mangen::Man::new(command()).render(&mut std::io::stdout())?,
         Command::Gen {
             dir,
             files,
