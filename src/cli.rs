@@ -18,7 +18,8 @@ use rollupd::gen::{generate, GenOptions};
 use rollupd::limits::QueryLimits;
 use rollupd::manifest::Manifest;
 use rollupd::protocol::{
-    error_line, query_response, FilesReply, Format, Head, Request, StatusReply, SyncReply,
+    error_line, query_response, ExplainReply, FilesReply, Format, Head, Request, StatusReply,
+    SyncReply,
 };
 use rollupd::schema::Zone;
 use rollupd::service::{self, Platform, ServicePaths};
@@ -137,6 +138,31 @@ impl Target {
     }
 }
 
+/// A query given on the command line or in a file.
+#[derive(Args, Clone)]
+struct QueryInput {
+    /// Read the query from a file ("-" for stdin).
+    #[arg(short = 'f', long = "file", conflicts_with = "query")]
+    file: Option<PathBuf>,
+    /// The query as JSON text.
+    query: Option<String>,
+}
+
+impl QueryInput {
+    /// The JSON given: one query, or (from a file) possibly an array of them.
+    fn json(&self) -> Result<Json> {
+        let text = match (&self.file, &self.query) {
+            (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+            (Some(f), _) => {
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            }
+            (None, Some(j)) => j.clone(),
+            (None, None) => bail!("give a query as JSON text or with -f FILE"),
+        };
+        serde_json::from_str(&text).context("the query is not valid JSON")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground: watch the folder, fold changes, serve queries.
@@ -160,11 +186,19 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "json")]
         format: Format,
-        /// Read the query from a file ("-" for stdin).
-        #[arg(short = 'f', long = "file", conflicts_with = "json")]
-        file: Option<PathBuf>,
-        /// The query as JSON text.
-        json: Option<String>,
+        #[command(flatten)]
+        input: QueryInput,
+    },
+    /// Where the daemon would answer a query: the rollup chosen, why each other rollup
+    /// was not, and the rows it reads.
+    Explain {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        input: QueryInput,
+        /// Print the raw protocol response.
+        #[arg(long)]
+        json: bool,
     },
     /// The daemon's state: generation, files, rows, rollups, last change and error.
     Status {
@@ -280,19 +314,9 @@ pub fn run() -> Result<()> {
         Command::Query {
             target,
             format,
-            file,
-            json,
+            input,
         } => {
-            let text = match (file, json) {
-                (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-                (Some(f), _) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?,
-                (None, Some(j)) => j,
-                (None, None) => bail!("give a query as JSON text or with -f FILE"),
-            };
-            let parsed: Json =
-                serde_json::from_str(&text).context("the query is not valid JSON")?;
-            let queries = match parsed {
+            let queries = match input.json()? {
                 Json::Array(items) => items,
                 one => vec![one],
             };
@@ -306,6 +330,16 @@ pub fn run() -> Result<()> {
                 _ => query_socket(&mut target.client()?, queries.clone(), format)?,
             };
             print_answers(answers, queries.len() > 1, format)?;
+        }
+        Command::Explain {
+            target,
+            input,
+            json,
+        } => {
+            let request = Request::Explain {
+                query: input.json()?,
+            };
+            print_op(&target, &request, json, explain_text)?
         }
         Command::Status { target, json } => {
             print_op(&target, &Request::Status {}, json, status_text)?
@@ -663,6 +697,28 @@ fn status_text(s: &StatusReply) -> String {
             r.rows,
             human_bytes(r.bytes)
         );
+    }
+    out
+}
+
+fn explain_text(e: &ExplainReply) -> String {
+    let route = match &e.rollup {
+        Some(name) => format!("rollup {name}"),
+        None => "DuckDB".to_string(),
+    };
+    let mut out = format!(
+        "answered from {route}, reading {} rows (generation {})\n",
+        e.rows_scanned, e.generation
+    );
+    if let Some(sql) = &e.sql {
+        out += &format!("sql: {sql}\n");
+    }
+    for r in &e.rollups {
+        let why = match &r.reason {
+            None => "chosen".to_string(),
+            Some(reason) => reason.message.clone(),
+        };
+        out += &format!("  {:<28} {:>10} rows  {why}\n", r.name, r.rows);
     }
     out
 }

@@ -133,6 +133,20 @@ pub async fn execute(
             let h = handle.clone();
             blocking(move || files(&h)).await
         }
+        Request::Explain { query } => {
+            let h = handle.clone();
+            blocking(move || {
+                let budget = QueryBudget {
+                    limits: h.limits.clone(),
+                    cancel: Cancel::default(),
+                };
+                match crate::explain::explain(&h.engine, &query, &budget) {
+                    Ok(reply) => ok_line(&reply),
+                    Err(e) => error_line(&e),
+                }
+            })
+            .await
+        }
     };
     (line, Vec::new())
 }

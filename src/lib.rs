@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod failpoint;
 pub mod fastcsv;
 pub mod fold;

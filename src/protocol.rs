@@ -77,6 +77,8 @@ pub enum Request {
     },
     /// Answers `{"ok":true}`.
     Ping {},
+    /// Where a query would be answered, and why not from each other rollup.
+    Explain { query: Json },
 }
 
 impl Request {
@@ -190,6 +192,55 @@ pub struct QueryReply<R = JsonRows> {
 pub struct SyncReply {
     /// The generation that holds every change seen.
     pub generation: u64,
+}
+
+/// The reply to `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    /// `rollup:<name>` or `duckdb`, as a query's answer would say.
+    pub source: String,
+    /// The rollup chosen, if one covers the query.
+    pub rollup: Option<String>,
+    /// Rows the answer reads: the chosen rollup's rows in the query's time range, or
+    /// every row of the DuckDB table.
+    pub rows_scanned: u64,
+    /// The DuckDB statement, values bound as `?` (DuckDB route only).
+    pub sql: Option<String>,
+    pub generation: u64,
+    /// Every rollup of the published set, in config order.
+    pub rollups: Vec<RollupVerdict>,
+}
+
+/// One rollup's part in an explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupVerdict {
+    pub name: String,
+    pub rows: u64,
+    pub chosen: bool,
+    /// Why it was not chosen (`None` for the chosen one).
+    pub reason: Option<Reason>,
+}
+
+/// Why a rollup was not chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    /// The query selects raw rows.
+    RawRows,
+    /// The query reads a column the rollup does not keep.
+    MissingColumn,
+    /// The query needs a time column finer than the rollup's grain.
+    Grain,
+    /// The rollup keeps nothing an aggregate of the query can be computed from.
+    Aggregate,
+    /// It covers the query, but a smaller rollup does too.
+    Larger,
 }
 
 /// The reply to `ping`.

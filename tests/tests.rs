@@ -13,6 +13,7 @@ mod failpoints;
 mod history;
 mod hostile;
 mod input;
+mod insight;
 mod invalid;
 mod layout;
 mod service;
