@@ -186,6 +186,10 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "json")]
         format: Format,
+        /// Keep answering: print the answer again each time new data changes it (through
+        /// the daemon; one query), until interrupted.
+        #[arg(long)]
+        follow: bool,
         #[command(flatten)]
         input: QueryInput,
     },
@@ -314,6 +318,13 @@ pub fn run() -> Result<()> {
         Command::Query {
             target,
             format,
+            follow: true,
+            input,
+        } => follow(&target, input.json()?, format)?,
+        Command::Query {
+            target,
+            format,
+            follow: false,
             input,
         } => {
             let queries = match input.json()? {
@@ -599,6 +610,30 @@ fn query_socket(client: &mut Client, queries: Vec<Json>, format: Format) -> Resu
             })
         })
         .collect()
+}
+
+/// Subscribes to a query and prints each answer as it comes (json lines, or csv/arrow
+/// payloads), until the daemon ends the connection or the process is interrupted.
+fn follow(target: &Target, query: Json, format: Format) -> Result<()> {
+    if query.is_array() {
+        bail!("--follow takes one query, not an array");
+    }
+    let mut client = target.client()?;
+    let mut reply = client.send(&Request::Subscribe { query, format })?;
+    // After the first answer, the next comes whenever the data changes.
+    client.set_read_timeout(None)?;
+    let mut out = std::io::stdout().lock();
+    for n in 0.. {
+        match reply.error() {
+            Some(e) if n == 0 => bail!("{} error: {}", e.kind, e.message),
+            Some(e) => eprintln!("rollupd: {} error: {}", e.kind, e.message),
+            None if format == Format::Json => writeln!(out, "{}", reply.line)?,
+            None => out.write_all(&reply.payload)?,
+        }
+        out.flush()?;
+        reply = client.next_reply()?;
+    }
+    Ok(())
 }
 
 /// Prints answers: json lines (errors too, when there are several queries), or csv/arrow

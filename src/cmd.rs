@@ -56,6 +56,7 @@ pub struct ServeStats {
     pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_idle_closed: AtomicU64,
+    pub subscriptions: AtomicU64,
 }
 
 impl ServeStats {
@@ -72,6 +73,7 @@ impl ServeStats {
                 open: get(&self.connections_open),
                 refused: get(&self.connections_refused),
                 idle_closed: get(&self.connections_idle_closed),
+                subscribed: get(&self.subscriptions),
             },
         )
     }
@@ -125,6 +127,11 @@ pub async fn execute(
             return run_query(handle, query, format, run_deadline, gone).await;
         }
         Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
+        // The server serves subscriptions itself (they need the connection).
+        Request::Subscribe { .. } | Request::Unsubscribe {} => error_response(
+            ErrorKind::BadRequest,
+            "no subscription on this connection: send {\"op\":\"subscribe\",...} first",
+        ),
         Request::Status {} => {
             let h = handle.clone();
             blocking(move || status(&h)).await
@@ -166,12 +173,32 @@ async fn run_query(
     deadline: Instant,
     gone: impl Future<Output = ()>,
 ) -> Response {
+    let job = move |engine: &Engine, budget: &QueryBudget| {
+        let answer = engine.query_within(&query, budget)?;
+        budget.cancel.check()?;
+        query_response(&answer, format, &budget.limits)
+    };
+    match run_limited(handle, deadline, gone, job).await {
+        Ok(response) => response,
+        Err(line) => (line, Vec::new()),
+    }
+}
+
+/// Runs `job` (a query's work) on the blocking pool in one of the query slots, within
+/// the query caps and until `deadline`; stops it (DuckDB's interrupt) at the deadline or
+/// when `gone` completes. An error comes back as its reply line.
+pub async fn run_limited<T: Send + 'static>(
+    handle: &Handle,
+    deadline: Instant,
+    gone: impl Future<Output = ()>,
+    job: impl FnOnce(&Engine, &QueryBudget) -> Result<T> + Send + 'static,
+) -> std::result::Result<T, String> {
     let stats = &handle.stats;
     let slot = tokio::time::timeout_at(deadline, handle.query_slots.clone().acquire_owned());
     let Ok(Ok(_slot)) = slot.await else {
         let msg = "every query slot stayed busy until the query's time was up \
                    (max_running_queries); try again later";
-        return (error_response(ErrorKind::Busy, msg), Vec::new());
+        return Err(error_response(ErrorKind::Busy, msg));
     };
     let _running = Gauge::up(&stats.queries_running);
     let cancel = Cancel::with_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -180,11 +207,7 @@ async fn run_query(
         cancel: cancel.clone(),
     };
     let engine = handle.engine.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let answer = engine.query_within(&query, &budget)?;
-        budget.cancel.check()?;
-        query_response(&answer, format, &budget.limits)
-    });
+    let mut task = tokio::task::spawn_blocking(move || job(&engine, &budget));
     let outcome = tokio::select! {
         r = &mut task => r,
         _ = tokio::time::sleep_until(deadline) => stop(task, &cancel, Stop::Timeout).await,
@@ -200,22 +223,22 @@ async fn run_query(
         c.fetch_add(1, Ordering::Relaxed);
     }
     match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => (error_line(&e), Vec::new()),
-        Err(e) => {
-            let msg = format!("the query failed: {e}");
-            (error_response(ErrorKind::Internal, &msg), Vec::new())
-        }
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(error_line(&e)),
+        Err(e) => Err(error_response(
+            ErrorKind::Internal,
+            &format!("the query failed: {e}"),
+        )),
     }
 }
 
 /// Cancels a running query and waits for it to end, interrupting it again while it runs
 /// (an interrupt can come just before DuckDB starts a statement).
-async fn stop(
-    mut task: JoinHandle<Result<Response>>,
+async fn stop<T>(
+    mut task: JoinHandle<Result<T>>,
     cancel: &Cancel,
     why: Stop,
-) -> std::result::Result<Result<Response>, tokio::task::JoinError> {
+) -> std::result::Result<Result<T>, tokio::task::JoinError> {
     cancel.cancel(why);
     loop {
         tokio::select! {

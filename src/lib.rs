@@ -36,6 +36,7 @@ pub mod schema;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscribe;
 pub mod table;
 pub mod watch;
 

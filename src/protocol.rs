@@ -79,6 +79,15 @@ pub enum Request {
     Ping {},
     /// Where a query would be answered, and why not from each other rollup.
     Explain { query: Json },
+    /// Answers a query now, then again each time a published generation changes the
+    /// answer, until `unsubscribe` or the connection closes.
+    Subscribe {
+        query: Json,
+        #[serde(default)]
+        format: Format,
+    },
+    /// Ends the connection's subscription.
+    Unsubscribe {},
 }
 
 impl Request {
@@ -243,6 +252,12 @@ pub enum ReasonKind {
     Larger,
 }
 
+/// The reply to `unsubscribe`: `{"ok":true,"unsubscribed":true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribed {
+    pub unsubscribed: bool,
+}
+
 /// The reply to `ping`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {}
@@ -332,6 +347,9 @@ pub struct ConnectionCounts {
     pub refused: u64,
     /// Closed after `idle_timeout_secs` without a request.
     pub idle_closed: u64,
+    /// Subscribed now (each is also an open connection).
+    #[serde(default)]
+    pub subscribed: u64,
 }
 
 /// The reply to `files`.

@@ -210,7 +210,7 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         man.starts_with(".ie") && man.contains(".TH rollupd 1"),
         "{man}"
     );
-    for sub in ["query", "completions", "man"] {
+    for sub in ["query", "explain", "completions", "man"] {
         assert!(man.contains(sub), "the man page lists {sub}");
     }
 }

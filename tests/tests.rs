@@ -18,6 +18,7 @@ mod invalid;
 mod layout;
 mod service;
 mod serving;
+mod subscribe;
 
 #[test]
 fn oracle_self_check() {
