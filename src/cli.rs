@@ -18,8 +18,8 @@ use rollupd::gen::{generate, GenOptions};
 use rollupd::limits::QueryLimits;
 use rollupd::manifest::Manifest;
 use rollupd::protocol::{
-    error_line, query_response, ExplainReply, FilesReply, Format, Head, Request, StatusReply,
-    SyncReply,
+    error_line, query_response, AdviseReply, ExplainReply, FilesReply, Format, Head, Request,
+    StatusReply, SyncReply,
 };
 use rollupd::schema::Zone;
 use rollupd::service::{self, Platform, ServicePaths};
@@ -204,6 +204,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The most costly query shapes the daemon answered from DuckDB, each with the
+    /// smallest rollup that would answer it (for the `rollups` setting) and its size.
+    Advise {
+        #[command(flatten)]
+        target: Target,
+        /// How many shapes.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print the raw protocol response.
+        #[arg(long)]
+        json: bool,
+    },
     /// The daemon's state: generation, files, rows, rollups, last change and error.
     Status {
         #[command(flatten)]
@@ -351,6 +363,14 @@ pub fn run() -> Result<()> {
                 query: input.json()?,
             };
             print_op(&target, &request, json, explain_text)?
+        }
+        Command::Advise {
+            target,
+            limit,
+            json,
+        } => {
+            let request = Request::Advise { limit: Some(limit) };
+            print_op(&target, &request, json, advise_text)?
         }
         Command::Status { target, json } => {
             print_op(&target, &Request::Status {}, json, status_text)?
@@ -754,6 +774,29 @@ fn explain_text(e: &ExplainReply) -> String {
             Some(reason) => reason.message.clone(),
         };
         out += &format!("  {:<28} {:>10} rows  {why}\n", r.name, r.rows);
+    }
+    out
+}
+
+fn advise_text(a: &AdviseReply) -> String {
+    if a.shapes.is_empty() {
+        return "no query shape was answered from DuckDB yet\n".to_string();
+    }
+    let mut out = String::new();
+    for s in &a.shapes {
+        out += &format!(
+            "{}\n  {} queries, p50 {:.1} ms, p99 {:.1} ms, {:.1} s in all\n",
+            s.shape,
+            s.count,
+            s.p50_us as f64 / 1e3,
+            s.p99_us as f64 / 1e3,
+            s.total_us as f64 / 1e6
+        );
+        out += &match (&s.rollup, s.rollup_rows, &s.reason) {
+            (Some(name), Some(rows), _) => format!("  add rollup {name} ({rows} rows)\n"),
+            (Some(name), None, _) => format!("  add rollup {name}\n"),
+            (None, _, reason) => format!("  {}\n", reason.as_deref().unwrap_or("")),
+        };
     }
     out
 }

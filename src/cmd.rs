@@ -27,6 +27,7 @@ use crate::protocol::{
     FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus,
     StatusReply, SyncReply, WatchState, WatchStatus,
 };
+use crate::querylog::QueryLog;
 
 /// The daemon's shared state, cheap to clone into each connection.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct Handle {
     /// Queries running at once; more wait for a slot (`busy` when their time is up).
     pub query_slots: Arc<Semaphore>,
     pub stats: Arc<ServeStats>,
+    /// Per-shape statistics of the queries answered.
+    pub log: Arc<QueryLog>,
 }
 
 /// Counters of the server, reported by `status`.
@@ -95,6 +98,16 @@ impl Drop for Gauge<'_> {
     }
 }
 
+impl Handle {
+    /// The query caps, without a time limit: for the daemon's own statements.
+    fn budget(&self) -> QueryBudget {
+        QueryBudget {
+            limits: self.limits.clone(),
+            cancel: Cancel::default(),
+        }
+    }
+}
+
 /// A response: one JSON line and the payload bytes that follow it (csv, arrow).
 pub type Response = (String, Vec<u8>);
 
@@ -143,14 +156,17 @@ pub async fn execute(
         Request::Explain { query } => {
             let h = handle.clone();
             blocking(move || {
-                let budget = QueryBudget {
-                    limits: h.limits.clone(),
-                    cancel: Cancel::default(),
-                };
-                match crate::explain::explain(&h.engine, &query, &budget) {
-                    Ok(reply) => ok_line(&reply),
-                    Err(e) => error_line(&e),
-                }
+                let reply = crate::explain::explain(&h.engine, &query, &h.budget());
+                reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
+            })
+            .await
+        }
+        Request::Advise { limit } => {
+            let h = handle.clone();
+            blocking(move || {
+                let limit = limit.unwrap_or(10);
+                let reply = crate::advise::advise(&h.engine, &h.log, limit, &h.budget());
+                reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
             })
             .await
         }
@@ -173,9 +189,11 @@ async fn run_query(
     deadline: Instant,
     gone: impl Future<Output = ()>,
 ) -> Response {
+    let log = handle.log.clone();
     let job = move |engine: &Engine, budget: &QueryBudget| {
         let answer = engine.query_within(&query, budget)?;
         budget.cancel.check()?;
+        log.record(&query, &answer.source, answer.elapsed);
         query_response(&answer, format, &budget.limits)
     };
     match run_limited(handle, deadline, gone, job).await {

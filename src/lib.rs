@@ -8,6 +8,7 @@
 //! `ingest`) and serves queries on a Unix socket (`server`, `connection`, `cmd`,
 //! `protocol`) within the caps of `limits`; `client` is the other end.
 
+pub mod advise;
 pub mod changes;
 pub mod client;
 pub mod cmd;
@@ -30,6 +31,7 @@ pub mod manifest;
 pub mod partial;
 pub mod protocol;
 pub mod query;
+pub mod querylog;
 pub mod regular;
 pub mod rollup;
 pub mod schema;

@@ -88,6 +88,13 @@ pub enum Request {
     },
     /// Ends the connection's subscription.
     Unsubscribe {},
+    /// The most costly DuckDB-answered query shapes, each with the rollup that would
+    /// answer it.
+    Advise {
+        /// How many shapes (default 10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 impl Request {
@@ -250,6 +257,34 @@ pub enum ReasonKind {
     Aggregate,
     /// It covers the query, but a smaller rollup does too.
     Larger,
+}
+
+/// The reply to `advise`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdviseReply {
+    /// DuckDB-answered shapes of the query log, most costly (total time) first.
+    pub shapes: Vec<ShapeAdvice>,
+}
+
+/// One query shape, its statistics, and the rollup that would answer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeAdvice {
+    /// What the queries select, filter on and group by (not their values).
+    pub shape: String,
+    /// The latest query of this shape.
+    pub query: Json,
+    pub count: u64,
+    /// Where the latest was answered.
+    pub source: String,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub total_us: u64,
+    /// The smallest rollup that answers the shape (a name for the `rollups` setting).
+    pub rollup: Option<String>,
+    /// That rollup's rows, counted from the data: its distinct keys.
+    pub rollup_rows: Option<u64>,
+    /// Why no rollup can answer the shape.
+    pub reason: Option<String>,
 }
 
 /// The reply to `unsubscribe`: `{"ok":true,"unsubscribed":true}`.

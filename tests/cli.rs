@@ -200,7 +200,7 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     for shell in ["bash", "zsh", "fish"] {
         let script = ok_stdout(&ws.run(&["completions", shell]));
         assert!(
-            script.contains("rollupd") && script.contains("completions"),
+            script.contains("completions") && script.contains("follow"),
             "{shell}"
         );
     }
@@ -210,7 +210,7 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         man.starts_with(".ie") && man.contains(".TH rollupd 1"),
         "{man}"
     );
-    for sub in ["query", "explain", "completions", "man"] {
+    for sub in ["query", "explain", "advise", "completions", "man"] {
         assert!(man.contains(sub), "the man page lists {sub}");
     }
 }

@@ -86,3 +86,61 @@ fn explain_names_the_reason_for_each_rejected_rollup() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid_query"));
 }
+
+#[test]
+fn advise_proposes_a_rollup_that_then_answers_the_logged_shape() {
+    let ws = Workspace::new();
+    ws.generate(2, 3000, 4);
+    let daemon = Daemon::start(&ws, &[]);
+    daemon.sync();
+    let q = json!({"select": ["hour", {"SUM": "bid_price"}],
+                   "where": [{"col": "publisher_id", "op": "lt", "val": 1000000}],
+                   "group_by": ["hour"]});
+    let users = json!({"select": ["user_id", {"COUNT": "*"}], "group_by": ["user_id"], "limit": 3});
+    for _ in 0..3 {
+        let reply = daemon.request(json!({"op": "query", "query": q}));
+        assert_eq!(reply.line["source"], "duckdb");
+    }
+    daemon.request(json!({"op": "query", "query": users}));
+    let by_day = json!({"select": ["day", {"COUNT": "*"}], "group_by": ["day"]});
+    daemon.request(json!({"op": "query", "query": by_day}));
+    // The statistics outlive a restart.
+    daemon.stop();
+    let daemon = Daemon::start(&ws, &[]);
+    let advice = daemon.request(json!({"op": "advise"})).line;
+    let shapes = advice["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 2, "only DuckDB-answered shapes: {advice}");
+    let hourly = shapes
+        .iter()
+        .find(|s| s["shape"] == "select hour, SUM(bid_price) where publisher_id group by hour")
+        .unwrap_or_else(|| panic!("{advice}"));
+    assert_eq!(hourly["count"], 3);
+    assert!(hourly["p99_us"].as_u64().unwrap() >= hourly["p50_us"].as_u64().unwrap());
+    assert_eq!(hourly["rollup"], "hour_publisher");
+    let estimate = hourly["rollup_rows"].as_u64().unwrap();
+    let user = shapes.iter().find(|s| s["rollup"].is_null()).unwrap();
+    assert!(
+        user["reason"].as_str().unwrap().contains("`user_id`"),
+        "{user}"
+    );
+    let text = ok_stdout(&ws.run(&["advise", "--state", "state"]));
+    assert!(text.contains("add rollup hour_publisher"), "{text}");
+    daemon.stop();
+
+    // Added to the config, the proposed rollup answers the shape, and has the rows
+    // advise counted.
+    let config = "rollups = [\"day_type_country\", \"hour_publisher\"]\n";
+    std::fs::write(ws.tmp.path().join("advised.toml"), config).unwrap();
+    let daemon = Daemon::start(&ws, &["--config", "advised.toml"]);
+    daemon.sync();
+    let reply = daemon.request(json!({"op": "query", "query": q}));
+    assert_eq!(reply.line["source"], "rollup:hour_publisher");
+    let status = daemon.status();
+    let rollup = status["rollups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "hour_publisher")
+        .unwrap();
+    assert_eq!(rollup["rows"], estimate, "{status}");
+}
