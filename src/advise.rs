@@ -3,10 +3,11 @@
 
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::explain::count;
 use crate::limits::QueryBudget;
 use crate::protocol::{AdviseReply, ShapeAdvice};
 use crate::query::plan::{check, column_sql, Rejection};
-use crate::query::{Query, Value};
+use crate::query::Query;
 use crate::querylog::QueryLog;
 use crate::rollup::{Dim, RollupSpec};
 use crate::schema::Column;
@@ -88,11 +89,7 @@ fn distinct_keys(view: &View, spec: &RollupSpec, budget: &QueryBudget) -> Result
             keys.join(", ")
         )
     };
-    let rows = view.query(&sql, &[], budget)?;
-    Ok(match rows.first().and_then(|r| r.first()) {
-        Some(Value::Int(n)) => *n as u64,
-        _ => 0,
-    })
+    count(view, &sql, budget)
 }
 
 #[cfg(test)]

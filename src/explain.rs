@@ -83,7 +83,12 @@ fn table_rows(view: Option<&View>, budget: &QueryBudget) -> Result<u64> {
     let Some(view) = view else {
         return Ok(0);
     };
-    let rows = view.query("SELECT COUNT(*) FROM events", &[], budget)?;
+    count(view, "SELECT COUNT(*) FROM events", budget)
+}
+
+/// The one number a counting statement answers.
+pub fn count(view: &View, sql: &str, budget: &QueryBudget) -> Result<u64> {
+    let rows = view.query(sql, &[], budget)?;
     Ok(match rows.first().and_then(|r| r.first()) {
         Some(Value::Int(n)) => *n as u64,
         _ => 0,
