@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value as Json;
 
 use rollupd::client::{Client, ClientOptions};
@@ -18,7 +18,8 @@ use rollupd::gen::{generate, GenOptions};
 use rollupd::limits::QueryLimits;
 use rollupd::manifest::Manifest;
 use rollupd::protocol::{
-    error_line, query_response, FilesReply, Format, Head, Request, StatusReply, SyncReply,
+    error_line, query_response, AdviseReply, ExplainReply, FilesReply, Format, Head, Request,
+    StatusReply, SyncReply,
 };
 use rollupd::schema::Zone;
 use rollupd::service::{self, Platform, ServicePaths};
@@ -137,6 +138,31 @@ impl Target {
     }
 }
 
+/// A query given on the command line or in a file.
+#[derive(Args, Clone)]
+struct QueryInput {
+    /// Read the query from a file ("-" for stdin).
+    #[arg(short = 'f', long = "file", conflicts_with = "query")]
+    file: Option<PathBuf>,
+    /// The query as JSON text.
+    query: Option<String>,
+}
+
+impl QueryInput {
+    /// The JSON given: one query, or (from a file) possibly an array of them.
+    fn json(&self) -> Result<Json> {
+        let text = match (&self.file, &self.query) {
+            (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
+            (Some(f), _) => {
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+            }
+            (None, Some(j)) => j.clone(),
+            (None, None) => bail!("give a query as JSON text or with -f FILE"),
+        };
+        serde_json::from_str(&text).context("the query is not valid JSON")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground: watch the folder, fold changes, serve queries.
@@ -160,11 +186,35 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "json")]
         format: Format,
-        /// Read the query from a file ("-" for stdin).
-        #[arg(short = 'f', long = "file", conflicts_with = "json")]
-        file: Option<PathBuf>,
-        /// The query as JSON text.
-        json: Option<String>,
+        /// Keep answering: print the answer again each time new data changes it (through
+        /// the daemon; one query), until interrupted.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        input: QueryInput,
+    },
+    /// Where the daemon would answer a query: the rollup chosen, why each other rollup
+    /// was not, and the rows it reads.
+    Explain {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        input: QueryInput,
+        /// Print the raw protocol response.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The most costly query shapes the daemon answered from DuckDB, each with the
+    /// smallest rollup that would answer it (for the `rollups` setting) and its size.
+    Advise {
+        #[command(flatten)]
+        target: Target,
+        /// How many shapes.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print the raw protocol response.
+        #[arg(long)]
+        json: bool,
     },
     /// The daemon's state: generation, files, rows, rollups, last change and error.
     Status {
@@ -231,6 +281,10 @@ enum Command {
         #[arg(long, default_value_t = 250_000)]
         rows_per_file: usize,
     },
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
     /// Generate sample event CSVs shaped like the real data.
     Gen {
         /// Folder to write into.
@@ -244,8 +298,19 @@ enum Command {
     },
 }
 
+/// The command-line definition, its version naming the bundled DuckDB.
+fn command() -> clap::Command {
+    let version = format!(
+        "{} (DuckDB {}, {} build)",
+        env!("CARGO_PKG_VERSION"),
+        rollupd::table::duckdb_version(),
+        rollupd::table::DUCKDB_BUILD
+    );
+    Cli::command().version(version)
+}
+
 pub fn run() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     // The daemon logs what it does; other commands only warnings.
     let level = match cli.command {
         Command::Run { .. } => "info",
@@ -265,19 +330,16 @@ pub fn run() -> Result<()> {
         Command::Query {
             target,
             format,
-            file,
-            json,
+            follow: true,
+            input,
+        } => follow(&target, input.json()?, format)?,
+        Command::Query {
+            target,
+            format,
+            follow: false,
+            input,
         } => {
-            let text = match (file, json) {
-                (Some(f), _) if f.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())?,
-                (Some(f), _) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?,
-                (None, Some(j)) => j,
-                (None, None) => bail!("give a query as JSON text or with -f FILE"),
-            };
-            let parsed: Json =
-                serde_json::from_str(&text).context("the query is not valid JSON")?;
-            let queries = match parsed {
+            let queries = match input.json()? {
                 Json::Array(items) => items,
                 one => vec![one],
             };
@@ -291,6 +353,24 @@ pub fn run() -> Result<()> {
                 _ => query_socket(&mut target.client()?, queries.clone(), format)?,
             };
             print_answers(answers, queries.len() > 1, format)?;
+        }
+        Command::Explain {
+            target,
+            input,
+            json,
+        } => {
+            let request = Request::Explain {
+                query: input.json()?,
+            };
+            print_op(&target, &request, json, explain_text)?
+        }
+        Command::Advise {
+            target,
+            limit,
+            json,
+        } => {
+            let request = Request::Advise { limit: Some(limit) };
+            print_op(&target, &request, json, advise_text)?
         }
         Command::Status { target, json } => {
             print_op(&target, &Request::Status {}, json, status_text)?
@@ -326,6 +406,10 @@ pub fn run() -> Result<()> {
             files,
             rows_per_file,
         } => rollupd::demo::run(&absolute(&state)?, files, rows_per_file)?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "rollupd", &mut std::io::stdout())
+        }
+        Command::Man => clap_mangen::Man::new(command()).render(&mut std::io::stdout())?,
         Command::Gen {
             dir,
             files,
@@ -548,6 +632,30 @@ fn query_socket(client: &mut Client, queries: Vec<Json>, format: Format) -> Resu
         .collect()
 }
 
+/// Subscribes to a query and prints each answer as it comes (json lines, or csv/arrow
+/// payloads), until the daemon ends the connection or the process is interrupted.
+fn follow(target: &Target, query: Json, format: Format) -> Result<()> {
+    if query.is_array() {
+        bail!("--follow takes one query, not an array");
+    }
+    let mut client = target.client()?;
+    let mut reply = client.send(&Request::Subscribe { query, format })?;
+    // After the first answer, the next comes whenever the data changes.
+    client.set_read_timeout(None)?;
+    let mut out = std::io::stdout().lock();
+    for n in 0.. {
+        match reply.error() {
+            Some(e) if n == 0 => bail!("{} error: {}", e.kind, e.message),
+            Some(e) => eprintln!("rollupd: {} error: {}", e.kind, e.message),
+            None if format == Format::Json => writeln!(out, "{}", reply.line)?,
+            None => out.write_all(&reply.payload)?,
+        }
+        out.flush()?;
+        reply = client.next_reply()?;
+    }
+    Ok(())
+}
+
 /// Prints answers: json lines (errors too, when there are several queries), or csv/arrow
 /// payloads. Exits non-zero if any query failed.
 fn print_answers(answers: Vec<Answer>, several: bool, format: Format) -> Result<()> {
@@ -644,6 +752,51 @@ fn status_text(s: &StatusReply) -> String {
             r.rows,
             human_bytes(r.bytes)
         );
+    }
+    out
+}
+
+fn explain_text(e: &ExplainReply) -> String {
+    let route = match &e.rollup {
+        Some(name) => format!("rollup {name}"),
+        None => "DuckDB".to_string(),
+    };
+    let mut out = format!(
+        "answered from {route}, reading {} rows (generation {})\n",
+        e.rows_scanned, e.generation
+    );
+    if let Some(sql) = &e.sql {
+        out += &format!("sql: {sql}\n");
+    }
+    for r in &e.rollups {
+        let why = match &r.reason {
+            None => "chosen".to_string(),
+            Some(reason) => reason.message.clone(),
+        };
+        out += &format!("  {:<28} {:>10} rows  {why}\n", r.name, r.rows);
+    }
+    out
+}
+
+fn advise_text(a: &AdviseReply) -> String {
+    if a.shapes.is_empty() {
+        return "no query shape was answered from DuckDB yet\n".to_string();
+    }
+    let mut out = String::new();
+    for s in &a.shapes {
+        out += &format!(
+            "{}\n  {} queries, p50 {:.1} ms, p99 {:.1} ms, {:.1} s in all\n",
+            s.shape,
+            s.count,
+            s.p50_us as f64 / 1e3,
+            s.p99_us as f64 / 1e3,
+            s.total_us as f64 / 1e6
+        );
+        out += &match (&s.rollup, s.rollup_rows, &s.reason) {
+            (Some(name), Some(rows), _) => format!("  add rollup {name} ({rows} rows)\n"),
+            (Some(name), None, _) => format!("  add rollup {name}\n"),
+            (None, _, reason) => format!("  {}\n", reason.as_deref().unwrap_or("")),
+        };
     }
     out
 }

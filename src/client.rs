@@ -120,6 +120,21 @@ impl Client {
     }
 
     fn exchange(&mut self, mut line: String) -> Result<Reply> {
+        line.push('\n');
+        // A daemon that refuses the connection (busy) answers and closes before reading;
+        // its answer is still there to read.
+        let sent = self.writer.write_all(line.as_bytes());
+        self.read_reply(sent)
+    }
+
+    /// Reads the next reply without sending anything: a subscription's later answers.
+    pub fn next_reply(&mut self) -> Result<Reply> {
+        self.read_reply(Ok(()))
+    }
+
+    /// Reads one reply; `sent` is how writing its request went (reported only when no
+    /// reply comes).
+    fn read_reply(&mut self, sent: std::io::Result<()>) -> Result<Reply> {
         let socket = self.socket.clone();
         let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout(
@@ -127,10 +142,6 @@ impl Client {
             ),
             _ => Error::io(&socket, e),
         };
-        line.push('\n');
-        // A daemon that refuses the connection (busy) answers and closes before reading;
-        // its answer is still there to read.
-        let sent = self.writer.write_all(line.as_bytes());
         let cap = self.opts.max_reply_bytes;
         let mut text = Vec::new();
         (&mut self.reader)

@@ -27,6 +27,7 @@ use crate::protocol::{
     FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus,
     StatusReply, SyncReply, WatchState, WatchStatus,
 };
+use crate::querylog::QueryLog;
 
 /// The daemon's shared state, cheap to clone into each connection.
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct Handle {
     /// Queries running at once; more wait for a slot (`busy` when their time is up).
     pub query_slots: Arc<Semaphore>,
     pub stats: Arc<ServeStats>,
+    /// Per-shape statistics of the queries answered.
+    pub log: Arc<QueryLog>,
 }
 
 /// Counters of the server, reported by `status`.
@@ -56,6 +59,7 @@ pub struct ServeStats {
     pub connections_open: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connections_idle_closed: AtomicU64,
+    pub subscriptions: AtomicU64,
 }
 
 impl ServeStats {
@@ -72,6 +76,7 @@ impl ServeStats {
                 open: get(&self.connections_open),
                 refused: get(&self.connections_refused),
                 idle_closed: get(&self.connections_idle_closed),
+                subscribed: get(&self.subscriptions),
             },
         )
     }
@@ -90,6 +95,16 @@ impl<'a> Gauge<'a> {
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Handle {
+    /// The query caps, without a time limit: for the daemon's own statements.
+    fn budget(&self) -> QueryBudget {
+        QueryBudget {
+            limits: self.limits.clone(),
+            cancel: Cancel::default(),
+        }
     }
 }
 
@@ -125,6 +140,11 @@ pub async fn execute(
             return run_query(handle, query, format, run_deadline, gone).await;
         }
         Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
+        // The server serves subscriptions itself (they need the connection).
+        Request::Subscribe { .. } | Request::Unsubscribe {} => error_response(
+            ErrorKind::BadRequest,
+            "no subscription on this connection: send {\"op\":\"subscribe\",...} first",
+        ),
         Request::Status {} => {
             let h = handle.clone();
             blocking(move || status(&h)).await
@@ -132,6 +152,23 @@ pub async fn execute(
         Request::Files {} => {
             let h = handle.clone();
             blocking(move || files(&h)).await
+        }
+        Request::Explain { query } => {
+            let h = handle.clone();
+            blocking(move || {
+                let reply = crate::explain::explain(&h.engine, &query, &h.budget());
+                reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
+            })
+            .await
+        }
+        Request::Advise { limit } => {
+            let h = handle.clone();
+            blocking(move || {
+                let limit = limit.unwrap_or(10);
+                let reply = crate::advise::advise(&h.engine, &h.log, limit, &h.budget());
+                reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
+            })
+            .await
         }
     };
     (line, Vec::new())
@@ -152,12 +189,34 @@ async fn run_query(
     deadline: Instant,
     gone: impl Future<Output = ()>,
 ) -> Response {
+    let log = handle.log.clone();
+    let job = move |engine: &Engine, budget: &QueryBudget| {
+        let answer = engine.query_within(&query, budget)?;
+        budget.cancel.check()?;
+        log.record(&query, &answer.source, answer.elapsed);
+        query_response(&answer, format, &budget.limits)
+    };
+    match run_limited(handle, deadline, gone, job).await {
+        Ok(response) => response,
+        Err(line) => (line, Vec::new()),
+    }
+}
+
+/// Runs `job` (a query's work) on the blocking pool in one of the query slots, within
+/// the query caps and until `deadline`; stops it (DuckDB's interrupt) at the deadline or
+/// when `gone` completes. An error comes back as its reply line.
+pub async fn run_limited<T: Send + 'static>(
+    handle: &Handle,
+    deadline: Instant,
+    gone: impl Future<Output = ()>,
+    job: impl FnOnce(&Engine, &QueryBudget) -> Result<T> + Send + 'static,
+) -> std::result::Result<T, String> {
     let stats = &handle.stats;
     let slot = tokio::time::timeout_at(deadline, handle.query_slots.clone().acquire_owned());
     let Ok(Ok(_slot)) = slot.await else {
         let msg = "every query slot stayed busy until the query's time was up \
                    (max_running_queries); try again later";
-        return (error_response(ErrorKind::Busy, msg), Vec::new());
+        return Err(error_response(ErrorKind::Busy, msg));
     };
     let _running = Gauge::up(&stats.queries_running);
     let cancel = Cancel::with_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -166,11 +225,7 @@ async fn run_query(
         cancel: cancel.clone(),
     };
     let engine = handle.engine.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let answer = engine.query_within(&query, &budget)?;
-        budget.cancel.check()?;
-        query_response(&answer, format, &budget.limits)
-    });
+    let mut task = tokio::task::spawn_blocking(move || job(&engine, &budget));
     let outcome = tokio::select! {
         r = &mut task => r,
         _ = tokio::time::sleep_until(deadline) => stop(task, &cancel, Stop::Timeout).await,
@@ -186,22 +241,22 @@ async fn run_query(
         c.fetch_add(1, Ordering::Relaxed);
     }
     match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => (error_line(&e), Vec::new()),
-        Err(e) => {
-            let msg = format!("the query failed: {e}");
-            (error_response(ErrorKind::Internal, &msg), Vec::new())
-        }
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(error_line(&e)),
+        Err(e) => Err(error_response(
+            ErrorKind::Internal,
+            &format!("the query failed: {e}"),
+        )),
     }
 }
 
 /// Cancels a running query and waits for it to end, interrupting it again while it runs
 /// (an interrupt can come just before DuckDB starts a statement).
-async fn stop(
-    mut task: JoinHandle<Result<Response>>,
+async fn stop<T>(
+    mut task: JoinHandle<Result<T>>,
     cancel: &Cancel,
     why: Stop,
-) -> std::result::Result<Result<Response>, tokio::task::JoinError> {
+) -> std::result::Result<Result<T>, tokio::task::JoinError> {
     cancel.cancel(why);
     loop {
         tokio::select! {

@@ -24,6 +24,8 @@ pub enum Frame {
 pub struct Connection {
     reader: BufReader<OwnedReadHalf>,
     writer: BufWriter<OwnedWriteHalf>,
+    /// The part of a request line read so far (kept here so a read can be cancelled).
+    partial: Vec<u8>,
     max_line: usize,
     write_timeout: Duration,
 }
@@ -34,22 +36,25 @@ impl Connection {
         Connection {
             reader: BufReader::new(r),
             writer: BufWriter::new(w),
+            partial: Vec::new(),
             max_line,
             write_timeout,
         }
     }
 
     /// Reads the next request line, reading at most `max_line` bytes of it.
+    /// Cancel-safe: a read dropped midway (a subscription waiting for a generation or a
+    /// request) loses nothing; the next one goes on from there.
     pub async fn read_request(&mut self) -> io::Result<Frame> {
-        let mut line = Vec::new();
         loop {
             let buf = self.reader.fill_buf().await?;
+            let line = &mut self.partial;
             if buf.is_empty() {
                 // A last request without its newline still counts.
                 return Ok(if line.is_empty() {
                     Frame::Eof
                 } else {
-                    Frame::Line(line)
+                    Frame::Line(std::mem::take(line))
                 });
             }
             let (take, done) = match buf.iter().position(|b| *b == b'\n') {
@@ -57,12 +62,13 @@ impl Connection {
                 None => (buf.len(), false),
             };
             if line.len() + take > self.max_line {
+                line.clear();
                 return Ok(Frame::TooLong);
             }
             line.extend_from_slice(&buf[..take]);
             self.reader.consume(take + done as usize);
             if done {
-                return Ok(Frame::Line(line));
+                return Ok(Frame::Line(std::mem::take(line)));
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::ingest::{Ingest, IngestOptions};
 use crate::limits::QueryLimits;
+use crate::querylog::QueryLog;
 use crate::server::{self, ServerOptions};
 
 /// Everything the daemon needs to run.
@@ -105,7 +106,9 @@ impl Daemon {
             limits: opts.limits.clone(),
             query_slots: Arc::new(tokio::sync::Semaphore::new(opts.max_running_queries.max(1))),
             stats: Arc::new(ServeStats::default()),
+            log: Arc::new(QueryLog::open(&state)),
         };
+        runtime.spawn(save_log_every(handle.log.clone(), LOG_SAVE_INTERVAL));
         tracing::info!(
             watch = %watch.display(),
             state = %state.display(),
@@ -179,10 +182,31 @@ impl Daemon {
     pub fn stop(self) {
         let _ = self.stop_server.send(());
         let _ = self.runtime.block_on(self.server);
+        if let Err(e) = self.handle.log.save() {
+            tracing::warn!("saving the query log: {e}");
+        }
         self.ingest.stop();
         self.runtime.shutdown_timeout(Duration::from_secs(5));
         drop(self.engine);
         tracing::info!("rollupd stopped");
+    }
+}
+
+/// How often the query log is written when it changed.
+const LOG_SAVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Writes the query log every `interval` when it changed.
+async fn save_log_every(log: Arc<QueryLog>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.save()).await {
+            Ok(Err(e)) => tracing::warn!("saving the query log: {e}"),
+            Err(e) => tracing::warn!("saving the query log: {e}"),
+            Ok(Ok(())) => {}
+        }
     }
 }
 

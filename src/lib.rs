@@ -8,6 +8,7 @@
 //! `ingest`) and serves queries on a Unix socket (`server`, `connection`, `cmd`,
 //! `protocol`) within the caps of `limits`; `client` is the other end.
 
+pub mod advise;
 pub mod changes;
 pub mod client;
 pub mod cmd;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod failpoint;
 pub mod fastcsv;
 pub mod fold;
@@ -30,12 +32,14 @@ pub mod manifest;
 pub mod partial;
 pub mod protocol;
 pub mod query;
+pub mod querylog;
 pub mod regular;
 pub mod rollup;
 pub mod schema;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscribe;
 pub mod table;
 pub mod watch;
 

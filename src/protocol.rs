@@ -77,6 +77,24 @@ pub enum Request {
     },
     /// Answers `{"ok":true}`.
     Ping {},
+    /// Where a query would be answered, and why not from each other rollup.
+    Explain { query: Json },
+    /// Answers a query now, then again each time a published generation changes the
+    /// answer, until `unsubscribe` or the connection closes.
+    Subscribe {
+        query: Json,
+        #[serde(default)]
+        format: Format,
+    },
+    /// Ends the connection's subscription.
+    Unsubscribe {},
+    /// The most costly DuckDB-answered query shapes, each with the rollup that would
+    /// answer it.
+    Advise {
+        /// How many shapes (default 10).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 impl Request {
@@ -192,6 +210,89 @@ pub struct SyncReply {
     pub generation: u64,
 }
 
+/// The reply to `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    /// `rollup:<name>` or `duckdb`, as a query's answer would say.
+    pub source: String,
+    /// The rollup chosen, if one covers the query.
+    pub rollup: Option<String>,
+    /// Rows the answer reads: the chosen rollup's rows in the query's time range, or
+    /// every row of the DuckDB table.
+    pub rows_scanned: u64,
+    /// The DuckDB statement, values bound as `?` (DuckDB route only).
+    pub sql: Option<String>,
+    pub generation: u64,
+    /// Every rollup of the published set, in config order.
+    pub rollups: Vec<RollupVerdict>,
+}
+
+/// One rollup's part in an explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupVerdict {
+    pub name: String,
+    pub rows: u64,
+    pub chosen: bool,
+    /// Why it was not chosen (`None` for the chosen one).
+    pub reason: Option<Reason>,
+}
+
+/// Why a rollup was not chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    /// The query selects raw rows.
+    RawRows,
+    /// The query reads a column the rollup does not keep.
+    MissingColumn,
+    /// The query needs a time column finer than the rollup's grain.
+    Grain,
+    /// The rollup keeps nothing an aggregate of the query can be computed from.
+    Aggregate,
+    /// It covers the query, but a smaller rollup does too.
+    Larger,
+}
+
+/// The reply to `advise`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdviseReply {
+    /// DuckDB-answered shapes of the query log, most costly (total time) first.
+    pub shapes: Vec<ShapeAdvice>,
+}
+
+/// One query shape, its statistics, and the rollup that would answer it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeAdvice {
+    /// What the queries select, filter on and group by (not their values).
+    pub shape: String,
+    /// The latest query of this shape.
+    pub query: Json,
+    pub count: u64,
+    /// Where the latest was answered.
+    pub source: String,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub total_us: u64,
+    /// The smallest rollup that answers the shape (a name for the `rollups` setting).
+    pub rollup: Option<String>,
+    /// That rollup's rows, counted from the data: its distinct keys.
+    pub rollup_rows: Option<u64>,
+    /// Why no rollup can answer the shape.
+    pub reason: Option<String>,
+}
+
+/// The reply to `unsubscribe`: `{"ok":true,"unsubscribed":true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribed {
+    pub unsubscribed: bool,
+}
+
 /// The reply to `ping`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pong {}
@@ -281,6 +382,9 @@ pub struct ConnectionCounts {
     pub refused: u64,
     /// Closed after `idle_timeout_secs` without a request.
     pub idle_closed: u64,
+    /// Subscribed now (each is also an open connection).
+    #[serde(default)]
+    pub subscribed: u64,
 }
 
 /// The reply to `files`.

@@ -25,6 +25,7 @@ use crate::cmd::{execute, Gauge, Handle};
 use crate::connection::{Connection, Frame};
 use crate::error::{Error, Result};
 use crate::protocol::{error_response, ErrorKind, Request};
+use crate::subscribe::{self, Ended};
 
 /// Limits of the server.
 #[derive(Debug, Clone)]
@@ -245,6 +246,12 @@ async fn serve(
         let (line, payload) = match frame {
             Ok(Frame::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Frame::Line(line)) => match Request::parse(&line) {
+                Ok(Request::Subscribe { query, format }) => {
+                    match subscribe::serve(&mut conn, handle, query, format, stop).await {
+                        Ended::Unsubscribed => continue,
+                        Ended::Closed => return,
+                    }
+                }
                 Ok(request) => execute(request, handle, conn.hung_up()).await,
                 Err(msg) => (error_response(ErrorKind::BadRequest, &msg), Vec::new()),
             },

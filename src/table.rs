@@ -36,6 +36,13 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 /// `build.rs`); aggregates then run 5–100× slower.
 pub const DUCKDB_BUILD: &str = env!("ROLLUPD_DUCKDB_BUILD");
 
+/// The bundled DuckDB's version, e.g. `v1.2.0`.
+pub fn duckdb_version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(duckdb::ffi::duckdb_library_version()) };
+    version.to_string_lossy().into_owned()
+}
+
 /// The result of a job queued on the DuckDB thread.
 pub struct Pending<R>(crossbeam_channel::Receiver<Result<R>>);
 

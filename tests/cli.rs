@@ -180,3 +180,37 @@ fn config_prints_the_file_over_defaults_with_flags_over_both() {
         "{err}"
     );
 }
+
+#[test]
+fn version_names_the_bundled_duckdb() {
+    let out = ok_stdout(&Workspace::new().run(&["--version"]));
+    assert!(
+        out.starts_with(concat!("rollupd ", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert!(
+        out.contains("DuckDB v") && out.contains("release build"),
+        "{out}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let ws = Workspace::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok_stdout(&ws.run(&["completions", shell]));
+        assert!(
+            script.contains("completions") && script.contains("follow"),
+            "{shell}"
+        );
+    }
+    assert!(!ws.run(&["completions", "cmd.exe"]).status.success());
+    let man = ok_stdout(&ws.run(&["man"]));
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH rollupd 1"),
+        "{man}"
+    );
+    for sub in ["query", "explain", "advise", "completions", "man"] {
+        assert!(man.contains(sub), "the man page lists {sub}");
+    }
+}

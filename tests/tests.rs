@@ -13,10 +13,12 @@ mod failpoints;
 mod history;
 mod hostile;
 mod input;
+mod insight;
 mod invalid;
 mod layout;
 mod service;
 mod serving;
+mod subscribe;
 
 #[test]
 fn oracle_self_check() {

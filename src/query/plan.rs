@@ -3,7 +3,8 @@
 //! A query goes to the smallest rollup that covers its group-by, filter and selected
 //! columns and its aggregates (coarser time grains are derived from finer ones);
 //! anything else becomes DuckDB SQL over the `events` table with every value bound as a
-//! parameter, never spliced into the text.
+//! parameter, never spliced into the text. [`plan_checked`] also gives each rollup's
+//! verdict, which `explain` reports: the rules are only here.
 
 use crate::query::output::OutType;
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
@@ -44,35 +45,99 @@ pub struct Plan {
     pub types: Vec<OutType>,
 }
 
+/// Why a rollup cannot answer a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The query selects raw rows; rollups keep aggregates only.
+    RawRows,
+    /// The query groups by, filters on or selects a column the rollup does not keep.
+    MissingColumn(Column),
+    /// The query needs a time column finer than the rollup's grain (`None`: all time).
+    Grain {
+        needs: TimeCol,
+        keeps: Option<TimeCol>,
+    },
+    /// The rollup keeps nothing this aggregate can be computed from.
+    Aggregate(String),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::RawRows => {
+                f.write_str("the query selects raw rows; rollups keep aggregates")
+            }
+            Rejection::MissingColumn(c) => write!(f, "no column `{c}`"),
+            Rejection::Grain { needs, keeps } => write!(
+                f,
+                "the query needs `{}`, the rollup keeps {}",
+                needs.name(),
+                keeps.map_or("all time".to_string(), |g| format!("`{}`", g.name()))
+            ),
+            Rejection::Aggregate(label) => write!(
+                f,
+                "{label} cannot be computed from it (it keeps COUNT(*), the prices' \
+                 aggregates and COUNT of its key columns)"
+            ),
+        }
+    }
+}
+
 /// Plans `query` against the rollups in `catalog`.
 pub fn plan(query: &Query, catalog: &[CatalogEntry]) -> Plan {
-    let types = query.select.iter().map(out_type).collect();
-    let time_range = time_range(&query.filters);
+    plan_checked(query, catalog).0
+}
+
+/// Plans `query`, and gives each rollup's verdict (in catalog order): `Ok` for those that
+/// cover it (the smallest is chosen), else why not.
+pub fn plan_checked(query: &Query, catalog: &[CatalogEntry]) -> (Plan, Vec<Result<(), Rejection>>) {
+    let verdicts: Vec<_> = catalog.iter().map(|e| check(&e.spec, query)).collect();
     let route = catalog
         .iter()
+        .zip(&verdicts)
         .enumerate()
-        .filter(|(_, e)| covers(&e.spec, query))
-        .min_by_key(|(i, e)| (e.rows, *i))
+        .filter(|(_, (_, v))| v.is_ok())
+        .min_by_key(|(i, (e, _))| (e.rows, *i))
         .map(|(i, _)| Route::Rollup(i))
         .unwrap_or_else(|| {
             let (sql, params) = sql(query);
             Route::DuckDb { sql, params }
         });
-    Plan {
+    let plan = Plan {
         route,
-        time_range,
-        types,
-    }
+        time_range: time_range(&query.filters),
+        types: query.select.iter().map(out_type).collect(),
+    };
+    (plan, verdicts)
 }
 
 /// Whether `spec` can answer `query` exactly.
 pub fn covers(spec: &RollupSpec, query: &Query) -> bool {
-    query.is_aggregate()
-        && query.key_columns().all(|c| spec.covers(c))
-        && query.select.iter().all(|item| match item {
-            Item::Column(_) => true,
-            Item::Agg(a) => aggregate_covered(spec, a),
-        })
+    check(spec, query).is_ok()
+}
+
+/// `Ok` if `spec` can answer `query` exactly, else the first reason it cannot.
+pub fn check(spec: &RollupSpec, query: &Query) -> Result<(), Rejection> {
+    if !query.is_aggregate() {
+        return Err(Rejection::RawRows);
+    }
+    if let Some(c) = query.key_columns().find(|c| !spec.covers(*c)) {
+        return Err(match c {
+            Column::Time(needs) => Rejection::Grain {
+                needs,
+                keeps: spec.grain,
+            },
+            c => Rejection::MissingColumn(c),
+        });
+    }
+    for item in &query.select {
+        if let Item::Agg(a) = item {
+            if !aggregate_covered(spec, a) {
+                return Err(Rejection::Aggregate(a.label()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn aggregate_covered(spec: &RollupSpec, a: &Aggregate) -> bool {
@@ -381,6 +446,38 @@ mod tests {
             route(r#"{"select":[{"MIN":"advertiser_id"}],"group_by":["type"]}"#),
             "duckdb"
         );
+    }
+
+    #[test]
+    fn each_rollup_says_why_it_cannot_answer() {
+        let q = Query::parse_text(
+            r#"{"select":["hour","advertiser_id",{"COUNT":"*"}],"group_by":["hour","advertiser_id"]}"#,
+        )
+        .unwrap();
+        let cat = catalog();
+        let (p, verdicts) = plan_checked(&q, &cat);
+        assert!(matches!(p.route, Route::DuckDb { .. }));
+        let by_name = |n: &str| {
+            let i = cat.iter().position(|e| e.spec.name() == n).unwrap();
+            verdicts[i].clone().unwrap_err()
+        };
+        assert_eq!(
+            by_name("day_type_advertiser"),
+            Rejection::Grain {
+                needs: TimeCol::Hour,
+                keeps: Some(TimeCol::Day)
+            }
+        );
+        assert_eq!(
+            by_name("hour_type_country"),
+            Rejection::MissingColumn(Column::AdvertiserId)
+        );
+        let raw = Query::parse_text(r#"{"select":["ts"],"limit":1}"#).unwrap();
+        assert_eq!(check(&cat[0].spec, &raw), Err(Rejection::RawRows));
+        let min = Query::parse_text(r#"{"select":[{"MIN":"advertiser_id"}]}"#).unwrap();
+        let e = check(&cat[5].spec, &min).unwrap_err();
+        assert!(matches!(e, Rejection::Aggregate(_)));
+        assert!(e.to_string().contains("MIN(advertiser_id)"), "{e}");
     }
 
     #[test]
