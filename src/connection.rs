@@ -73,12 +73,14 @@ impl Connection {
         }
     }
 
-    /// Completes once the client has hung up (closed its end entirely), checked every
-    /// 50 ms. A client that only shut down its writing half still waits for its answer
-    /// and does not count.
+    /// Completes once the client has hung up (closed its end entirely): at once when its
+    /// close arrives (the socket turns readable), otherwise checked every 50 ms (a
+    /// client's next request pending also makes it readable). A client that only shut
+    /// down its writing half still waits for its answer and does not count.
     pub async fn hung_up(&self) {
-        let fd = self.reader.get_ref().as_ref().as_raw_fd();
-        loop {
+        let stream = self.reader.get_ref().as_ref();
+        let fd = stream.as_raw_fd();
+        let gone = || {
             let mut poll = libc::pollfd {
                 fd,
                 events: 0,
@@ -86,10 +88,19 @@ impl Connection {
             };
             // SAFETY: one valid pollfd, a descriptor this connection owns, no wait.
             let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-            if ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+        };
+        loop {
+            if gone() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let wait = Duration::from_millis(50);
+            if let Ok(Ok(())) = tokio::time::timeout(wait, stream.readable()).await {
+                if gone() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 
