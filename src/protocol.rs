@@ -403,7 +403,7 @@ pub fn query_response(
     }
     let reply = QueryReply {
         columns: answer.result.columns.clone(),
-        rows: (format == Format::Json).then_some(&answer.result.rows[..]),
+        rows: (format == Format::Json).then_some(&answer.result.rows),
         source: answer.source.clone(),
         generation: answer.generation,
         elapsed_us: answer.elapsed.as_micros() as u64,
