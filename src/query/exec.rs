@@ -183,7 +183,7 @@ impl Accs {
                 p.push(Measure::default());
             }
         }
-        self.non_null.resize_with(counted, Vec::new);
+        debug_assert_eq!(self.non_null.len(), counted);
         for n in &mut self.non_null {
             n.push(0);
         }
@@ -292,7 +292,10 @@ fn scan(
 ) -> Result<Accs> {
     let (keys, counts, prices) = rollup.columns();
     let group = &query.group_by;
-    let mut accs = Accs::default();
+    let mut accs = Accs {
+        non_null: vec![Vec::new(); needs.counted.len()],
+        ..Accs::default()
+    };
     let mut index: FxHashMap<GroupKey, u32> = FxHashMap::default();
     let mut last: Option<(GroupKey, u32)> = None;
     let any_price = needs.prices.iter().any(|p| *p);
@@ -397,8 +400,22 @@ fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
         return order;
     }
     let group = &query.group_by;
+    // The first order key as one integer per group, so most comparisons are one compare.
+    let first = query.order_by[0];
+    let lead: Vec<u128> = match (&query.select[first.item], &aggs[first.item]) {
+        (_, Some(data)) => (0..n).map(|g| data.sort_key(g, first.desc)).collect(),
+        (Item::Column(c), None) => {
+            let slot = group.iter().position(|g| g == c).expect("validated");
+            keys.iter().map(|k| rank_key(k[slot], first.desc)).collect()
+        }
+        (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
+    };
     let cmp = |a: &u32, b: &u32| {
         let (x, y) = (*a as usize, *b as usize);
+        let o = lead[x].cmp(&lead[y]);
+        if o != Ordering::Equal {
+            return o;
+        }
         for k in &query.order_by {
             let o = match (&query.select[k.item], &aggs[k.item]) {
                 (_, Some(data)) => data.compare(x, y, k.desc),
@@ -417,6 +434,15 @@ fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
     top(&mut order, limit, cmp);
     order.truncate(limit);
     order
+}
+
+/// A rank as an integer ordering as `rank_order` does.
+fn rank_key(r: u64, desc: bool) -> u128 {
+    match r {
+        u64::MAX => u128::MAX,
+        r if desc => u128::from(!r),
+        r => u128::from(r),
+    }
 }
 
 /// Ranks in a direction, the NULL rank (`u64::MAX`) last either way.

@@ -133,6 +133,28 @@ impl Data {
         }
     }
 
+    /// An integer that orders row `r` as `compare` does (for numbers; other columns
+    /// compare by `compare`, and all of their rows share one key).
+    pub fn sort_key(&self, r: usize, desc: bool) -> u128 {
+        let bits = match self {
+            Data::Int(v) => v[r].map(|i| (i as u64) ^ (1 << 63)),
+            Data::Float(v) => v[r].map(|f| {
+                let b = f.to_bits();
+                if b >> 63 == 1 {
+                    !b
+                } else {
+                    b | (1 << 63)
+                }
+            }),
+            _ => Some(0),
+        };
+        match bits {
+            None => u128::MAX,
+            Some(b) if desc => u128::from(!b),
+            Some(b) => u128::from(b),
+        }
+    }
+
     /// SQL order of rows `a` and `b` (NULLs last in both directions).
     pub fn compare(&self, a: usize, b: usize, desc: bool) -> Ordering {
         fn nulls_last<T>(
@@ -406,12 +428,16 @@ impl ResultSet {
 
     /// Writes the result as an Arrow IPC stream to `w`.
     pub fn write_arrow_ipc(&self, w: &mut impl Write) -> Result<()> {
-        let batch = self.to_batch()?;
-        let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &batch.schema())?;
-        writer.write(&batch)?;
-        writer.finish()?;
-        Ok(())
+        write_ipc(&self.to_batch()?, w)
     }
+}
+
+/// Writes `batch` as an Arrow IPC stream to `w`.
+pub fn write_ipc(batch: &RecordBatch, w: &mut impl Write) -> Result<()> {
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(())
 }
 
 fn csv_field(out: &mut Vec<u8>, f: &str) {
