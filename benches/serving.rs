@@ -7,10 +7,10 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use duckdb::types::{ToSqlOutput, Value as DValue};
+use duckdb::types::ToSqlOutput;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rollupd::query::plan::{sql, Param};
+use rollupd::query::plan::sql;
 use rollupd::query::Query;
 use serde_json::{json, Value as Json};
 
@@ -46,14 +46,7 @@ impl Native {
     pub fn time(&self, query: &Json, runs: usize) -> (f64, usize) {
         let q = Query::parse(query).expect("a valid query");
         let (text, params) = sql(&q);
-        let bound: Vec<DValue> = params
-            .iter()
-            .map(|p| match p {
-                Param::Int(i) => DValue::BigInt(*i),
-                Param::Float(f) => DValue::Double(*f),
-                Param::Text(s) => DValue::Text(s.clone()),
-            })
-            .collect();
+        let bound = rollupd::table::bind(&params);
         let mut stmt = self.conn.prepare(&text).expect("prepare");
         let mut times = Vec::new();
         let mut rows = 0;

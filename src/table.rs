@@ -562,6 +562,18 @@ impl View {
     }
 }
 
+/// Query parameters as DuckDB values.
+pub fn bind(params: &[Param]) -> Vec<DValue> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => DValue::BigInt(*i),
+            Param::Float(f) => DValue::Double(*f),
+            Param::Text(s) => DValue::Text(s.clone()),
+        })
+        .collect()
+}
+
 /// Runs `sql` and reads its answer as Arrow batches, typed per column; the row cap and
 /// the cancel are checked between batches.
 fn run_query(
@@ -573,14 +585,7 @@ fn run_query(
     budget: &QueryBudget,
 ) -> Result<Rows> {
     let mut stmt = conn.prepare(sql)?;
-    let bound: Vec<DValue> = params
-        .iter()
-        .map(|p| match p {
-            Param::Int(i) => DValue::BigInt(*i),
-            Param::Float(f) => DValue::Double(*f),
-            Param::Text(s) => DValue::Text(s.clone()),
-        })
-        .collect();
+    let bound = bind(params);
     let batches = stmt.stream_arrow(duckdb::params_from_iter(
         bound.iter().map(ToSqlOutput::from),
     ))?;
