@@ -4,16 +4,22 @@
 //! 1. Socket round trip of the five reference queries (p50 and p99, goal ≤ 1 ms / ≤ 5 ms).
 //! 2. Queries the planner sends to DuckDB: socket p50 against DuckDB itself (in-process, a
 //!    fresh in-memory connection) running the same question over the raw CSVs with
-//!    `read_csv` (goal ≥ 10x); row counts and first columns are compared.
+//!    `read_csv` (goal ≥ 10x) and on a native table of the same rows (goal ≤ 1.5x); row
+//!    counts and first columns are compared.
+//! 4. A random mix of rollup-answered queries (p50/p99, goal ≤ 0.5 / 2 ms for answers up
+//!    to 10k rows; never slower than DuckDB on the native table) and large answers as
+//!    JSON and Arrow (goal ≥ 1 M and ≥ 10 M rows/s); see `serving.rs`.
 //! 3. A 500k-row file renamed into the folder until a `min_generation` query counts it,
 //!    with 10 and with all files folded (goal ≤ 1 s after settling, same ±20%).
 //!
 //! Also the daemon's cold build (start until `sync` returns) and its peak RSS, as context.
 //!
 //! `cargo bench --bench daemon -- [--files 49] [--rows 500000] [--data DIR] [--iters 200]
-//! [--drops 3]`. Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
+//! [--drops 3] [--mix 200] [--queries-only]`: `--queries-only` measures the queries only,
+//! on a state kept between runs. Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
 
 mod common;
+mod serving;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -34,6 +40,10 @@ struct Args {
     data: PathBuf,
     iters: usize,
     drops: usize,
+    /// Random rollup-answered queries in the mix.
+    mix: usize,
+    /// Only the query measurements, on a state kept between runs.
+    queries_only: bool,
 }
 
 fn args() -> Args {
@@ -43,6 +53,8 @@ fn args() -> Args {
         data: common::data_root(),
         iters: common::arg("--iters", 200),
         drops: common::arg("--drops", 3),
+        mix: common::arg("--mix", 200),
+        queries_only: std::env::args().any(|a| a == "--queries-only"),
     }
 }
 
@@ -595,7 +607,13 @@ fn duckdb_raw(sql: &str) -> (f64, Vec<Option<String>>) {
     (secs, out)
 }
 
-fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
+fn duckdb_routed(
+    socket: &Path,
+    files: &[PathBuf],
+    native: &serving::Native,
+    user: i64,
+    auction: &str,
+) {
     let src = csv_source(files);
     let mut conn = Raw::connect(socket);
     println!(
@@ -604,12 +622,15 @@ fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
          above (until the response line is read). DuckDB: the \
          same question as SQL over `read_csv` of the {} files (column types given), \
          in-process, a fresh in-memory connection per run, CSVs in the page cache; median of \
-         3 runs. Rows and the first column of every row are compared.\n",
+         3 runs. DuckDB native: the daemon's own SQL for the query on a native table of the same \
+         rows (in-process, built once from the CSVs with the daemon's column types), median \
+         of 3 runs. Rows and the first column of every row are compared.\n",
         files.len()
     );
-    println!("| query | source | rows (socket / DuckDB) | same answer | socket p50 | socket max | in daemon p50 | DuckDB read_csv | speed-up | goal ≥ 10x |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| query | source | rows (socket / DuckDB) | same answer | socket p50 | socket max | in daemon p50 | DuckDB read_csv | speed-up | goal ≥ 10x | DuckDB native | socket / native | goal ≤ 1.5x |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
+    let mut natives = Vec::new();
     let mut texts = Vec::new();
     for (i, r) in routed_queries(user, auction).iter().enumerate() {
         let t = round_trips(
@@ -632,6 +653,8 @@ fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
         let p50 = pct(&t.read, 0.5);
         let ratio = duck / p50;
         ratios.push(ratio);
+        let (native_ms, _) = native.time(&r.query, 3);
+        natives.push(p50 / native_ms);
         let source = t.last["source"].as_str().unwrap_or("?").to_string();
         if source != "duckdb" {
             eprintln!(
@@ -650,7 +673,7 @@ fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
             );
         }
         println!(
-            "| {}. {} | {source} | {} / {} | {} | {p50:.2} ms | {:.2} ms | {} | {duck:.0} ms | {ratio:.0}x | {} |",
+            "| {}. {} | {source} | {} / {} | {} | {p50:.2} ms | {:.2} ms | {} | {duck:.0} ms | {ratio:.0}x | {} | {native_ms:.2} ms | {:.2}x | {} |",
             i + 1,
             r.label,
             ours.len(),
@@ -658,7 +681,9 @@ fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
             if ours == theirs { "yes" } else { "**no**" },
             t.read[t.read.len() - 1],
             server_p50(&t),
-            mark(ratio >= 10.0)
+            mark(ratio >= 10.0),
+            p50 / native_ms,
+            mark(p50 / native_ms <= 1.5)
         );
         texts.push((i + 1, r.query.to_string()));
     }
@@ -666,6 +691,11 @@ fn duckdb_routed(socket: &Path, files: &[PathBuf], user: i64, auction: &str) {
     println!(
         "\nSmallest speed-up: {smallest:.0}x (goal ≥ 10x: {}).",
         mark(smallest >= 10.0)
+    );
+    let slowest = natives.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "Largest socket / native ratio: {slowest:.2}x (goal ≤ 1.5x: {}).",
+        mark(slowest <= 1.5)
     );
     println!("\nThe queries:\n");
     for (i, t) in texts {
@@ -937,7 +967,14 @@ fn main() {
     let a = args();
     let files = common::bench_data(&a.data, a.files, a.rows);
     let csv_bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
-    let work = common::work_dir(&a.data, "work-daemon");
+    // `--queries-only` keeps its state between runs, so a rerun skips the cold build.
+    let work = if a.queries_only {
+        let w = a.data.join("work-queries");
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    } else {
+        common::work_dir(&a.data, "work-daemon")
+    };
     let (user, auction) = sample_ids(&files[0]);
     let ten = &files[..files.len().min(10)];
 
@@ -957,7 +994,7 @@ fn main() {
     println!("load average at start: {}", load_average());
 
     // All files: cold build, then the query measurements on an idle daemon.
-    let w49 = common::linked(&files, &work.join("watch"));
+    let w49 = serving::linked_once(&files, &work.join("watch"));
     let mut d49 = Daemon::start(&w49, &work.join("state"));
     let c49 = cold_build(&mut d49);
     eprintln!(
@@ -965,8 +1002,17 @@ fn main() {
         c49.files,
         c49.synced.as_secs_f64()
     );
+    let native = serving::Native::load(&files);
+    eprintln!("native DuckDB table loaded in {:.1} s", native.load_s);
     reference_latency(&d49.socket, a.iters);
-    duckdb_routed(&d49.socket, &files, user, &auction);
+    serving::random_mix(&d49.socket, &native, a.mix, 5);
+    serving::large_answers(&d49.socket, &native);
+    duckdb_routed(&d49.socket, &files, &native, user, &auction);
+    drop(native);
+    if a.queries_only {
+        println!("\nload average at the end: {}", load_average());
+        return;
+    }
 
     // Ten files, in a second daemon, for the drop comparison.
     let w10 = common::linked(ten, &work.join("watch10"));

@@ -8,7 +8,8 @@ use crate::error::Result;
 use crate::limits::QueryBudget;
 use crate::protocol::{ExplainReply, Reason, ReasonKind, RollupVerdict};
 use crate::query::plan::{plan_checked, Rejection};
-use crate::query::{Query, Route, Value};
+use crate::query::output::{Data, OutType};
+use crate::query::{Query, Route};
 use crate::table::View;
 
 /// Explains `json` against the published generation, within `budget` (the same caps as
@@ -88,9 +89,9 @@ fn table_rows(view: Option<&View>, budget: &QueryBudget) -> Result<u64> {
 
 /// The one number a counting statement answers.
 pub fn count(view: &View, sql: &str, budget: &QueryBudget) -> Result<u64> {
-    let rows = view.query(sql, &[], budget)?;
-    Ok(match rows.first().and_then(|r| r.first()) {
-        Some(Value::Int(n)) => *n as u64,
+    let rows = view.query(sql, &[], &[OutType::Int], &[None], budget)?;
+    Ok(match rows.columns().first() {
+        Some(Data::Int(cells)) => cells.first().copied().flatten().unwrap_or(0) as u64,
         _ => 0,
     })
 }

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use crate::engine::Answer;
 use crate::error::{Error, Result};
 use crate::limits::{CappedWriter, QueryLimits};
+use crate::query::output::write_ipc;
 
 /// The requested result encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -490,24 +491,29 @@ pub fn error_line(e: &Error) -> String {
 }
 
 /// The reply to a query: one JSON line, plus the payload bytes for csv and arrow;
-/// `too_large` when the encoded answer is over `limits.max_answer_bytes` (a json answer
-/// stops being encoded at the cap).
+/// `too_large` when the encoded answer is over `limits.max_answer_bytes` (encoding stops
+/// at the cap).
 pub fn query_response(
     answer: &Answer,
     format: Format,
     limits: &QueryLimits,
 ) -> Result<(String, Vec<u8>)> {
-    let payload = match format {
-        Format::Json => Vec::new(),
-        Format::Csv => answer.result.to_csv(),
-        Format::Arrow => answer.result.to_arrow_ipc()?,
-    };
-    if payload.len() as u64 > limits.max_answer_bytes {
-        return Err(limits.too_many_bytes());
+    let mut payload = CappedWriter::new(limits.max_answer_bytes);
+    match format {
+        Format::Json => {}
+        Format::Csv => answer
+            .result
+            .write_csv(&mut payload)
+            .map_err(|_| limits.too_many_bytes())?,
+        Format::Arrow => {
+            let batch = answer.result.to_batch()?;
+            write_ipc(&batch, &mut payload).map_err(|_| limits.too_many_bytes())?
+        }
     }
+    let payload = payload.buf;
     let reply = QueryReply {
         columns: answer.result.columns.clone(),
-        rows: (format == Format::Json).then_some(&answer.result.rows[..]),
+        rows: (format == Format::Json).then_some(&answer.result.rows),
         source: answer.source.clone(),
         generation: answer.generation,
         elapsed_us: answer.elapsed.as_micros() as u64,

@@ -18,16 +18,16 @@ use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, Int32Array, String
 use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, unbounded, Sender};
-use duckdb::types::{ToSqlOutput, Value as DValue, ValueRef};
+use duckdb::types::{ToSqlOutput, Value as DValue};
 use duckdb::{params, Config, Connection};
 
 use crate::error::{Error, Result};
 use crate::failpoint::Failpoints;
 use crate::limits::QueryBudget;
-use crate::query::output::Value;
+use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
-use crate::schema::Column;
+use crate::schema::{Column, TimeCol};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -480,19 +480,22 @@ impl std::fmt::Debug for View {
 }
 
 impl View {
-    /// Runs a query with bound parameters on the calling thread; values come back as
-    /// result values. Waits while every connection of the view is busy (until the budget's
+    /// Runs a query with bound parameters on the calling thread; its columns come back
+    /// typed as `types` say (`times`: the columns that are local minutes of a time
+    /// column). Waits while every connection of the view is busy (until the budget's
     /// cancel). Fails with `too_large` past the budget's row cap, and with the cancel's
     /// error once cancelled (the statement is interrupted).
     pub fn query(
         &self,
         sql: &str,
         params: &[Param],
+        types: &[OutType],
+        times: &[Option<TimeCol>],
         budget: &QueryBudget,
-    ) -> Result<Vec<Vec<Value>>> {
+    ) -> Result<Rows> {
         let conn = self.take(budget)?;
         let result = budget.cancel.interruptible(conn.interrupt_handle(), || {
-            run_query(&conn, sql, params, budget)
+            run_query(&conn, sql, params, types, times, budget)
         });
         // An interrupt may have landed after the statement ended and would hit the next.
         let spoiled = budget.cancel.stopped().is_some() || matches!(result, Err(Error::DuckDb(_)));
@@ -584,68 +587,60 @@ impl View {
     }
 }
 
-/// Rows between two checks of the budget's cancel while reading an answer.
-const CANCEL_CHECK_ROWS: usize = 4096;
-
-fn run_query(
-    conn: &Connection,
-    sql: &str,
-    params: &[Param],
-    budget: &QueryBudget,
-) -> Result<Vec<Vec<Value>>> {
-    let mut stmt = conn.prepare(sql)?;
-    let bound: Vec<DValue> = params
+/// Query parameters as DuckDB values.
+pub fn bind(params: &[Param]) -> Vec<DValue> {
+    params
         .iter()
         .map(|p| match p {
             Param::Int(i) => DValue::BigInt(*i),
             Param::Float(f) => DValue::Double(*f),
             Param::Text(s) => DValue::Text(s.clone()),
         })
-        .collect();
-    let mut rows = stmt.query(duckdb::params_from_iter(
-        bound.iter().map(ToSqlOutput::from),
-    ))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        if out.len() as u64 >= budget.limits.max_answer_rows {
-            return Err(budget.limits.too_many_rows());
-        }
-        if out.len() % CANCEL_CHECK_ROWS == 0 {
-            budget.cancel.check()?;
-        }
-        let n = row.as_ref().column_count();
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            values.push(value(row.get_ref(i)?)?);
-        }
-        out.push(values);
-    }
-    Ok(out)
+        .collect()
 }
 
-fn value(v: ValueRef<'_>) -> Result<Value> {
-    Ok(match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Boolean(b) => Value::Int(b as i128),
-        ValueRef::TinyInt(i) => Value::Int(i.into()),
-        ValueRef::SmallInt(i) => Value::Int(i.into()),
-        ValueRef::Int(i) => Value::Int(i.into()),
-        ValueRef::BigInt(i) => Value::Int(i.into()),
-        ValueRef::HugeInt(i) => Value::Int(i),
-        ValueRef::UTinyInt(i) => Value::Int(i.into()),
-        ValueRef::USmallInt(i) => Value::Int(i.into()),
-        ValueRef::UInt(i) => Value::Int(i.into()),
-        ValueRef::UBigInt(i) => Value::Int(i.into()),
-        ValueRef::Float(f) => Value::Float(f.into()),
-        ValueRef::Double(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        other => {
-            return Err(Error::Internal(format!(
-                "unexpected DuckDB result type {:?}",
-                other.data_type()
-            )))
+/// Runs `sql` and reads its answer as Arrow batches, typed per column; the row cap and
+/// the cancel are checked between batches.
+fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Param],
+    types: &[OutType],
+    times: &[Option<TimeCol>],
+    budget: &QueryBudget,
+) -> Result<Rows> {
+    let mut stmt = conn.prepare(sql)?;
+    let bound = bind(params);
+    let batches = stmt.stream_arrow(duckdb::params_from_iter(
+        bound.iter().map(ToSqlOutput::from),
+    ))?;
+    let mut parts = Vec::new();
+    let mut rows = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        budget.cancel.check()?;
+        rows += batch.num_rows() as u64;
+        if rows > budget.limits.max_answer_rows {
+            return Err(budget.limits.too_many_rows());
         }
-    })
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(types.iter().zip(times))
+            .map(|(a, (ty, time))| from_arrow(a, *ty, *time))
+            .collect::<Result<Vec<_>>>()?;
+        parts.push(columns);
+    }
+    if parts.is_empty() {
+        parts.push(
+            types
+                .iter()
+                .zip(times)
+                .map(|(t, time)| empty(*t, *time))
+                .collect(),
+        );
+    }
+    Ok(Rows::new(concat(parts)))
 }
 
 /// The scratch table `Table::extremes` joins with; it lives in one transaction only.

@@ -1373,6 +1373,71 @@ pub fn random_query(rng: &mut impl Rng, ctx: &QueryContext) -> Value {
     }
 }
 
+/// All comparison ops, evenly weighted.
+const OPS_ALL: [(&str, u32); 8] = [
+    ("eq", 1),
+    ("neq", 1),
+    ("lt", 1),
+    ("lte", 1),
+    ("gt", 1),
+    ("gte", 1),
+    ("between", 1),
+    ("in", 1),
+];
+
+/// A random aggregate query on rollup columns only: filters on every group column with
+/// every op, price aggregates and COUNTs of key columns, often order_by and limit.
+pub fn rollup_query(rng: &mut impl Rng, ctx: &QueryContext) -> Value {
+    let mut g = Gen {
+        rng,
+        ctx,
+        focus: None,
+    };
+    g.focus = Some(g.any_day());
+    let ngroup = g.rng.gen_range(0..=3);
+    let group_by: Vec<&str> = GROUP_COLUMNS
+        .choose_multiple(g.rng, ngroup)
+        .copied()
+        .collect();
+    let mut preds: Vec<Value> = Vec::new();
+    for _ in 0..g.rng.gen_range(1..=3) {
+        let col = *FRIENDLY_FILTER_COLUMNS.choose(g.rng).expect("col");
+        let op = pick_weighted(g.rng, &OPS_ALL);
+        preds.push(g.predicate_op(col, op));
+    }
+    if group_by.contains(&"minute") {
+        g.push_day_restriction(&mut preds, 1);
+    } else if group_by.contains(&"hour") {
+        g.push_day_restriction(&mut preds, 3);
+    }
+    let mut select: Vec<Value> = group_by.iter().map(|c| json!(c)).collect();
+    let mut labels: Vec<String> = group_by.iter().map(|c| c.to_string()).collect();
+    for _ in 0..g.rng.gen_range(1..=3) {
+        let (f, c) = if g.chance(0.2) {
+            let c = *GROUP_COLUMNS.choose(g.rng).expect("col");
+            ("COUNT".to_string(), c.to_string())
+        } else {
+            g.aggregate(true)
+        };
+        let label = format!("{f}({c})");
+        if !labels.contains(&label) {
+            select.push(json!({ f: c }));
+            labels.push(label);
+        }
+    }
+    let mut q = json!({"select": select, "where": preds});
+    if !group_by.is_empty() {
+        q["group_by"] = json!(group_by);
+    }
+    if g.chance(0.6) {
+        q["order_by"] = g.order_by(&labels);
+    }
+    if g.chance(0.5) {
+        q["limit"] = json!(g.rng.gen_range(0..=20));
+    }
+    q
+}
+
 /// Descriptive tags of a query (for coverage statistics): `shape:raw|global|grouped`,
 /// `friendly`, `op:<op>`, `pred:<col>`, `pred:<col>:<op>`, `agg:<FUNC>`, `agg:<FUNC(col)>`,
 /// `group:<col>`, `ngroup:<n>`, `order_by`, `limit`, `hidden_group` (a group column not selected).

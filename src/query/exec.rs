@@ -1,17 +1,26 @@
-//! Executing a plan: aggregating rollup rows, or running SQL on the DuckDB table, then
-//! ordering, limiting and formatting the result.
+//! Executing a plan: aggregating rollup rows column by column, or running SQL on the
+//! DuckDB table, into typed result columns.
+//!
+//! Over a rollup: the filters are compiled against the keys (`filter`), each matching
+//! row's group is found from its ranked group key (the previous row's group when the key
+//! repeats, else a hash lookup), row counts are summed from the count column and the
+//! price measures only where a selected aggregate needs them, read off their sparse
+//! columns. Groups are ordered by typed keys (ranks for the group columns: a text column
+//! by its text's rank, NULL last) and only the first `limit` are sorted fully.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::error::Result;
-use crate::limits::{QueryBudget, QueryLimits};
-use crate::query::output::{ResultSet, Value};
+use crate::error::{Error, Result};
+use crate::limits::QueryBudget;
+use crate::query::filter::KeyFilter;
+use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
-use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
-use crate::rollup::{country_name, country_names, Agg, Key, RollupRows, NULL_ID, NULL_TIME};
-use crate::schema::{price_to_f64, type_name, Column, TimeCol, EVENT_TYPES};
+use crate::query::request::{Aggregate, Func, Item, Query};
+use crate::rollup::{country_names, Key, Measure, RollupRows, NULL_ID, NULL_TIME};
+use crate::schema::{price_to_f64, Column, TimeCol, EVENT_TYPES, PRICE_UNIT};
 use crate::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
@@ -25,18 +34,13 @@ pub fn execute(
     budget: &QueryBudget,
 ) -> Result<ResultSet> {
     let rows = match (&plan.route, rollup) {
-        (Route::Rollup(_), Some(rows)) => {
-            aggregate_rollup(query, plan.time_range, rows, &budget.limits)?
-        }
+        (Route::Rollup(_), Some(rows)) => aggregate_rollup(query, plan.time_range, rows, budget)?,
         (Route::DuckDb { sql, params }, _) => {
-            let mut rows = view.query(sql, params, budget)?;
-            format_times(query, &mut rows);
-            rows
+            let times: Vec<Option<TimeCol>> = query.select.iter().map(time_shown).collect();
+            view.query(sql, params, &plan.types, &times, budget)?
         }
         (Route::Rollup(_), None) => {
-            return Err(crate::error::Error::Internal(
-                "rollup route without rollup rows".into(),
-            ))
+            return Err(Error::Internal("rollup route without rollup rows".into()))
         }
     };
     Ok(ResultSet {
@@ -46,278 +50,418 @@ pub fn execute(
     })
 }
 
-/// DuckDB returns time columns as local minutes; turn them into canonical text.
-fn format_times(query: &Query, rows: &mut [Vec<Value>]) {
-    for (i, item) in query.select.iter().enumerate() {
-        let t = match item {
-            Item::Column(Column::Time(t)) => *t,
-            Item::Agg(Aggregate {
-                func: Func::Min | Func::Max,
-                arg: Some(Column::Time(t)),
-            }) => *t,
-            _ => continue,
-        };
-        for row in rows.iter_mut() {
-            if let Value::Int(m) = row[i] {
-                row[i] = Value::Text(t.format(m as i32));
-            }
-        }
+/// The time column whose buckets a select item shows (DuckDB answers them as local
+/// minutes).
+fn time_shown(item: &Item) -> Option<TimeCol> {
+    match item {
+        Item::Column(Column::Time(t))
+        | Item::Agg(Aggregate {
+            func: Func::Min | Func::Max,
+            arg: Some(Column::Time(t)),
+        }) => Some(*t),
+        _ => None,
     }
-}
-
-/// A compiled predicate on rollup keys.
-enum Pred {
-    Time(TimeCol, Op, Vec<i32>),
-    /// Truth per type code (index 0 = NULL, always false).
-    Type([bool; 5]),
-    /// Truth per country code.
-    Country(Vec<bool>),
-    Adv(Op, Vec<i64>),
-    Publ(Op, Vec<i64>),
-}
-
-impl Pred {
-    fn compile(f: &Filter) -> Pred {
-        let ints = || -> Vec<i64> {
-            f.lits
-                .iter()
-                .map(|l| match l {
-                    Lit::Int(i) => *i,
-                    _ => unreachable!("id filters carry integers"),
-                })
-                .collect()
-        };
-        let texts: Vec<&str> = f
-            .lits
-            .iter()
-            .filter_map(|l| match l {
-                Lit::Text(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect();
-        match f.col {
-            Column::Time(t) => Pred::Time(
-                t,
-                f.op,
-                in_set(
-                    f.op,
-                    f.lits
-                        .iter()
-                        .map(|l| match l {
-                            Lit::Time(m) => *m,
-                            _ => unreachable!("time filters carry times"),
-                        })
-                        .collect(),
-                ),
-            ),
-            Column::Type => {
-                let texts = in_set(f.op, texts);
-                let mut table = [false; 5];
-                for (i, name) in EVENT_TYPES.iter().enumerate() {
-                    table[i + 1] = f.op.eval(name, &texts);
-                }
-                Pred::Type(table)
-            }
-            Column::Country => {
-                let texts = in_set(f.op, texts);
-                Pred::Country(
-                    country_names()
-                        .iter()
-                        .enumerate()
-                        .map(|(code, name)| code != 0 && f.op.eval(&name.as_str(), &texts))
-                        .collect(),
-                )
-            }
-            Column::AdvertiserId => Pred::Adv(f.op, in_set(f.op, ints())),
-            Column::PublisherId => Pred::Publ(f.op, in_set(f.op, ints())),
-            c => unreachable!("planner never routes a filter on {c} to a rollup"),
-        }
-    }
-
-    #[inline]
-    fn matches(&self, k: &Key) -> bool {
-        match self {
-            Pred::Time(t, op, lits) => k.time != NULL_TIME && op.eval(&t.bucket(k.time), lits),
-            Pred::Type(table) => table[k.typ as usize],
-            Pred::Country(table) => table.get(k.country as usize).copied().unwrap_or(false),
-            Pred::Adv(op, lits) => k.adv != NULL_ID && op.eval(&k.adv, lits),
-            Pred::Publ(op, lits) => k.publ != NULL_ID && op.eval(&k.publ, lits),
-        }
-    }
-}
-
-/// The literals of `op` as `Op::eval` takes them: an `in` list sorted, without repeats.
-fn in_set<T: Ord>(op: Op, mut lits: Vec<T>) -> Vec<T> {
-    if op == Op::In {
-        lits.sort_unstable();
-        lits.dedup();
-    }
-    lits
 }
 
 /// Most group-by columns a rollup route handles (4 time columns + 4 dimensions).
 const MAX_GROUP: usize = 8;
 
-/// The value of a group-by column in a key; NULL as the key's sentinel.
+/// A group's key: the rank of each group-by column's value (see `Ranker`), in group-by
+/// order; ranks order as the values do in the answer, NULL last.
+type GroupKey = [u64; MAX_GROUP];
+
+/// Ranks of a rollup key's columns, and the way back to the values.
+struct Ranker {
+    /// Type and country codes → the rank of their text (NULL last).
+    type_rank: Vec<u64>,
+    country_rank: Vec<u64>,
+    /// Ranks → codes.
+    type_code: Vec<u16>,
+    country_code: Vec<u16>,
+    types: Arc<[String]>,
+    countries: Arc<[String]>,
+}
+
+impl Ranker {
+    fn new(countries: Vec<String>) -> Ranker {
+        let types: Vec<String> = std::iter::once(String::new())
+            .chain(EVENT_TYPES.iter().map(|s| s.to_string()))
+            .collect();
+        let (type_rank, type_code) = ranks(&types);
+        let (country_rank, country_code) = ranks(&countries);
+        Ranker {
+            type_rank,
+            country_rank,
+            type_code,
+            country_code,
+            types: types.into(),
+            countries: countries.into(),
+        }
+    }
+
+    #[inline]
+    fn rank(&self, c: Column, k: &Key) -> u64 {
+        match c {
+            Column::Time(_) if k.time == NULL_TIME => u64::MAX,
+            Column::Time(t) => (i64::from(t.bucket(k.time)) - i64::from(i32::MIN)) as u64,
+            Column::Type => self.type_rank[k.typ as usize],
+            Column::Country => self.country_rank[k.country as usize],
+            Column::AdvertiserId => id_rank(k.adv),
+            Column::PublisherId => id_rank(k.publ),
+            c => unreachable!("{c} is not a rollup column"),
+        }
+    }
+
+    /// The result column of group-by column `c` from its ranks.
+    fn column(&self, c: Column, ranks: impl Iterator<Item = u64>) -> Data {
+        let code = |table: &[u16], r: u64| if r == u64::MAX { 0 } else { table[r as usize] };
+        match c {
+            Column::Time(t) => Data::Time(
+                t,
+                ranks
+                    .map(|r| match r {
+                        u64::MAX => NULL_TIME,
+                        r => (r as i64 + i64::from(i32::MIN)) as i32,
+                    })
+                    .collect(),
+            ),
+            Column::Type => Data::Code(
+                self.types.clone(),
+                ranks.map(|r| code(&self.type_code, r)).collect(),
+            ),
+            Column::Country => Data::Code(
+                self.countries.clone(),
+                ranks.map(|r| code(&self.country_code, r)).collect(),
+            ),
+            _ => Data::Int(
+                ranks
+                    .map(|r| match (r ^ (1 << 63)) as i64 {
+                        NULL_ID => None,
+                        v => Some(v),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Ids rank as signed integers; `NULL_ID` (the largest) ranks last.
 #[inline]
-fn group_value(c: Column, k: &Key) -> i64 {
-    match c {
-        Column::Time(_) if k.time == NULL_TIME => NULL_TIME as i64,
-        Column::Time(t) => t.bucket(k.time) as i64,
-        Column::Type => k.typ as i64,
-        Column::Country => k.country as i64,
-        Column::AdvertiserId => k.adv,
-        Column::PublisherId => k.publ,
-        c => unreachable!("{c} is not a rollup column"),
+fn id_rank(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+/// Per code the rank of its text among the non-NULL texts (code 0, NULL, ranks last),
+/// and per rank its code.
+fn ranks(names: &[String]) -> (Vec<u64>, Vec<u16>) {
+    let mut codes: Vec<u16> = (1..names.len() as u16).collect();
+    codes.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+    let mut rank = vec![u64::MAX; names.len()];
+    for (r, c) in codes.iter().enumerate() {
+        rank[*c as usize] = r as u64;
+    }
+    (rank, codes)
+}
+
+/// Running aggregates of the groups, column by column.
+#[derive(Default)]
+struct Accs {
+    keys: Vec<GroupKey>,
+    rows: Vec<u64>,
+    /// Per price (bid, total), when an aggregate reads it.
+    prices: [Vec<Measure>; 2],
+    /// Per counted key column (`COUNT(type)`…), the rows where it is not NULL.
+    non_null: Vec<Vec<u64>>,
+}
+
+impl Accs {
+    fn push(&mut self, key: GroupKey, prices: [bool; 2], counted: usize) -> u32 {
+        self.keys.push(key);
+        self.rows.push(0);
+        for (p, wanted) in self.prices.iter_mut().zip(prices) {
+            if wanted {
+                p.push(Measure::default());
+            }
+        }
+        debug_assert_eq!(self.non_null.len(), counted);
+        for n in &mut self.non_null {
+            n.push(0);
+        }
+        (self.keys.len() - 1) as u32
     }
 }
 
-fn decode(c: Column, v: i64) -> Value {
-    match c {
-        Column::Time(_) if v == NULL_TIME as i64 => Value::Null,
-        Column::Time(t) => Value::Text(t.format(v as i32)),
-        Column::Type | Column::Country if v == 0 => Value::Null,
-        Column::Type => Value::Text(type_name(v as u8).to_string()),
-        Column::Country => Value::Text(country_name(v as u16)),
-        _ if v == NULL_ID => Value::Null,
-        _ => Value::Int(v.into()),
+/// What the select list reads of the rollup.
+struct Needs {
+    /// Whether the bid and the total measures are read.
+    prices: [bool; 2],
+    /// Key columns counted by `COUNT(col)`.
+    counted: Vec<Column>,
+}
+
+impl Needs {
+    fn of(query: &Query) -> Needs {
+        let mut needs = Needs {
+            prices: [false; 2],
+            counted: Vec::new(),
+        };
+        for item in &query.select {
+            match item {
+                Item::Agg(Aggregate {
+                    arg: Some(Column::BidPrice),
+                    ..
+                }) => needs.prices[0] = true,
+                Item::Agg(Aggregate {
+                    arg: Some(Column::TotalPrice),
+                    ..
+                }) => needs.prices[1] = true,
+                Item::Agg(Aggregate { arg: Some(c), .. }) if !needs.counted.contains(c) => {
+                    needs.counted.push(*c)
+                }
+                _ => {}
+            }
+        }
+        needs
     }
 }
 
-/// Running aggregates of one group: the merged rollup aggregates plus, per countable
-/// key column (time, type, country, advertiser, publisher), rows where it is not NULL.
-#[derive(Default, Clone, Copy)]
-struct Acc {
-    agg: Agg,
-    non_null: [u64; 5],
-}
+/// Rows between two checks of the cancel while scanning.
+const CANCEL_CHECK_ROWS: usize = 1 << 16;
 
-fn countable_slot(c: Column) -> usize {
-    match c {
-        Column::Time(_) => 0,
-        Column::Type => 1,
-        Column::Country => 2,
-        Column::AdvertiserId => 3,
-        Column::PublisherId => 4,
-        c => unreachable!("COUNT({c}) is not answered from rollups"),
-    }
-}
-
-fn aggregate_value(a: &Aggregate, acc: &Acc) -> Value {
-    let m = match a.arg {
-        None => return Value::Int(acc.agg.rows.into()),
-        Some(Column::BidPrice) => &acc.agg.bid,
-        Some(Column::TotalPrice) => &acc.agg.total,
-        Some(c) => return Value::Int(acc.non_null[countable_slot(c)].into()),
-    };
-    match a.func {
-        Func::Count => Value::Int(m.n.into()),
-        _ if m.n == 0 => Value::Null,
-        Func::Sum => Value::Float(price_to_f64(m.sum)),
-        Func::Avg => Value::Float(m.sum as f64 / m.n as f64 / crate::schema::PRICE_UNIT),
-        Func::Min => Value::Float(price_to_f64(m.min.into())),
-        Func::Max => Value::Float(price_to_f64(m.max.into())),
-    }
-}
-
-/// Aggregates rollup rows into the query's result rows (ordered and limited); `too_large`
+/// Aggregates rollup rows into the query's result (ordered and limited); `too_large`
 /// when more groups than the row cap would be answered.
 fn aggregate_rollup(
     query: &Query,
     range: (i32, i32),
     rollup: &RollupRows,
-    limits: &QueryLimits,
-) -> Result<Vec<Vec<Value>>> {
-    let preds: Vec<Pred> = query.filters.iter().map(Pred::compile).collect();
+    budget: &QueryBudget,
+) -> Result<Rows> {
+    let ranker = Ranker::new(country_names());
+    let filter = KeyFilter::compile(&query.filters, &ranker.countries);
     // All-time rollups (time 0) never get time filters, so their range is everything.
     let rows = if range.0 > range.1 {
         0..0
     } else {
         rollup.time_range(range.0, range.1)
     };
-    let group = &query.group_by;
-    debug_assert!(group.len() <= MAX_GROUP);
-    let counted: Vec<Column> = query
+    let needs = Needs::of(query);
+    let mut accs = scan(query, &filter, &ranker, &needs, rollup, rows, budget)?;
+    if query.group_by.is_empty() && accs.keys.is_empty() {
+        accs.push([0; MAX_GROUP], needs.prices, needs.counted.len());
+    }
+    budget.limits.check_rows(accs.keys.len(), query.limit)?;
+    budget.cancel.check()?;
+    let aggs: Vec<Option<Data>> = query
         .select
         .iter()
-        .filter_map(|i| match i {
-            Item::Agg(Aggregate {
-                func: Func::Count,
-                arg: Some(c),
-            }) if !matches!(c, Column::BidPrice | Column::TotalPrice) => Some(*c),
-            _ => None,
+        .map(|item| match item {
+            Item::Agg(a) => Some(aggregate_column(a, &accs, &needs)),
+            Item::Column(_) => None,
         })
         .collect();
-    let mut groups: FxHashMap<[i64; MAX_GROUP], Acc> = FxHashMap::default();
-    for (k, agg) in rollup.range(rows) {
-        if !preds.iter().all(|p| p.matches(&k)) {
+    let order = order(query, &accs.keys, &aggs);
+    let columns = query
+        .select
+        .iter()
+        .zip(aggs)
+        .map(|(item, agg)| match (item, agg) {
+            (Item::Column(c), _) => {
+                let slot = query
+                    .group_by
+                    .iter()
+                    .position(|g| g == c)
+                    .expect("validated");
+                ranker.column(*c, order.iter().map(|&g| accs.keys[g as usize][slot]))
+            }
+            (Item::Agg(_), Some(data)) => data.gather(&order),
+            (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
+        })
+        .collect();
+    Ok(Rows::new(columns))
+}
+
+/// Groups the matching rows of `rows` and sums their counts and the measures `needs`.
+fn scan(
+    query: &Query,
+    filter: &KeyFilter,
+    ranker: &Ranker,
+    needs: &Needs,
+    rollup: &RollupRows,
+    rows: std::ops::Range<usize>,
+    budget: &QueryBudget,
+) -> Result<Accs> {
+    let (keys, counts, prices) = rollup.columns();
+    let group = &query.group_by;
+    let mut accs = Accs {
+        non_null: vec![Vec::new(); needs.counted.len()],
+        ..Accs::default()
+    };
+    let mut index: FxHashMap<GroupKey, u32> = FxHashMap::default();
+    let mut last: Option<(GroupKey, u32)> = None;
+    let any_price = needs.prices.iter().any(|p| *p);
+    // The group of each row of the range (u32::MAX: filtered out), for the measures.
+    let mut row_group: Vec<u32> = Vec::new();
+    if any_price {
+        row_group.resize(rows.len(), u32::MAX);
+    }
+    for (n, i) in rows.clone().enumerate() {
+        if n % CANCEL_CHECK_ROWS == 0 {
+            budget.cancel.check()?;
+        }
+        let k = &keys[i];
+        if !filter.matches(k) {
             continue;
         }
-        let mut g = [0i64; MAX_GROUP];
-        for (slot, c) in g.iter_mut().zip(group) {
-            *slot = group_value(*c, &k);
+        let mut key = [0u64; MAX_GROUP];
+        for (slot, c) in key.iter_mut().zip(group) {
+            *slot = ranker.rank(*c, k);
         }
-        let acc = groups.entry(g).or_default();
-        acc.agg.merge(&agg);
-        for c in &counted {
-            if decode_is_some(*c, &k) {
-                acc.non_null[countable_slot(*c)] += agg.rows;
+        let g = match last {
+            Some((prev, g)) if prev == key => g,
+            _ => *index
+                .entry(key)
+                .or_insert_with(|| accs.push(key, needs.prices, needs.counted.len())),
+        };
+        last = Some((key, g));
+        accs.rows[g as usize] += counts[i];
+        for (c, non_null) in needs.counted.iter().zip(&mut accs.non_null) {
+            if !is_null(*c, k) {
+                non_null[g as usize] += counts[i];
+            }
+        }
+        if any_price {
+            row_group[n] = g;
+        }
+    }
+    for ((at, values), (acc, wanted)) in prices.iter().zip(accs.prices.iter_mut().zip(needs.prices))
+    {
+        if !wanted {
+            continue;
+        }
+        let from = at.partition_point(|&a| (a as usize) < rows.start);
+        let to = at.partition_point(|&a| (a as usize) < rows.end);
+        for (a, m) in at[from..to].iter().zip(&values[from..to]) {
+            let g = row_group[*a as usize - rows.start];
+            if g != u32::MAX {
+                acc[g as usize].merge(m);
             }
         }
     }
-    if group.is_empty() && groups.is_empty() {
-        groups.insert([0; MAX_GROUP], Acc::default());
-    }
-    limits.check_rows(groups.len(), query.limit)?;
-    let mut out: Vec<(Vec<Value>, Vec<Value>)> = groups
-        .into_iter()
-        .map(|(g, acc)| {
-            let keys: Vec<Value> = group.iter().zip(g).map(|(c, v)| decode(*c, v)).collect();
-            let row = query
-                .select
-                .iter()
-                .map(|item| match item {
-                    Item::Column(c) => {
-                        keys[group.iter().position(|x| x == c).expect("validated")].clone()
-                    }
-                    Item::Agg(a) => aggregate_value(a, &acc),
-                })
-                .collect();
-            (row, keys)
-        })
-        .collect();
-    // Group keys are unique, so the order is total and an unstable sort is exact.
-    out.sort_unstable_by(|a, b| compare(query, a, b));
-    if let Some(n) = query.limit {
-        out.truncate(n as usize);
-    }
-    Ok(out.into_iter().map(|(row, _)| row).collect())
+    Ok(accs)
 }
 
-fn decode_is_some(c: Column, k: &Key) -> bool {
+fn is_null(c: Column, k: &Key) -> bool {
     match c {
-        Column::Time(_) => k.time != NULL_TIME,
-        Column::Type => k.typ != 0,
-        Column::Country => k.country != 0,
-        Column::AdvertiserId => k.adv != NULL_ID,
-        Column::PublisherId => k.publ != NULL_ID,
-        _ => false,
+        Column::Time(_) => k.time == NULL_TIME,
+        Column::Type => k.typ == 0,
+        Column::Country => k.country == 0,
+        Column::AdvertiserId => k.adv == NULL_ID,
+        Column::PublisherId => k.publ == NULL_ID,
+        c => unreachable!("COUNT({c}) is not answered from rollups"),
     }
 }
 
-/// Result order: order_by keys, then group-by columns ascending; NULLs last.
-fn compare(query: &Query, a: &(Vec<Value>, Vec<Value>), b: &(Vec<Value>, Vec<Value>)) -> Ordering {
-    for k in &query.order_by {
-        let o = a.0[k.item].order(&b.0[k.item], k.desc);
+/// The column of aggregate `a` over the groups, in group order.
+fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs) -> Data {
+    let count = |v: &[u64]| Data::Int(v.iter().map(|n| Some(*n as i64)).collect());
+    let m = match a.arg {
+        None => return count(&accs.rows),
+        Some(Column::BidPrice) => &accs.prices[0],
+        Some(Column::TotalPrice) => &accs.prices[1],
+        Some(c) => {
+            let i = needs.counted.iter().position(|x| *x == c).expect("counted");
+            return count(&accs.non_null[i]);
+        }
+    };
+    let of =
+        |f: fn(&Measure) -> f64| Data::Float(m.iter().map(|m| (m.n > 0).then(|| f(m))).collect());
+    match a.func {
+        Func::Count => Data::Int(m.iter().map(|m| Some(m.n as i64)).collect()),
+        Func::Sum => of(|m| price_to_f64(m.sum)),
+        Func::Avg => of(|m| m.sum as f64 / m.n as f64 / PRICE_UNIT),
+        Func::Min => of(|m| price_to_f64(m.min.into())),
+        Func::Max => of(|m| price_to_f64(m.max.into())),
+    }
+}
+
+/// The answer's groups in order (order_by keys, then the group-by columns ascending,
+/// NULLs last), cut to the query's limit. Group keys are unique, so the order is total.
+fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
+    let n = keys.len();
+    let limit = query.limit.map_or(n, |l| l.min(n as u64) as usize);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    if query.order_by.is_empty() {
+        if !keys.is_sorted() {
+            top(&mut order, limit, |a, b| {
+                keys[*a as usize].cmp(&keys[*b as usize])
+            });
+        }
+        order.truncate(limit);
+        return order;
+    }
+    let group = &query.group_by;
+    // The first order key as one integer per group, so most comparisons are one compare.
+    let first = query.order_by[0];
+    let lead: Vec<u128> = match (&query.select[first.item], &aggs[first.item]) {
+        (_, Some(data)) => (0..n).map(|g| data.sort_key(g, first.desc)).collect(),
+        (Item::Column(c), None) => {
+            let slot = group.iter().position(|g| g == c).expect("validated");
+            keys.iter().map(|k| rank_key(k[slot], first.desc)).collect()
+        }
+        (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
+    };
+    let cmp = |a: &u32, b: &u32| {
+        let (x, y) = (*a as usize, *b as usize);
+        let o = lead[x].cmp(&lead[y]);
         if o != Ordering::Equal {
             return o;
         }
-    }
-    for (x, y) in a.1.iter().zip(&b.1) {
-        let o = x.order(y, false);
-        if o != Ordering::Equal {
-            return o;
+        for k in &query.order_by {
+            let o = match (&query.select[k.item], &aggs[k.item]) {
+                (_, Some(data)) => data.compare(x, y, k.desc),
+                (Item::Column(c), None) => {
+                    let slot = group.iter().position(|g| g == c).expect("validated");
+                    rank_order(keys[x][slot], keys[y][slot], k.desc)
+                }
+                (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
         }
+        keys[x].cmp(&keys[y])
+    };
+    top(&mut order, limit, cmp);
+    order.truncate(limit);
+    order
+}
+
+/// A rank as an integer ordering as `rank_order` does.
+fn rank_key(r: u64, desc: bool) -> u128 {
+    match r {
+        u64::MAX => u128::MAX,
+        r if desc => u128::from(!r),
+        r => u128::from(r),
     }
-    Ordering::Equal
+}
+
+/// Ranks in a direction, the NULL rank (`u64::MAX`) last either way.
+fn rank_order(a: u64, b: u64, desc: bool) -> Ordering {
+    match (a == u64::MAX, b == u64::MAX) {
+        (false, false) if desc => b.cmp(&a),
+        _ => a.cmp(&b),
+    }
+}
+
+/// Puts the first `k` of `v` in order at its front.
+fn top(v: &mut [u32], k: usize, cmp: impl Fn(&u32, &u32) -> Ordering) {
+    if k == 0 {
+        return;
+    }
+    if k < v.len() / 2 {
+        v.select_nth_unstable_by(k - 1, &cmp);
+        v[..k].sort_unstable_by(cmp);
+    } else {
+        v.sort_unstable_by(cmp);
+    }
 }

@@ -1,11 +1,13 @@
 //! The JSON query language: parse and validate (`request`), choose a route (`plan`,
-//! pure), run it (`exec`) and encode the result (`output`).
+//! pure), run it (`exec`, with filters compiled against rollup keys in `filter`) and
+//! encode the typed result (`output`).
 
 pub mod exec;
+pub mod filter;
 pub mod output;
 pub mod plan;
 pub mod request;
 
-pub use output::{OutType, ResultSet, Value};
+pub use output::{Data, OutType, ResultSet, Rows, Value};
 pub use plan::{plan, CatalogEntry, Plan, Route};
 pub use request::Query;

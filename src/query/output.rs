@@ -1,16 +1,24 @@
-//! Query results and their encodings: JSON rows, CSV text and Arrow IPC streams.
+//! Query results as typed columns, and their encodings: JSON rows, CSV text and Arrow
+//! IPC streams, each written straight from the columns (no per-cell values in between).
 
 use std::cmp::Ordering;
+use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringBuilder,
+};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int32Type, Int64Type};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use serde::{Serialize, Serializer};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::rollup::NULL_TIME;
+use crate::schema::TimeCol;
 
-/// One result value.
+/// One result value (a cell read out of typed columns).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -67,110 +75,516 @@ pub enum OutType {
     Text,
 }
 
+/// The cells of one result column; `None` is NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Int(Vec<Option<i64>>),
+    BigInt(Vec<Option<i128>>),
+    Float(Vec<Option<f64>>),
+    /// Bucket starts (local minutes) of a time column, shown as its text; `NULL_TIME` is
+    /// NULL.
+    Time(TimeCol, Vec<i32>),
+    /// Codes into a list of texts (event types, countries); code 0 is NULL.
+    Code(Arc<[String]>, Vec<u16>),
+    Text(Vec<Option<String>>),
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::Int(v) => v.len(),
+            Data::BigInt(v) => v.len(),
+            Data::Float(v) => v.len(),
+            Data::Time(_, v) => v.len(),
+            Data::Code(_, v) => v.len(),
+            Data::Text(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell of row `r`.
+    pub fn value(&self, r: usize) -> Value {
+        match self {
+            Data::Int(v) => v[r].map_or(Value::Null, |i| Value::Int(i.into())),
+            Data::BigInt(v) => v[r].map_or(Value::Null, Value::Int),
+            Data::Float(v) => v[r].map_or(Value::Null, Value::Float),
+            Data::Time(t, v) if v[r] != NULL_TIME => Value::Text(t.format(v[r])),
+            Data::Code(names, v) if v[r] != 0 => Value::Text(names[v[r] as usize].clone()),
+            Data::Time(..) | Data::Code(..) => Value::Null,
+            Data::Text(v) => v[r].clone().map_or(Value::Null, Value::Text),
+        }
+    }
+
+    /// Rows `order` of this column, in that order.
+    pub fn gather(&self, order: &[u32]) -> Data {
+        fn pick<T: Clone>(v: &[T], order: &[u32]) -> Vec<T> {
+            order.iter().map(|&i| v[i as usize].clone()).collect()
+        }
+        match self {
+            Data::Int(v) => Data::Int(pick(v, order)),
+            Data::BigInt(v) => Data::BigInt(pick(v, order)),
+            Data::Float(v) => Data::Float(pick(v, order)),
+            Data::Time(t, v) => Data::Time(*t, pick(v, order)),
+            Data::Code(n, v) => Data::Code(n.clone(), pick(v, order)),
+            Data::Text(v) => Data::Text(pick(v, order)),
+        }
+    }
+
+    /// An integer that orders row `r` as `compare` does (for numbers; other columns
+    /// compare by `compare`, and all of their rows share one key).
+    pub fn sort_key(&self, r: usize, desc: bool) -> u128 {
+        let bits = match self {
+            Data::Int(v) => v[r].map(|i| (i as u64) ^ (1 << 63)),
+            Data::Float(v) => v[r].map(|f| {
+                let b = f.to_bits();
+                if b >> 63 == 1 {
+                    !b
+                } else {
+                    b | (1 << 63)
+                }
+            }),
+            _ => Some(0),
+        };
+        match bits {
+            None => u128::MAX,
+            Some(b) if desc => u128::from(!b),
+            Some(b) => u128::from(b),
+        }
+    }
+
+    /// SQL order of rows `a` and `b` (NULLs last in both directions).
+    pub fn compare(&self, a: usize, b: usize, desc: bool) -> Ordering {
+        fn nulls_last<T>(
+            x: Option<T>,
+            y: Option<T>,
+            desc: bool,
+            cmp: impl Fn(T, T) -> Ordering,
+        ) -> Ordering {
+            match (x, y) {
+                (None, None) => Ordering::Equal,
+                (None, _) => Ordering::Greater,
+                (_, None) => Ordering::Less,
+                (Some(x), Some(y)) if desc => cmp(y, x),
+                (Some(x), Some(y)) => cmp(x, y),
+            }
+        }
+        let opt = |v: i32| (v != NULL_TIME).then_some(v);
+        match self {
+            Data::Int(v) => nulls_last(v[a], v[b], desc, |x, y| x.cmp(&y)),
+            Data::BigInt(v) => nulls_last(v[a], v[b], desc, |x, y| x.cmp(&y)),
+            Data::Float(v) => nulls_last(v[a], v[b], desc, |x, y| x.total_cmp(&y)),
+            Data::Time(_, v) => nulls_last(opt(v[a]), opt(v[b]), desc, |x, y| x.cmp(&y)),
+            Data::Code(n, v) => {
+                let name = |c: u16| (c != 0).then(|| &n[c as usize]);
+                nulls_last(name(v[a]), name(v[b]), desc, |x, y| x.cmp(y))
+            }
+            Data::Text(v) => nulls_last(v[a].as_ref(), v[b].as_ref(), desc, |x, y| x.cmp(y)),
+        }
+    }
+}
+
+/// Result rows, held column by column.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    len: usize,
+    columns: Vec<Data>,
+}
+
+impl Rows {
+    /// Rows of these columns (all of one length).
+    pub fn new(columns: Vec<Data>) -> Rows {
+        let len = columns.first().map_or(0, Data::len);
+        debug_assert!(columns.iter().all(|c| c.len() == len));
+        Rows { len, columns }
+    }
+
+    /// Rows of generic values, typed by `types`.
+    pub fn from_values(types: &[OutType], rows: &[Vec<Value>]) -> Rows {
+        let column = |c: usize, ty: OutType| {
+            let cells = rows.iter().map(|r| &r[c]);
+            match ty {
+                OutType::Int => Data::Int(
+                    cells
+                        .map(|v| match v {
+                            Value::Int(i) => i64::try_from(*i).ok(),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                OutType::BigInt => Data::BigInt(
+                    cells
+                        .map(|v| match v {
+                            Value::Int(i) => Some(*i),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                OutType::Float => Data::Float(
+                    cells
+                        .map(|v| match v {
+                            Value::Float(f) => Some(*f),
+                            Value::Int(i) => Some(*i as f64),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                OutType::Text => Data::Text(
+                    cells
+                        .map(|v| match v {
+                            Value::Text(t) => Some(t.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+            }
+        };
+        Rows {
+            len: rows.len(),
+            columns: types
+                .iter()
+                .enumerate()
+                .map(|(c, t)| column(c, *t))
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn columns(&self) -> &[Data] {
+        &self.columns
+    }
+
+    /// Row `r` as values.
+    pub fn row(&self, r: usize) -> Vec<Value> {
+        self.columns.iter().map(|c| c.value(r)).collect()
+    }
+}
+
+/// Rows serialize as a list of rows, each a list of cells (JSON: numbers, text, null).
+impl Serialize for Rows {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        let mut text = TimeText::default();
+        for r in 0..self.len {
+            seq.serialize_element(&RowRef {
+                rows: self,
+                r,
+                text: std::cell::RefCell::new(&mut text),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct RowRef<'a, 'b> {
+    rows: &'a Rows,
+    r: usize,
+    text: std::cell::RefCell<&'b mut TimeText>,
+}
+
+impl Serialize for RowRef<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.rows.columns.len()))?;
+        let r = self.r;
+        for c in &self.rows.columns {
+            match c {
+                Data::Int(v) => seq.serialize_element(&v[r])?,
+                Data::BigInt(v) => match v[r] {
+                    Some(i) => match i64::try_from(i) {
+                        Ok(i) => seq.serialize_element(&i)?,
+                        Err(_) => seq.serialize_element(&i)?,
+                    },
+                    None => seq.serialize_element(&())?,
+                },
+                Data::Float(v) => seq.serialize_element(&v[r].filter(|f| f.is_finite()))?,
+                Data::Time(t, v) if v[r] != NULL_TIME => {
+                    let mut text = self.text.borrow_mut();
+                    seq.serialize_element(text.format(*t, v[r]))?
+                }
+                Data::Code(n, v) if v[r] != 0 => seq.serialize_element(&n[v[r] as usize])?,
+                Data::Time(..) | Data::Code(..) => seq.serialize_element(&())?,
+                Data::Text(v) => seq.serialize_element(&v[r])?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// Formats time buckets as their canonical text (`2024-06-01`, `2024-06-01 13:00:00`,
+/// `2024-06-01 13:05`) without allocating, remembering the last one formatted.
+#[derive(Default)]
+pub struct TimeText {
+    buf: [u8; 19],
+    len: usize,
+    last: Option<(TimeCol, i32)>,
+}
+
+impl TimeText {
+    /// The text of bucket `m` (local minutes) of column `t`.
+    pub fn format(&mut self, t: TimeCol, m: i32) -> &str {
+        if self.last != Some((t, m)) {
+            self.last = Some((t, m));
+            let (y, mo, d) = civil_from_days(i64::from(m).div_euclid(1440));
+            let minute = i64::from(m).rem_euclid(1440);
+            let mut w = &mut self.buf[..];
+            let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
+            let _ = match t {
+                TimeCol::Minute => write!(w, " {:02}:{:02}", minute / 60, minute % 60),
+                TimeCol::Hour => write!(w, " {:02}:00:00", minute / 60),
+                TimeCol::Day | TimeCol::Week => Ok(()),
+            };
+            let left = w.len();
+            self.len = self.buf.len() - left;
+        }
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// A query result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResultSet {
     pub columns: Vec<String>,
     #[serde(skip)]
     pub types: Vec<OutType>,
-    pub rows: Vec<Vec<Value>>,
+    pub rows: Rows,
 }
 
 impl ResultSet {
     /// CSV text: a header line, then rows; NULL is an empty field.
     pub fn to_csv(&self) -> Vec<u8> {
-        let mut out = String::new();
-        let line = |out: &mut String, fields: &mut dyn Iterator<Item = String>| {
-            let mut first = true;
-            for f in fields {
-                if !first {
-                    out.push(',');
-                }
-                first = false;
-                if f.contains([',', '"', '\n', '\r']) {
-                    out.push('"');
-                    out.push_str(&f.replace('"', "\"\""));
-                    out.push('"');
-                } else {
-                    out.push_str(&f);
-                }
+        let mut out = Vec::new();
+        self.write_csv(&mut out).expect("writing to memory");
+        out
+    }
+
+    /// Writes the CSV text to `w`, stopping at its first error (a byte cap).
+    pub fn write_csv(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(256);
+        for (i, name) in self.columns.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
             }
-            out.push('\n');
-        };
-        line(&mut out, &mut self.columns.iter().cloned());
-        for row in &self.rows {
-            line(
-                &mut out,
-                &mut row.iter().map(|v| match v {
-                    Value::Null => String::new(),
-                    Value::Int(i) => i.to_string(),
-                    Value::Float(f) => f.to_string(),
-                    Value::Text(t) => t.clone(),
-                }),
-            );
+            csv_field(&mut line, name);
         }
-        out.into_bytes()
+        line.push(b'\n');
+        let mut text = TimeText::default();
+        for r in 0..self.rows.len {
+            for (i, c) in self.rows.columns.iter().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                csv_cell(&mut line, c, r, &mut text);
+            }
+            line.push(b'\n');
+            if line.len() >= 1 << 16 {
+                w.write_all(&line)?;
+                line.clear();
+            }
+        }
+        w.write_all(&line)
     }
 
     /// The result as one Arrow record batch.
     pub fn to_batch(&self) -> Result<RecordBatch> {
-        let mut fields = Vec::with_capacity(self.columns.len());
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
-        for (c, (name, ty)) in self.columns.iter().zip(&self.types).enumerate() {
-            let values = self.rows.iter().map(|r| &r[c]);
-            let (dt, array): (DataType, ArrayRef) = match ty {
-                OutType::Int => {
-                    let mut b = Int64Builder::new();
-                    values.for_each(|v| match v {
-                        Value::Int(i) => b.append_option(i64::try_from(*i).ok()),
-                        _ => b.append_null(),
-                    });
-                    (DataType::Int64, Arc::new(b.finish()))
-                }
-                OutType::BigInt => {
-                    let mut b = Decimal128Builder::new();
-                    values.for_each(|v| match v {
-                        Value::Int(i) => b.append_value(*i),
-                        _ => b.append_null(),
-                    });
-                    let dt = DataType::Decimal128(38, 0);
-                    (dt.clone(), Arc::new(b.finish().with_data_type(dt)))
-                }
-                OutType::Float => {
-                    let mut b = Float64Builder::new();
-                    values.for_each(|v| match v {
-                        Value::Float(f) => b.append_value(*f),
-                        Value::Int(i) => b.append_value(*i as f64),
-                        _ => b.append_null(),
-                    });
-                    (DataType::Float64, Arc::new(b.finish()))
-                }
-                OutType::Text => {
-                    let mut b = StringBuilder::new();
-                    values.for_each(|v| match v {
-                        Value::Text(t) => b.append_value(t),
-                        _ => b.append_null(),
-                    });
-                    (DataType::Utf8, Arc::new(b.finish()))
-                }
-            };
-            fields.push(Field::new(name, dt, true));
-            arrays.push(array);
-        }
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .zip(&self.rows.columns)
+            .map(|(name, c)| Field::new(name, arrow_type(c), true))
+            .collect();
+        let arrays = self.rows.columns.iter().map(arrow_array).collect();
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        Ok(RecordBatch::try_new(schema, arrays)?)
     }
 
     /// An Arrow IPC stream holding the result.
     pub fn to_arrow_ipc(&self) -> Result<Vec<u8>> {
-        let batch = self.to_batch()?;
         let mut out = Vec::new();
-        {
-            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())?;
-            w.write(&batch)?;
-            w.finish()?;
-        }
+        self.write_arrow_ipc(&mut out)?;
         Ok(out)
     }
+
+    /// Writes the result as an Arrow IPC stream to `w`.
+    pub fn write_arrow_ipc(&self, w: &mut impl Write) -> Result<()> {
+        write_ipc(&self.to_batch()?, w)
+    }
+}
+
+/// Writes `batch` as an Arrow IPC stream to `w`.
+pub fn write_ipc(batch: &RecordBatch, w: &mut impl Write) -> Result<()> {
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(())
+}
+
+fn csv_field(out: &mut Vec<u8>, f: &str) {
+    if f.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(f.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(f.as_bytes());
+    }
+}
+
+fn csv_cell(out: &mut Vec<u8>, c: &Data, r: usize, text: &mut TimeText) {
+    let _ = match c {
+        Data::Int(v) => v[r].map_or(Ok(()), |i| write!(out, "{i}")),
+        Data::BigInt(v) => v[r].map_or(Ok(()), |i| write!(out, "{i}")),
+        Data::Float(v) => v[r].map_or(Ok(()), |f| write!(out, "{f}")),
+        Data::Time(t, v) if v[r] != NULL_TIME => {
+            out.extend_from_slice(text.format(*t, v[r]).as_bytes());
+            Ok(())
+        }
+        Data::Code(n, v) if v[r] != 0 => {
+            csv_field(out, &n[v[r] as usize]);
+            Ok(())
+        }
+        Data::Time(..) | Data::Code(..) => Ok(()),
+        Data::Text(v) => {
+            if let Some(t) = &v[r] {
+                csv_field(out, t);
+            }
+            Ok(())
+        }
+    };
+}
+
+fn arrow_type(c: &Data) -> DataType {
+    match c {
+        Data::Int(_) => DataType::Int64,
+        Data::BigInt(_) => DataType::Decimal128(38, 0),
+        Data::Float(_) => DataType::Float64,
+        Data::Time(..) | Data::Code(..) | Data::Text(_) => DataType::Utf8,
+    }
+}
+
+fn arrow_array(c: &Data) -> ArrayRef {
+    match c {
+        Data::Int(v) => Arc::new(Int64Array::from(v.clone())),
+        Data::BigInt(v) => {
+            Arc::new(Decimal128Array::from(v.clone()).with_data_type(DataType::Decimal128(38, 0)))
+        }
+        Data::Float(v) => Arc::new(Float64Array::from(v.clone())),
+        Data::Time(t, v) => {
+            let mut b = StringBuilder::with_capacity(v.len(), v.len() * 16);
+            let mut text = TimeText::default();
+            for &m in v {
+                match m {
+                    NULL_TIME => b.append_null(),
+                    m => b.append_value(text.format(*t, m)),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Data::Code(n, v) => {
+            let mut b = StringBuilder::with_capacity(v.len(), v.len() * 4);
+            for &code in v {
+                match code {
+                    0 => b.append_null(),
+                    c => b.append_value(&n[c as usize]),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Data::Text(v) => {
+            let mut b = StringBuilder::new();
+            for t in v {
+                b.append_option(t.as_deref());
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// A column of a DuckDB answer (Arrow) as result cells of type `ty`; a time column's
+/// local minutes (`time`) become its buckets.
+pub fn from_arrow(array: &dyn Array, ty: OutType, time: Option<TimeCol>) -> Result<Data> {
+    let cast = |to: &DataType| arrow::compute::cast(array, to).map_err(Error::from);
+    Ok(match (time, ty) {
+        (Some(t), _) => {
+            let a = cast(&DataType::Int32)?;
+            let a = a.as_primitive::<Int32Type>();
+            Data::Time(t, a.iter().map(|m| m.unwrap_or(NULL_TIME)).collect())
+        }
+        (None, OutType::Int) => {
+            let a = cast(&DataType::Int64)?;
+            Data::Int(a.as_primitive::<Int64Type>().iter().collect())
+        }
+        (None, OutType::BigInt) => {
+            let a = cast(&DataType::Decimal128(38, 0))?;
+            Data::BigInt(a.as_primitive::<Decimal128Type>().iter().collect())
+        }
+        (None, OutType::Float) => {
+            let a = cast(&DataType::Float64)?;
+            Data::Float(a.as_primitive::<Float64Type>().iter().collect())
+        }
+        (None, OutType::Text) => {
+            let a = cast(&DataType::Utf8)?;
+            Data::Text(
+                a.as_string::<i32>()
+                    .iter()
+                    .map(|s| s.map(str::to_string))
+                    .collect(),
+            )
+        }
+    })
+}
+
+/// An empty column of type `ty` (a time column's buckets when `time` is given).
+pub fn empty(ty: OutType, time: Option<TimeCol>) -> Data {
+    match (time, ty) {
+        (Some(t), _) => Data::Time(t, Vec::new()),
+        (None, OutType::Int) => Data::Int(Vec::new()),
+        (None, OutType::BigInt) => Data::BigInt(Vec::new()),
+        (None, OutType::Float) => Data::Float(Vec::new()),
+        (None, OutType::Text) => Data::Text(Vec::new()),
+    }
+}
+
+/// Joins the columns of consecutive pieces of one answer.
+pub fn concat(parts: Vec<Vec<Data>>) -> Vec<Data> {
+    let mut parts = parts.into_iter();
+    let Some(mut out) = parts.next() else {
+        return Vec::new();
+    };
+    for part in parts {
+        for (o, p) in out.iter_mut().zip(part) {
+            match (o, p) {
+                (Data::Int(a), Data::Int(b)) => a.extend(b),
+                (Data::BigInt(a), Data::BigInt(b)) => a.extend(b),
+                (Data::Float(a), Data::Float(b)) => a.extend(b),
+                (Data::Time(_, a), Data::Time(_, b)) => a.extend(b),
+                (Data::Code(_, a), Data::Code(_, b)) => a.extend(b),
+                (Data::Text(a), Data::Text(b)) => a.extend(b),
+                _ => unreachable!("pieces of one answer have one type per column"),
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -183,6 +597,10 @@ mod tests {
         assert_eq!(Value::Null.order(&a, false), Ordering::Greater);
         assert_eq!(Value::Null.order(&a, true), Ordering::Greater);
         assert_eq!(a.order(&Value::Int(2), true), Ordering::Greater);
+        let d = Data::Float(vec![None, Some(1.0), Some(2.0)]);
+        assert_eq!(d.compare(0, 1, true), Ordering::Greater);
+        assert_eq!(d.compare(1, 2, true), Ordering::Greater);
+        assert_eq!(d.compare(1, 2, false), Ordering::Less);
     }
 
     #[test]
@@ -190,14 +608,17 @@ mod tests {
         let r = ResultSet {
             columns: vec!["country".into(), "SUM(bid_price)".into(), "n".into()],
             types: vec![OutType::Text, OutType::Float, OutType::BigInt],
-            rows: vec![
-                vec![
-                    Value::Text("a,b".into()),
-                    Value::Null,
-                    Value::Int(i128::MAX),
+            rows: Rows::from_values(
+                &[OutType::Text, OutType::Float, OutType::BigInt],
+                &[
+                    vec![
+                        Value::Text("a,b".into()),
+                        Value::Null,
+                        Value::Int(i128::MAX),
+                    ],
+                    vec![Value::Text("US".into()), Value::Float(1.5), Value::Int(2)],
                 ],
-                vec![Value::Text("US".into()), Value::Float(1.5), Value::Int(2)],
-            ],
+            ),
         };
         let csv = String::from_utf8(r.to_csv()).unwrap();
         assert_eq!(
@@ -213,5 +634,47 @@ mod tests {
         let reader = arrow_ipc::reader::StreamReader::try_new(&ipc[..], None).unwrap();
         let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(batches[0].num_rows(), 2);
+    }
+
+    /// Time text written without allocating equals the column's own formatting, and
+    /// every encoding shows a typed column the way its generic values show.
+    #[test]
+    fn typed_columns_encode_like_values() {
+        let mut text = TimeText::default();
+        for m in [
+            0,
+            59,
+            1440 * 366 + 61,
+            -1,
+            -1440 * 400 - 7,
+            28_000_000,
+            i32::MIN + 1,
+        ] {
+            for t in [TimeCol::Minute, TimeCol::Hour, TimeCol::Day, TimeCol::Week] {
+                let b = t.bucket(m);
+                assert_eq!(text.format(t, b), t.format(b), "{t:?} {m}");
+            }
+        }
+        let names: Arc<[String]> = vec![String::new(), "US".into(), "x\"y".into()].into();
+        let typed = Rows::new(vec![
+            Data::Time(TimeCol::Hour, vec![120, NULL_TIME, 60]),
+            Data::Code(names, vec![2, 0, 1]),
+            Data::Int(vec![Some(-3), None, Some(i64::MAX)]),
+        ]);
+        let values: Vec<Vec<Value>> = (0..3).map(|r| typed.row(r)).collect();
+        let types = [OutType::Text, OutType::Text, OutType::Int];
+        let generic = Rows::from_values(&types, &values);
+        let set = |rows: Rows| ResultSet {
+            columns: vec!["hour".into(), "country".into(), "n".into()],
+            types: types.to_vec(),
+            rows,
+        };
+        let (a, b) = (set(typed), set(generic));
+        assert_eq!(
+            serde_json::to_string(&a.rows).unwrap(),
+            serde_json::to_string(&b.rows).unwrap()
+        );
+        assert_eq!(a.to_csv(), b.to_csv());
+        assert_eq!(a.to_batch().unwrap(), b.to_batch().unwrap());
     }
 }

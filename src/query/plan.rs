@@ -6,6 +6,7 @@
 //! parameter, never spliced into the text. [`plan_checked`] also gives each rollup's
 //! verdict, which `explain` reports: the rules are only here.
 
+use crate::query::filter::bucket_len;
 use crate::query::output::OutType;
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
 use crate::rollup::RollupSpec;
@@ -165,16 +166,6 @@ pub fn out_type(item: &Item) -> OutType {
             (Func::Min | Func::Max, Some(c)) => of_column(c),
             (Func::Min | Func::Max, None) => OutType::Int,
         },
-    }
-}
-
-/// Length of a time bucket in minutes.
-fn bucket_len(t: TimeCol) -> i64 {
-    match t {
-        TimeCol::Minute => 1,
-        TimeCol::Hour => 60,
-        TimeCol::Day => 1440,
-        TimeCol::Week => 7 * 1440,
     }
 }
 

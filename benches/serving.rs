@@ -1,0 +1,388 @@
+//! Serving figures of the daemon bench: a random mix of rollup-answered queries, large
+//! answers as JSON and Arrow, and DuckDB-answered shapes, each against DuckDB on a native
+//! table of the same rows (built in-process from the CSVs, the daemon's own schema and
+//! SQL).
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use duckdb::types::ToSqlOutput;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rollupd::query::plan::sql;
+use rollupd::query::Query;
+use serde_json::{json, Value as Json};
+
+use super::{csv_source, mark, ms, pct, sorted, Raw};
+
+/// DuckDB (the embedded build, in-process) on a native `events` table of the bench rows,
+/// with the daemon's column types, sorted as the daemon sorts a file's rows.
+pub struct Native {
+    conn: duckdb::Connection,
+    pub load_s: f64,
+}
+
+impl Native {
+    pub fn load(files: &[PathBuf]) -> Native {
+        let start = Instant::now();
+        let conn = duckdb::Connection::open_in_memory().expect("duckdb");
+        let src = csv_source(files);
+        conn.execute_batch(&format!(
+            "CREATE TABLE events AS SELECT ts, \"type\", CAST(auction_id AS UUID) AS auction_id, \
+             advertiser_id, publisher_id, CAST(bid_price AS DECIMAL(18, 9)) AS bid_price, \
+             user_id, CAST(total_price AS DECIMAL(18, 9)) AS total_price, country, \
+             CAST(epoch_ms(ts) AS DATE) AS day, CAST(floor(ts / 60000) AS INTEGER) AS local_minute \
+             FROM {src} ORDER BY day, \"type\", country"
+        ))
+        .expect("native table");
+        Native {
+            conn,
+            load_s: start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Median ms of `runs` runs of the daemon's SQL for `query`, reading every row.
+    pub fn time(&self, query: &Json, runs: usize) -> (f64, usize) {
+        let q = Query::parse(query).expect("a valid query");
+        let (text, params) = sql(&q);
+        let bound = rollupd::table::bind(&params);
+        let mut stmt = self.conn.prepare(&text).expect("prepare");
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..runs {
+            let start = Instant::now();
+            let batches = stmt
+                .query_arrow(duckdb::params_from_iter(
+                    bound.iter().map(ToSqlOutput::from),
+                ))
+                .expect("native query");
+            rows = batches.map(|b| b.num_rows()).sum();
+            times.push(ms(start.elapsed()));
+        }
+        (pct(&sorted(times), 0.5), rows)
+    }
+}
+
+impl Raw {
+    /// One request, with the csv or arrow payload read too: (ms until the whole answer is
+    /// read, the reply line, its rows, bytes in all); panics on an error reply.
+    fn answer(&mut self, request: &Json) -> (f64, Json, usize, usize) {
+        match self.try_answer(request) {
+            Ok(a) => a,
+            Err(head) => panic!("{request} failed: {head}"),
+        }
+    }
+
+    /// `answer`, with an error reply given back as its line.
+    fn try_answer(&mut self, request: &Json) -> Result<(f64, Json, usize, usize), Json> {
+        let mut line = request.to_string();
+        line.push('\n');
+        let mut response = String::new();
+        let start = Instant::now();
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.reader.read_line(&mut response).unwrap();
+        let head: Json = serde_json::from_str(&response).expect("a JSON response line");
+        let mut payload = vec![0; head["bytes"].as_u64().unwrap_or(0) as usize];
+        self.reader.read_exact(&mut payload).unwrap();
+        let took = ms(start.elapsed());
+        if head["ok"] != Json::Bool(true) {
+            return Err(head);
+        }
+        let rows = match request["format"].as_str() {
+            Some("arrow") => arrow_rows(&payload),
+            Some("csv") => payload.iter().filter(|b| **b == b'\n').count() - 1,
+            _ => head["rows"].as_array().map_or(0, Vec::len),
+        };
+        Ok((took, head, rows, response.len() + payload.len()))
+    }
+}
+
+fn arrow_rows(ipc: &[u8]) -> usize {
+    arrow_ipc::reader::StreamReader::try_new(ipc, None)
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+}
+
+fn request(query: &Json, format: &str) -> Json {
+    json!({"op": "query", "query": query, "format": format})
+}
+
+/// Values the random queries filter on, asked of the daemon.
+struct Domain {
+    days: Vec<String>,
+    countries: Vec<String>,
+    advertisers: Vec<i64>,
+    publishers: Vec<i64>,
+}
+
+impl Domain {
+    fn ask(conn: &mut Raw) -> Domain {
+        let mut column = |col: &str| -> Vec<Json> {
+            let q = json!({"select": [col], "group_by": [col]});
+            let (_, head, _, _) = conn.answer(&request(&q, "json"));
+            head["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r[0].clone())
+                .filter(|v| !v.is_null())
+                .collect()
+        };
+        let text = |v: Vec<Json>| v.iter().map(|x| x.as_str().unwrap().to_string()).collect();
+        let int = |v: Vec<Json>| v.iter().map(|x| x.as_i64().unwrap()).collect();
+        Domain {
+            days: text(column("day")),
+            countries: text(column("country")),
+            advertisers: int(column("advertiser_id")),
+            publishers: int(column("publisher_id")),
+        }
+    }
+
+    /// A random rollup-answerable query: group-by, filters and aggregates drawn from the
+    /// columns of one of the default rollups.
+    fn query(&self, rng: &mut impl Rng) -> Json {
+        let specs = rollupd::rollup::default_specs();
+        let spec = specs.choose(rng).unwrap();
+        let mut cols: Vec<&str> = spec.dims.iter().map(|d| d.column().name()).collect();
+        if let Some(g) = spec.grain {
+            let coarser = ["minute", "hour", "day", "week"];
+            let at = coarser.iter().position(|c| *c == g.name()).unwrap();
+            cols.push(coarser[rng.gen_range(at..coarser.len())]);
+        }
+        let n = rng.gen_range(0..=cols.len().min(2));
+        let group: Vec<&str> = cols.choose_multiple(rng, n).copied().collect();
+        let mut filters = Vec::new();
+        for _ in 0..rng.gen_range(0..=2) {
+            filters.push(self.filter(cols.choose(rng).unwrap(), rng));
+        }
+        // Minute and hour answers over every day are large answers, measured apart.
+        if group.iter().any(|c| *c == "minute" || *c == "hour") {
+            let d = self.days.choose(rng).unwrap();
+            filters.push(json!({"col": "day", "op": "eq", "val": d}));
+        }
+        let aggs = [
+            json!({"COUNT": "*"}),
+            json!({"SUM": "bid_price"}),
+            json!({"AVG": "total_price"}),
+            json!({"MAX": "bid_price"}),
+            json!({"COUNT": "total_price"}),
+        ];
+        let mut select: Vec<Json> = group.iter().map(|c| json!(c)).collect();
+        let k = rng.gen_range(1..=2);
+        select.extend(aggs.choose_multiple(rng, k).cloned());
+        let mut q = json!({"select": select, "where": filters, "group_by": group});
+        if !group.is_empty() && rng.gen_bool(0.4) {
+            let label = [
+                "COUNT(*)",
+                "SUM(bid_price)",
+                "AVG(total_price)",
+                "MAX(bid_price)",
+            ];
+            let by = match rng.gen_bool(0.5) {
+                true => group[0].to_string(),
+                false => label.choose(rng).unwrap().to_string(),
+            };
+            if q["select"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| label_of(s) == by)
+            {
+                q["order_by"] = json!([{"col": by, "dir": "desc"}]);
+                q["limit"] = json!(rng.gen_range(1..=100));
+            }
+        }
+        q
+    }
+
+    fn filter(&self, col: &str, rng: &mut impl Rng) -> Json {
+        let value = |rng: &mut dyn rand::RngCore| -> Json {
+            match col {
+                "type" => json!(["serve", "impression", "click", "purchase"]
+                    .choose(rng)
+                    .unwrap()),
+                "country" => json!(self.countries.choose(rng).unwrap()),
+                "advertiser_id" => json!(self.advertisers.choose(rng).unwrap()),
+                "publisher_id" => json!(self.publishers.choose(rng).unwrap()),
+                _ => json!(self.days.choose(rng).unwrap()),
+            }
+        };
+        let col = if ["minute", "hour", "week"].contains(&col) {
+            "day"
+        } else {
+            col
+        };
+        match rng.gen_range(0..4) {
+            0 => json!({"col": col, "op": "eq", "val": value(rng)}),
+            1 => json!({"col": col, "op": "neq", "val": value(rng)}),
+            2 => {
+                let vals: Vec<Json> = (0..rng.gen_range(2..8)).map(|_| value(rng)).collect();
+                json!({"col": col, "op": "in", "val": vals})
+            }
+            _ => {
+                let (a, b) = (value(rng), value(rng));
+                let (lo, hi) = if ordered(&a, &b) { (a, b) } else { (b, a) };
+                json!({"col": col, "op": "between", "val": [lo, hi]})
+            }
+        }
+    }
+}
+
+fn label_of(item: &Json) -> String {
+    match item {
+        Json::String(s) => s.clone(),
+        Json::Object(m) => {
+            let (f, c) = m.iter().next().unwrap();
+            format!("{f}({})", c.as_str().unwrap())
+        }
+        _ => String::new(),
+    }
+}
+
+/// The random mix: p50/p99 at the client over answers up to 10k rows, each query once
+/// per round, against DuckDB on the native table.
+pub fn random_mix(socket: &Path, native: &Native, n: usize, rounds: usize) {
+    let mut conn = Raw::connect(socket);
+    let domain = Domain::ask(&mut conn);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+    let queries: Vec<Json> = (0..n).map(|_| domain.query(&mut rng)).collect();
+    let mut times = Vec::new();
+    let mut worst = (f64::INFINITY, String::new());
+    let (mut large, mut slower, mut rollup, mut refused) = (0, 0, 0, 0);
+    for q in &queries {
+        let req = request(q, "json");
+        let Ok((_, head, rows, _)) = conn.try_answer(&req) else {
+            refused += 1;
+            continue;
+        };
+        if !head["source"].as_str().unwrap().starts_with("rollup:") {
+            continue;
+        }
+        rollup += 1;
+        let mut mine = Vec::new();
+        for _ in 0..rounds {
+            mine.push(conn.answer(&req).0);
+        }
+        let mine = pct(&sorted(mine), 0.5);
+        let (theirs, _) = native.time(q, 3);
+        if theirs / mine < worst.0 {
+            worst = (theirs / mine, q.to_string());
+        }
+        slower += usize::from(mine > theirs);
+        if rows <= 10_000 {
+            times.push(mine);
+        } else {
+            large += 1;
+        }
+    }
+    let times = sorted(times);
+    let (p50, p99) = (pct(&times, 0.5), pct(&times, 0.99));
+    println!(
+        "\n### Rollup-answered random mix through the socket\n\n{n} random queries drawn \
+         from the default rollups' columns (group-by of up to two of them, up to two filters \
+         with eq, neq, in or between, one or two aggregates, sometimes order_by + limit; \
+         minute and hour groups restricted to one day), seed 10; {rollup} answered from a \
+         rollup. Each query's time is the median of {rounds} runs at the client until the \
+         whole `json` answer is read; no answer cache. DuckDB: the daemon's own SQL for the \
+         query on the native table, median of 3.\n"
+    );
+    println!("| measure | value | goal |\n|---|---|---|");
+    println!(
+        "| p50 / p99, answers ≤ 10k rows ({} queries) | {p50:.3} / {p99:.3} ms | ≤ 0.5 / 2 ms: {} |",
+        times.len(),
+        mark(p50 <= 0.5 && p99 <= 2.0)
+    );
+    println!("| answers over 10k rows (in the mix, measured apart below) | {large} | |");
+    println!("| refused as over the 1 M row cap (`too_large`) | {refused} | |");
+    println!(
+        "| queries slower than DuckDB on the native table | {slower} of {rollup} | 0: {} |",
+        mark(slower == 0)
+    );
+    println!(
+        "| smallest speed-up over the native table | {:.1}x | ≥ 1x |\n\nSlowest against DuckDB: `{}`",
+        worst.0, worst.1
+    );
+}
+
+/// Large answers: rows per second at the client, json and arrow, against the native table.
+pub fn large_answers(socket: &Path, native: &Native) {
+    let queries = [
+        (
+            "advertiser x publisher, 900k of 1.27M groups",
+            json!({"select": ["advertiser_id", "publisher_id", {"COUNT": "*"}, {"SUM": "bid_price"}], "group_by": ["advertiser_id", "publisher_id"], "limit": 900_000}),
+        ),
+        (
+            "every minute, all days",
+            json!({"select": ["minute", {"COUNT": "*"}, {"SUM": "bid_price"}], "group_by": ["minute"]}),
+        ),
+        (
+            "hour x country, all days",
+            json!({"select": ["hour", "country", {"COUNT": "*"}], "group_by": ["hour", "country"]}),
+        ),
+        (
+            "day x publisher, impressions, top 500k by spend",
+            json!({"select": ["day", "publisher_id", {"SUM": "bid_price"}], "where": [{"col": "type", "op": "eq", "val": "impression"}], "group_by": ["day", "publisher_id"], "order_by": [{"col": "SUM(bid_price)", "dir": "desc"}], "limit": 500_000}),
+        ),
+    ];
+    let mut conn = Raw::connect(socket);
+    println!(
+        "\n### Large answers through the socket\n\nMedian of 5 runs after one warm-up, timed \
+         at the client until the whole answer is read (the `json` line, or the line and the \
+         Arrow IPC payload). DuckDB: the daemon's SQL on the native table, reading every \
+         row as Arrow in-process, median of 3.\n"
+    );
+    println!("| query | source | rows | json | json rows/s | arrow | arrow rows/s | DuckDB native | json / native | arrow / native |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let (mut json_min, mut arrow_min) = (f64::INFINITY, f64::INFINITY);
+    for (label, q) in &queries {
+        let mut run = |format: &str| {
+            let (_, head, rows, _) = conn.answer(&request(q, format));
+            let t: Vec<f64> = (0..5).map(|_| conn.answer(&request(q, format)).0).collect();
+            (
+                pct(&sorted(t), 0.5),
+                rows,
+                head["source"].as_str().unwrap().to_string(),
+            )
+        };
+        let (j, rows, source) = run("json");
+        let (a, arows, _) = run("arrow");
+        assert_eq!(rows, arows, "{label}");
+        let (d, drows) = native.time(q, 3);
+        assert_eq!(rows, drows, "{label}");
+        let rate = |t: f64| rows as f64 / t * 1e3;
+        json_min = json_min.min(rate(j));
+        arrow_min = arrow_min.min(rate(a));
+        println!(
+            "| {label} | {source} | {rows} | {j:.1} ms | {:.2} M | {a:.1} ms | {:.2} M | {d:.1} ms | {:.2}x | {:.2}x |",
+            rate(j) / 1e6,
+            rate(a) / 1e6,
+            j / d,
+            a / d
+        );
+    }
+    println!(
+        "\nSlowest: json {:.2} M rows/s (goal ≥ 1 M: {}), arrow {:.2} M rows/s (goal ≥ 10 M: {}).",
+        json_min / 1e6,
+        mark(json_min >= 1e6),
+        arrow_min / 1e6,
+        mark(arrow_min >= 1e7)
+    );
+}
+
+/// `common::linked`, keeping a folder already linked (a `--queries-only` rerun).
+pub fn linked_once(files: &[PathBuf], dir: &Path) -> PathBuf {
+    if dir.is_dir() {
+        return dir.to_path_buf();
+    }
+    super::common::linked(files, dir)
+}
+
+/// Whether `a` ≤ `b`, as numbers or as text.
+fn ordered(a: &Json, b: &Json) -> bool {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => x <= y,
+        _ => a.as_str() <= b.as_str(),
+    }
+}
