@@ -14,7 +14,6 @@
 
 #[allow(dead_code)]
 mod common;
-#[allow(dead_code)]
 #[path = "../tests/oracle.rs"]
 mod oracle;
 

@@ -299,7 +299,7 @@ fn status(h: &Handle) -> String {
         state_bytes: dir_size(state),
         last_change: progress.last_change.map(rfc3339),
         last_error: progress.last_error,
-        rebuilt: h.engine.rebuilt().map(str::to_string),
+        rebuilt: h.engine.rebuilt(),
         duckdb_build: crate::table::DUCKDB_BUILD.to_string(),
         queries,
         connections,
