@@ -2,12 +2,17 @@
 //! away under the daemon, and a manifest, partition, partials file, store or database
 //! lost or damaged between runs. After each, answers equal DuckDB over the files present.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::daemon::assert_equivalent;
+use rollupd::gen::sample_file;
+
+use crate::daemon::{assert_equivalent, assert_equivalent_to};
 use crate::util::{Daemon, Workspace};
 
 /// Builds a state of sample files with a daemon and stops it; `damage` then changes the
@@ -120,4 +125,145 @@ fn a_corrupt_duckdb_database_refused_to_start() {
     damaged_then_restarted(88, "the DuckDB database could not be opened", |state| {
         std::fs::write(state.join("events.duckdb"), vec![0x5A; 64 << 10]).unwrap();
     });
+}
+
+/// A tmpfs of a few MB mounted on a folder, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts one of `mb` MB on `dir` (created); `None`, with a message, where mounting
+    /// is not permitted.
+    fn mount(dir: &Path, mb: u32) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(o) => {
+                let why = String::from_utf8_lossy(&o.stderr);
+                println!("skipped: cannot mount a tmpfs ({})", why.trim());
+                None
+            }
+            Err(e) => {
+                println!("skipped: cannot run mount ({e})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` until a write fails with ENOSPC, leaving about
+/// `spare` bytes free; returns the filler file.
+fn fill(dir: &Path, spare: u64) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 16 << 10];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            break;
+        }
+    }
+    let len = std::fs::metadata(&path).unwrap().len();
+    f.set_len(len.saturating_sub(spare)).unwrap();
+    path
+}
+
+#[test]
+fn a_full_disk_under_the_state_folder_stopped_updates_for_good() {
+    let ws = Workspace::new();
+    let Some(_tmpfs) = Tmpfs::mount(&ws.state(), 12) else {
+        return;
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(91);
+    ws.generate(2, 2_000, 91);
+    let d = Daemon::start(&ws, &[]);
+    d.sync();
+    // Full to the last byte, then with a little room: the fault strikes DuckDB first,
+    // then, with room for the table, the store, the partitions or the manifest.
+    for (round, spare) in [(0u64, 0u64), (1, 800 << 10), (2, 1500 << 10)] {
+        let before = ws.files();
+        let filler = fill(&ws.state(), spare);
+        for i in 0..3 {
+            let name = format!("r{round}-{i}.csv");
+            ws.write(&name, sample_file(2_500, 92 + round * 10 + i));
+        }
+        if spare == 0 {
+            let status = d.status_until("the fault is reported", |s| !s["fault"].is_null());
+            assert!(
+                status["fault"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("No space left"),
+                "{status}"
+            );
+            // The published state is intact and keeps answering.
+            assert_equivalent_to(&d, &before, &mut rng, 5, "with the disk full");
+        } else {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        std::fs::remove_file(&filler).unwrap();
+        // It catches up by itself once there is room again: no `sync`.
+        let tracked = ws.files().len() as u64;
+        d.status_until("caught up after the fault", |s| {
+            s["fault"].is_null() && s["files"]["tracked"] == tracked && s["files"]["pending"] == 0
+        });
+        assert_equivalent(&d, &ws, &mut rng, 5, &format!("after round {round}"));
+    }
+    d.stop();
+    let d = Daemon::start(&ws, &[]);
+    d.sync();
+    assert_equivalent(&d, &ws, &mut rng, 5, "after a restart");
+    d.stop();
+}
+
+/// Waits at most `bound` for the daemon to exit; its status.
+fn exits_within(mut d: Daemon, bound: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = d.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < bound, "still running after {bound:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_hung_with_the_state_folder_removed() {
+    let ws = Workspace::new();
+    ws.generate(2, 2_000, 93);
+    let d = Daemon::start(&ws, &["--socket", "rollupd.sock"]);
+    d.sync();
+    std::fs::remove_dir_all(ws.state()).unwrap();
+    ws.write("late.csv", sample_file(500, 94));
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    exits_within(d, Duration::from_secs(20));
+}
+
+#[test]
+fn a_removed_state_folder_was_written_into_forever() {
+    let ws = Workspace::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(95);
+    ws.generate(2, 2_000, 95);
+    let d = Daemon::start(&ws, &["--socket", "rollupd.sock"]);
+    d.sync();
+    std::fs::remove_dir_all(ws.state()).unwrap();
+    ws.write("late.csv", sample_file(500, 96));
+    let status = exits_within(d, Duration::from_secs(60));
+    assert!(!status.success(), "exits with an error: {status}");
+    // The next start rebuilds the state from the folder.
+    let d = Daemon::start(&ws, &["--socket", "rollupd.sock"]);
+    d.sync();
+    assert_equivalent(&d, &ws, &mut rng, 5, "after the state folder was removed");
+    d.stop();
 }
