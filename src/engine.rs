@@ -1004,6 +1004,8 @@ impl Engine {
                 view
             }
         };
+        // The replaced snapshot's view must not count as a reader at the checkpoint below.
+        drop(published);
         let (manifest, written) = self.written.lock().expect("written lock").clone();
         if manifest.generation == generation
             && specs_of(&manifest) == *specs

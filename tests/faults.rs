@@ -267,3 +267,20 @@ fn a_removed_state_folder_was_written_into_forever() {
     assert_equivalent(&d, &ws, &mut rng, 5, "after the state folder was removed");
     d.stop();
 }
+
+#[test]
+fn the_wal_was_never_checkpointed_after_a_publish() {
+    let ws = Workspace::new();
+    ws.generate(2, 2_000, 97);
+    let engine = ws.build();
+    for i in 0..3 {
+        ws.write(&format!("more{i}.csv"), sample_file(2_000, 98 + i));
+        engine.update(&ws.watch()).unwrap();
+    }
+    let wal = ws.state().join("events.duckdb.wal");
+    let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert!(
+        len < 64 << 10,
+        "the WAL holds {len} bytes after a quiet publish"
+    );
+}
