@@ -92,29 +92,19 @@ fn main() {
     let start_at = Instant::now();
     let end = start_at + Duration::from_secs_f64(minutes * 60.0);
     let mut next_check = Instant::now() + check_every;
-    while Instant::now() < end {
-        folder.random_op();
-        counts.ops.fetch_add(1, Ordering::Relaxed);
-        if Instant::now() >= next_check {
-            check(
-                &socket,
-                &state,
-                &folder,
-                &counts,
-                random_queries,
-                &tmp.path().join("fresh"),
-            );
+    loop {
+        let done = Instant::now() >= end;
+        if done || Instant::now() >= next_check {
+            let fresh = tmp.path().join("fresh");
+            check(&socket, &state, &folder, &counts, random_queries, &fresh);
             next_check = Instant::now() + check_every;
         }
+        if done {
+            break;
+        }
+        folder.random_op();
+        counts.ops.fetch_add(1, Ordering::Relaxed);
     }
-    check(
-        &socket,
-        &state,
-        &folder,
-        &counts,
-        random_queries,
-        &tmp.path().join("fresh"),
-    );
     stop.store(true, Ordering::SeqCst);
     for t in threads {
         t.join().expect("a soak thread panicked");
