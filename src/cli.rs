@@ -735,6 +735,15 @@ fn status_text(s: &StatusReply) -> String {
     if let Some(e) = &s.last_error {
         out += &format!("last error: {e}\n");
     }
+    if let Some(f) = &s.fault {
+        out += &format!(
+            "FAULT since {}: {}; updates failed {} times, next try {}\n",
+            f.since,
+            f.error,
+            f.attempts,
+            f.next_retry.as_deref().unwrap_or("soon")
+        );
+    }
     let (q, c) = (&s.queries, &s.connections);
     out += &format!(
         "queries: {} running; since start {} cancelled (client gone), {} timed out, {} too large\n",

@@ -24,7 +24,7 @@ use crate::ingest::IngestHandle;
 use crate::limits::{Cancel, QueryBudget, QueryLimits, Stop};
 use crate::protocol::{
     error_line, error_response, ok_line, query_response, ConnectionCounts, ErrorKind, FileCounts,
-    FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus,
+    FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus, StateFault,
     StatusReply, SyncReply, WatchState, WatchStatus,
 };
 use crate::querylog::QueryLog;
@@ -354,7 +354,13 @@ fn status(h: &Handle) -> String {
         state_bytes: dir_size(state),
         last_change: progress.last_change.map(rfc3339),
         last_error: progress.last_error,
-        rebuilt: h.engine.rebuilt().map(str::to_string),
+        fault: progress.fault.map(|f| StateFault {
+            error: f.error,
+            since: rfc3339(f.since),
+            attempts: f.attempts,
+            next_retry: f.retry_at.map(rfc3339),
+        }),
+        rebuilt: h.engine.rebuilt(),
         duckdb_build: crate::table::DUCKDB_BUILD.to_string(),
         queries,
         connections,

@@ -5,9 +5,13 @@
 //! ingest before its next file (what it committed is published; the rest is redone from
 //! the files on the next start), removes the socket and returns.
 //!
-//! Crash, don't limp: a panic in the ingest loop, or the server task ending, ends the
-//! process with an error (non-zero status) at once, without waiting on anything, so the
-//! service manager restarts it; the state is as after a `kill -9`, which recovery repairs.
+//! Shutdown has a deadline ([`STOP_DEADLINE`]): past it the process exits non-zero at
+//! once (sled's flush on drop was seen never to return with the state folder removed).
+//!
+//! Crash, don't limp: a panic in the ingest loop, the state folder removed under it, or
+//! the server task ending, ends the process with an error (non-zero status) at once,
+//! without waiting on anything, so the service manager restarts it; the state is as
+//! after a `kill -9`, which recovery repairs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +50,11 @@ pub fn default_socket(state: &std::path::Path) -> PathBuf {
     state.join("rollupd.sock")
 }
 
+/// How long shutdown may take after a termination signal before the process ends without
+/// finishing it (a flush that never returns, with the state folder gone, must not keep
+/// the daemon from stopping).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
     let mut daemon = Daemon::start(opts)?;
@@ -53,8 +62,29 @@ pub fn run(opts: DaemonOptions) -> Result<()> {
         daemon.abandon();
         return Err(e);
     }
+    stop_within(STOP_DEADLINE);
     daemon.stop();
     Ok(())
+}
+
+/// Ends the process with an error if it is still running `deadline` from now.
+fn stop_within(deadline: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            eprintln!(
+                "rollupd: shutdown did not finish within {} s; exiting without it \
+                 (the next start repairs the state)",
+                deadline.as_secs()
+            );
+            // SAFETY: ends the process at once, running no destructors or exit handlers
+            // (one of them is what hangs).
+            unsafe { libc::_exit(1) };
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no shutdown deadline: {e}");
+    }
 }
 
 /// A running daemon: its engine, ingest loop and socket server.

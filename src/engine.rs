@@ -256,8 +256,9 @@ pub struct Engine {
     /// One update at a time.
     updating: Mutex<()>,
     _lock: StateLock,
-    /// Why the state was started over on open, if it was.
-    rebuilt: Option<String>,
+    /// What was rebuilt on open, and why: a changed layout, or state found missing or
+    /// damaged and rebuilt from what remained.
+    rebuilt: Vec<String>,
     /// What the partitions on disk hold, to tell which ones a change touched.
     written: Mutex<Written>,
     /// Set to stop an update early (at the next file); see [`Engine::cancel`].
@@ -276,8 +277,10 @@ impl Engine {
     pub fn open(state: &Path, opts: EngineOptions) -> Result<Engine> {
         std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
         let lock = StateLock::acquire(state)?;
-        let store = Store::open(&state.join(STORE_DIR), &state.join(PARTIALS_DIR))?;
-        let table = Table::open(&state.join(DB_FILE), &opts.table, opts.failpoints.clone())?;
+        let (store, store_rebuilt) =
+            Store::open_or_rebuild(&state.join(STORE_DIR), &state.join(PARTIALS_DIR))?;
+        let (table, table_rebuilt) =
+            Table::open_or_rebuild(&state.join(DB_FILE), &opts.table, opts.failpoints.clone())?;
         let mut engine = Engine {
             state: state.to_path_buf(),
             opts,
@@ -290,7 +293,7 @@ impl Engine {
             unloaded: Mutex::new(HashSet::new()),
             updating: Mutex::new(()),
             _lock: lock,
-            rebuilt: None,
+            rebuilt: store_rebuilt.into_iter().chain(table_rebuilt).collect(),
             written: Mutex::new(Written::default()),
             cancelled: AtomicBool::new(false),
             generation: tokio::sync::watch::Sender::new(0),
@@ -352,13 +355,75 @@ impl Engine {
     }
 
     /// Brings table and rollups in line with the store after an interrupted update, and
-    /// starts over when the state was built with another time zone or rollup set.
+    /// starts over when the state was built with another time zone or rollup set. What
+    /// is missing or damaged is rebuilt from what remains: files whose partials are lost
+    /// are folded again, and the rollups are merged again from the stored partials.
     fn recover(&mut self) -> Result<()> {
-        self.rebuilt = self
-            .check_layout()?
-            .or_else(|| self.table.rebuilt().map(str::to_string));
+        let (manifest, unreadable) = match Manifest::load(&self.state) {
+            Ok(None) if self.store.generation()? > 0 => (
+                None,
+                Some(
+                    "the manifest was missing; the rollups were merged again from the stored \
+                     partials"
+                        .to_string(),
+                ),
+            ),
+            Ok(m) => (m, None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the manifest could not be read ({e}); the rollups were merged again \
+                     from the stored partials"
+                )),
+            ),
+        };
+        self.keep_generations_growing(manifest.as_ref())?;
+        let layout = self.check_layout()?;
+        let lost = self.drop_lost_partials()?;
+        let table = self.table.rebuilt().map(str::to_string);
+        self.rebuilt
+            .extend([layout, table, lost, unreadable].into_iter().flatten());
         self.reconcile_table()?;
-        self.recover_rollups()
+        let partition = self.recover_rollups(manifest)?;
+        self.rebuilt.extend(partition);
+        for why in &self.rebuilt {
+            tracing::warn!("rebuilt on open: {why}");
+        }
+        Ok(())
+    }
+
+    /// A store started over (moved aside as corrupt) would count generations from 0
+    /// again: it starts after the manifest's instead, so generations only grow.
+    fn keep_generations_growing(&self, manifest: Option<&Manifest>) -> Result<()> {
+        let published = manifest.map_or(0, |m| m.generation);
+        if self.store.generation()? >= published {
+            return Ok(());
+        }
+        let commit = Commit {
+            generation: published + 1,
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)
+    }
+
+    /// Forgets files whose partials file is missing or damaged (one store commit): the
+    /// table drops their rows, and the next update folds them again from the CSVs.
+    fn drop_lost_partials(&self) -> Result<Option<String>> {
+        let lost = self.store.damaged_partials(self.opts.specs.len())?;
+        let Some((_, first)) = lost.first() else {
+            return Ok(None);
+        };
+        let commit = Commit {
+            generation: self.store.generation()? + 1,
+            removed: lost.iter().map(|(id, _)| *id).collect(),
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)?;
+        Ok(Some(format!(
+            "the partials of {} file(s) were missing or damaged ({first}); those files are \
+             folded again",
+            lost.len()
+        )))
     }
 
     /// A state folded with another time zone or rollup set is emptied (one store commit;
@@ -397,9 +462,10 @@ impl Engine {
         Ok(Some(reason))
     }
 
-    /// Why this engine started over on open (a changed time zone or rollup set), if it did.
-    pub fn rebuilt(&self) -> Option<&str> {
-        self.rebuilt.as_deref()
+    /// What this engine rebuilt on open, and why (a changed time zone or rollup set, or
+    /// state found missing or damaged), if anything.
+    pub fn rebuilt(&self) -> Option<String> {
+        (!self.rebuilt.is_empty()).then(|| self.rebuilt.join("; "))
     }
 
     /// The manifest on disk (it trails the published generation while its partitions
@@ -444,42 +510,64 @@ impl Engine {
     }
 
     /// Loads the published rollups, or merges them again from the stored partials when
-    /// the manifest lags the store.
-    fn recover_rollups(&self) -> Result<()> {
+    /// the manifest lags the store or one of its partitions cannot be read (then says
+    /// why). Publishes them; a failure to write them out is left to the next update.
+    fn recover_rollups(&self, manifest: Option<Manifest>) -> Result<Option<String>> {
         let generation = self.store.generation()?;
-        let manifest = Manifest::load(&self.state)?;
-        match manifest {
-            Some(m)
-                if m.generation == generation
-                    && specs_of(&m) == self.opts.specs
-                    && m.zone == self.opts.zone.name() =>
-            {
-                let rollups = m
-                    .rollups
-                    .par_iter()
-                    .map(|r| read_rollup(&self.state, r).map(Arc::new))
-                    .collect::<Result<Vec<_>>>()?;
-                *self.written.lock().expect("written lock") = (m.clone(), rollups.clone());
-                *self.committed.lock().expect("committed lock") = (generation, rollups);
-            }
-            _ => {
-                // The rollups lag the store (or are missing): merge them from the stored
-                // partials, no CSV is read.
-                let ids: Vec<u32> = self.store.files()?.iter().map(|r| r.id).collect();
-                let rollups = (0..self.opts.specs.len())
-                    .into_par_iter()
-                    .map(|s| {
-                        let parts = ids
-                            .iter()
-                            .map(|id| self.store.partial(*id, s))
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok(Arc::new(RollupRows::merge_tree(parts)))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                *self.committed.lock().expect("committed lock") = (generation, rollups);
+        let current = manifest.filter(|m| {
+            m.generation == generation
+                && specs_of(m) == self.opts.specs
+                && m.zone == self.opts.zone.name()
+        });
+        let mut why = None;
+        if let Some(m) = current {
+            let read = m
+                .rollups
+                .par_iter()
+                .map(|r| read_rollup(&self.state, r).map(Arc::new))
+                .collect::<Result<Vec<_>>>();
+            match read {
+                Ok(rollups) => {
+                    *self.written.lock().expect("written lock") = (m, rollups.clone());
+                    *self.committed.lock().expect("committed lock") = (generation, rollups);
+                    return self.publish_recovered().map(|()| None);
+                }
+                Err(e) => {
+                    why = Some(format!(
+                        "a rollup partition could not be read ({e}); the rollups were merged \
+                         again from the stored partials"
+                    ))
+                }
             }
         }
-        self.catch_up()
+        // The rollups lag the store (or are missing): merge them from the stored partials,
+        // no CSV is read.
+        let ids: Vec<u32> = self.store.files()?.iter().map(|r| r.id).collect();
+        let rollups = (0..self.opts.specs.len())
+            .into_par_iter()
+            .map(|s| {
+                let parts = ids
+                    .iter()
+                    .map(|id| self.store.partial(*id, s))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Arc::new(RollupRows::merge_tree(parts)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        *self.committed.lock().expect("committed lock") = (generation, rollups);
+        self.publish_recovered().map(|()| why)
+    }
+
+    /// Publishes what recovery found. Once the snapshot is out, a failure to write the
+    /// partitions or the manifest (a full disk) does not stop the engine from opening:
+    /// the next update writes them.
+    fn publish_recovered(&self) -> Result<()> {
+        match self.catch_up() {
+            Err(e) if self.snapshot().view.is_some() => {
+                tracing::error!("writing the rollups on open: {e}; the next update tries again");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Compares the folder with the store and folds what changed.
@@ -936,6 +1024,8 @@ impl Engine {
                 view
             }
         };
+        // The replaced snapshot's view must not count as a reader at the checkpoint below.
+        drop(published);
         let (manifest, written) = self.written.lock().expect("written lock").clone();
         if manifest.generation == generation
             && specs_of(&manifest) == *specs

@@ -32,6 +32,13 @@ pub enum Error {
     /// State on disk that cannot be used (wrong version, missing parts).
     #[error("state {path}: {reason}")]
     State { path: PathBuf, reason: String },
+    /// The state folder was removed or replaced while the daemon ran: nothing more can be
+    /// committed to it, and the daemon stops.
+    #[error(
+        "{0}: the state folder was removed or replaced while rollupd ran; stopping \
+         (the next start rebuilds it from the watched folder)"
+    )]
+    StateGone(PathBuf),
     /// Work stopped early because the engine was asked to stop.
     #[error("cancelled: rollupd is shutting down")]
     Cancelled,

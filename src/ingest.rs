@@ -10,8 +10,13 @@
 //!
 //! The watched folder itself is checked at every pass: removed, it is reported missing and
 //! the state kept as it was; recreated or renamed back, it is watched again (a watch on
-//! its parent notices at once). A panic in the loop ends it and is reported to the daemon
-//! (see [`Ingest::died`]), which exits so that the service manager restarts it.
+//! its parent notices at once). A panic in the loop, or the state folder removed under
+//! it, ends it and is reported to the daemon (see [`Ingest::died`]), which exits so that
+//! the service manager restarts it.
+//!
+//! An update that fails on the state folder (a full disk, an I/O error) is kept as the
+//! [`Fault`] for `status` until one succeeds; the loop tries again, backing off, and
+//! while the fault lasts each try runs an update even with nothing new to fold.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -63,6 +68,18 @@ pub struct WatchState {
     pub last_re_established: Option<SystemTime>,
 }
 
+/// A fault of the state folder (a full disk, an I/O error in DuckDB, the store, a
+/// partition or the manifest) that failed the last update; cleared by one that succeeds.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub error: String,
+    pub since: SystemTime,
+    /// Passes failed in a row.
+    pub attempts: u32,
+    /// When the next pass tries again.
+    pub retry_at: Option<SystemTime>,
+}
+
 /// What the loop knows beyond the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -80,6 +97,8 @@ pub struct Progress {
     pub last_change: Option<SystemTime>,
     /// The last error of a whole pass (not of one file), cleared by a good pass.
     pub last_error: Option<String>,
+    /// The state folder's fault, while updates fail on it.
+    pub fault: Option<Fault>,
 }
 
 enum Request {
@@ -140,6 +159,10 @@ impl Ingest {
         let parent = FolderWatcher::start_parent(&watch, waker.callback())
             .map_err(|e| tracing::warn!("not watching the folder's parent: {e}"))
             .ok();
+        let state = engine.state().to_path_buf();
+        let state_id = std::fs::metadata(&state)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| Error::io(&state, e))?;
         let (requests, requests_rx) = unbounded();
         let progress = Arc::new(Mutex::new(Progress::default()));
         let mut pass = Loop {
@@ -156,6 +179,7 @@ impl Ingest {
             recheck,
             watcher: None,
             watched: None,
+            state: (state, state_id),
             _parent: parent,
         };
         pass.ensure_watch()?;
@@ -164,8 +188,14 @@ impl Ingest {
             .name("ingest".into())
             .spawn(move || {
                 let run = std::panic::AssertUnwindSafe(|| pass.run(wake_rx, requests_rx));
-                if let Err(panic) = std::panic::catch_unwind(run) {
-                    let _ = died_tx.send(panic_message(panic.as_ref()));
+                match std::panic::catch_unwind(run) {
+                    Err(panic) => {
+                        let _ = died_tx.send(panic_message(panic.as_ref()));
+                    }
+                    Ok(Err(fatal)) => {
+                        let _ = died_tx.send(fatal.to_string());
+                    }
+                    Ok(Ok(())) => {}
                 }
             })
             .map_err(|e| Error::Internal(format!("starting the ingest thread: {e}")))?;
@@ -187,8 +217,9 @@ impl Ingest {
         self.handle.clone()
     }
 
-    /// Resolves with the panic's message if the loop panics (taken once). The loop is
-    /// gone then, and what it held may be inconsistent: the process should end.
+    /// Resolves with the panic's message if the loop panics, or with the error that ended
+    /// it (the state folder removed under it) (taken once). The loop is gone then, and
+    /// what it held may be inconsistent: the process should end.
     pub fn died(&mut self) -> Option<tokio::sync::oneshot::Receiver<String>> {
         self.died.take()
     }
@@ -251,6 +282,8 @@ struct Loop {
     watcher: Option<FolderWatcher>,
     /// The (device, inode) of the folder `watcher` watches.
     watched: Option<(u64, u64)>,
+    /// The state folder and its (device, inode) when the loop started.
+    state: (PathBuf, (u64, u64)),
     _parent: Option<FolderWatcher>,
 }
 
@@ -278,7 +311,9 @@ struct Next {
 }
 
 impl Loop {
-    fn run(&mut self, wake: Receiver<()>, requests: Receiver<Request>) {
+    /// Runs passes until asked to stop; returns the error that ends the daemon (the
+    /// state folder gone), if one does.
+    fn run(&mut self, wake: Receiver<()>, requests: Receiver<Request>) -> Result<()> {
         let mut syncs = Vec::new();
         let mut due = Some(Instant::now());
         let mut rescan_at = Instant::now() + self.opts.rescan;
@@ -300,7 +335,7 @@ impl Loop {
             while let Ok(r) = requests.try_recv() {
                 match r {
                     Request::Sync(tx) => syncs.push(tx),
-                    Request::Stop => return,
+                    Request::Stop => return Ok(()),
                 }
             }
             // Waits whose requester gave up (a sync that timed out) are dropped.
@@ -320,22 +355,62 @@ impl Loop {
                     }
                 }
                 Err(Error::Cancelled) => break,
+                Err(e @ Error::StateGone(_)) => {
+                    tracing::error!("ingest: {e}");
+                    for tx in syncs.drain(..) {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::error!("ingest: {e}");
-                    self.progress.lock().expect("progress lock").last_error = Some(e.to_string());
                     for tx in syncs.drain(..) {
                         let _ = tx.send(Err(e.to_string()));
                     }
                     // Try again later, backing off, rather than spinning on a lasting failure.
                     self.failures += 1;
                     let base = self.opts.settle.max(Duration::from_secs(1));
-                    due = Some(Instant::now() + backoff(self.failures, base, PASS_RETRY_CAP));
+                    let wait = backoff(self.failures, base, PASS_RETRY_CAP);
+                    due = Some(Instant::now() + wait);
+                    let mut progress = self.progress.lock().expect("progress lock");
+                    progress.last_error = Some(e.to_string());
+                    if let Some(f) = progress.fault.as_mut() {
+                        f.attempts = self.failures;
+                        f.retry_at = Some(SystemTime::now() + wait);
+                    }
                 }
             }
         }
         for tx in syncs {
             let _ = tx.send(Err("rollupd is shutting down".into()));
         }
+        Ok(())
+    }
+
+    /// Fails with `StateGone` when the state folder is no longer the one the daemon
+    /// opened (removed, or replaced by another folder).
+    fn check_state(&self) -> Result<()> {
+        let (dir, id) = &self.state;
+        match std::fs::metadata(dir) {
+            Ok(m) if (m.dev(), m.ino()) == *id => Ok(()),
+            _ => Err(Error::StateGone(dir.clone())),
+        }
+    }
+
+    /// Records a failed update as a fault of the state folder (kept with its first
+    /// time until an update succeeds).
+    fn note_fault(&self, e: &Error) {
+        if matches!(e, Error::Cancelled) {
+            return;
+        }
+        let mut progress = self.progress.lock().expect("progress lock");
+        let fault = progress.fault.get_or_insert_with(|| Fault {
+            error: String::new(),
+            since: SystemTime::now(),
+            attempts: 0,
+            retry_at: None,
+        });
+        fault.error = e.to_string();
     }
 
     /// Watches the folder if it is not watched yet, or is another folder than the one
@@ -385,6 +460,7 @@ impl Loop {
     /// One comparison of the folder with the registry, folding what has settled.
     fn pass(&mut self) -> Result<Next> {
         self.engine.options().failpoints.hit("ingest.pass")?;
+        self.check_state()?;
         self.ensure_watch()?;
         let now = Instant::now();
         let wall = SystemTime::now();
@@ -415,17 +491,27 @@ impl Loop {
         let (unsettled, settle) = self.settle.unsettled(&changed, now);
         let gone = records.keys().any(|p| !present.contains(p));
         let ready = changed.iter().any(|s| !unsettled.contains(&s.path));
-        {
+        let faulted = {
             let mut progress = self.progress.lock().expect("progress lock");
             progress.pending = changed.iter().map(|s| (s.path.clone(), s.size)).collect();
             progress.failed.retain(|p, _| present.contains(p));
             progress.held.retain(|p, _| present.contains(p));
             progress.skipped = listing.skipped.into_iter().collect();
-        }
-        if ready || gone || !self.updated {
+            progress.fault.is_some()
+        };
+        // After a fault, an update with nothing to fold still publishes what the last
+        // one committed but could not write out.
+        if ready || gone || faulted || !self.updated {
             self.updated = true;
             hold.extend(unsettled.iter().cloned());
-            let report = self.engine.update_from(seen.clone(), &hold)?;
+            let report = match self.engine.update_from(seen.clone(), &hold) {
+                Ok(report) => report,
+                Err(e) => {
+                    self.note_fault(&e);
+                    return Err(e);
+                }
+            };
+            self.progress.lock().expect("progress lock").fault = None;
             let handed: Vec<&Seen> = changed
                 .iter()
                 .copied()

@@ -317,12 +317,29 @@ pub struct StatusReply {
     pub last_change: Option<String>,
     /// The last error of a whole ingest pass, cleared by a good one.
     pub last_error: Option<String>,
-    /// Why the state was rebuilt on open, if it was.
+    /// A fault of the state folder that fails updates (a full disk, an I/O error), while
+    /// it lasts.
+    #[serde(default)]
+    pub fault: Option<StateFault>,
+    /// What was rebuilt on open and why, if anything was.
     pub rebuilt: Option<String>,
     /// How the embedded DuckDB was compiled (`release` or `debug`).
     pub duckdb_build: String,
     pub queries: QueryCounts,
     pub connections: ConnectionCounts,
+}
+
+/// A fault of the state folder: updates fail, the published state stays as it was and
+/// keeps answering, and updates are tried again, backing off, until one succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFault {
+    pub error: String,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// Updates failed in a row.
+    pub attempts: u32,
+    /// When the next one is tried (RFC 3339).
+    pub next_retry: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,6 +87,41 @@ impl Store {
     /// version 1 store has its partials moved to files; another version is refused.
     /// Partials files no registry entry names are removed.
     pub fn open(path: &Path, partials: &Path) -> Result<Store> {
+        let store = Store::open_sled(path, partials)?;
+        store.check_version()?;
+        store.remove_unnamed_partials()?;
+        Ok(store)
+    }
+
+    /// Opens the store like [`Store::open`]; a store sled cannot open or read (corrupt)
+    /// is moved aside to `<path>.corrupt` (replacing an older one) and a new, empty one
+    /// is created: the engine then folds every file again. Returns why, if it was.
+    pub fn open_or_rebuild(path: &Path, partials: &Path) -> Result<(Store, Option<String>)> {
+        let e = match Store::open_sled(path, partials) {
+            Ok(store) => {
+                store.check_version()?;
+                store.remove_unnamed_partials()?;
+                return Ok((store, None));
+            }
+            Err(e) => e,
+        };
+        let aside = path.with_extension("corrupt");
+        tracing::error!(
+            "the store cannot be read ({e}); moving it to {}",
+            aside.display()
+        );
+        let _ = fs::remove_dir_all(&aside);
+        fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+        let store = Store::open(path, partials)?;
+        let reason = format!(
+            "the store could not be read ({e}); it was moved to {} and every file is folded again",
+            aside.display()
+        );
+        Ok((store, Some(reason)))
+    }
+
+    /// Opens sled and checks that its registry reads.
+    fn open_sled(path: &Path, partials: &Path) -> Result<Store> {
         let err = |e: sled::Error| Error::State {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -105,24 +140,45 @@ impl Store {
             path: path.to_path_buf(),
             partials: partials.to_path_buf(),
         };
-        match store.meta_u64("version")? {
+        store.files()?;
+        store.partial_generations()?;
+        store.generation()?;
+        store.next_id()?;
+        store.layout()?;
+        Ok(store)
+    }
+
+    /// Records the format version of a new store, moves a version 1 store's partials to
+    /// files, and refuses another version.
+    fn check_version(&self) -> Result<()> {
+        match self.meta_u64("version")? {
             None => {
-                store
-                    .meta
+                self.meta
                     .insert("version", &STORE_VERSION.to_be_bytes())
-                    .map_err(err)?;
+                    .map_err(|e| self.sled_err(e))?;
+                Ok(())
             }
-            Some(1) => store.move_partials_to_files()?,
-            Some(STORE_VERSION) => {}
-            Some(v) => {
-                return Err(Error::State {
-                    path: path.to_path_buf(),
-                    reason: format!("store version {v} (this build reads {STORE_VERSION})"),
-                })
+            Some(1) => self.move_partials_to_files(),
+            Some(STORE_VERSION) => Ok(()),
+            Some(v) => Err(Error::State {
+                path: self.path.clone(),
+                reason: format!("store version {v} (this build reads {STORE_VERSION})"),
+            }),
+        }
+    }
+
+    /// Files whose partials file is missing or damaged (not whole, or not one partial
+    /// per rollup for `rollups` rollups), with why: their partials are lost, so they must
+    /// be folded again.
+    pub fn damaged_partials(&self, rollups: usize) -> Result<Vec<(u32, String)>> {
+        let mut out = Vec::new();
+        for (id, generation) in self.partial_generations()? {
+            let path = self.partials_path(id, generation);
+            if let Err(why) = check_partials(&path, rollups) {
+                out.push((id, format!("{}: {why}", path.display())));
             }
         }
-        store.remove_unnamed_partials()?;
-        Ok(store)
+        Ok(out)
     }
 
     /// Moves a version 1 store's partials (in sled) to partials files, in one commit.
@@ -393,6 +449,34 @@ impl Store {
             .unwrap_or(0);
         self.db.size_on_disk().unwrap_or(0) + files
     }
+}
+
+/// Checks a partials file's header against its size: magic, `rollups` partials, and
+/// exactly the bytes its lengths add up to.
+fn check_partials(path: &Path, rollups: usize) -> std::result::Result<(), String> {
+    let mut f = File::open(path).map_err(|e| e.to_string())?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head)
+        .map_err(|_| "shorter than its header")?;
+    let count = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+    if &head[..4] != PARTIALS_MAGIC || count != rollups {
+        return Err(format!("not a partials file of {rollups} rollups"));
+    }
+    let mut lens = vec![0u8; count * 8];
+    f.read_exact(&mut lens)
+        .map_err(|_| "shorter than its header")?;
+    let body: u64 = lens
+        .chunks_exact(8)
+        .map(|l| u64::from_le_bytes(l.try_into().expect("8 bytes")))
+        .sum();
+    if 8 + lens.len() as u64 + body != size {
+        return Err(format!(
+            "{size} bytes, not the {} its header says",
+            8 + lens.len() as u64 + body
+        ));
+    }
+    Ok(())
 }
 
 fn be_u64(b: &[u8]) -> Result<u64> {

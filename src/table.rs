@@ -253,6 +253,38 @@ impl Table {
         })
     }
 
+    /// Opens the database like [`Table::open`]; one DuckDB cannot open (corrupt) is moved
+    /// aside to `<path>.corrupt` (with its WAL) and a new one is created: the engine then
+    /// folds every file again. Returns why, if it was.
+    pub fn open_or_rebuild(
+        path: &Path,
+        opts: &TableOptions,
+        failpoints: Failpoints,
+    ) -> Result<(Table, Option<String>)> {
+        let e = match Table::open(path, opts, failpoints.clone()) {
+            Ok(table) => return Ok((table, None)),
+            Err(e) => e,
+        };
+        let aside = path.with_extension("duckdb.corrupt");
+        tracing::error!(
+            "the DuckDB database cannot be opened ({e}); moving it to {}",
+            aside.display()
+        );
+        std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+        let wal = path.with_extension("duckdb.wal");
+        if wal.exists() {
+            let wal_aside = path.with_extension("duckdb.corrupt.wal");
+            std::fs::rename(&wal, &wal_aside).map_err(|e| Error::io(&wal, e))?;
+        }
+        let table = Table::open(path, opts, failpoints)?;
+        let reason = format!(
+            "the DuckDB database could not be opened ({e}); it was moved to {} and every \
+             file's rows are loaded again",
+            aside.display()
+        );
+        Ok((table, Some(reason)))
+    }
+
     /// Why the tables were created again on open (a database of another schema version),
     /// if they were; the engine then folds every file again.
     pub fn rebuilt(&self) -> Option<&str> {

@@ -10,6 +10,7 @@ mod crash;
 mod daemon;
 mod differential;
 mod failpoints;
+mod faults;
 mod history;
 mod hostile;
 mod input;
