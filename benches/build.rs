@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use rollupd::manifest::Manifest;
+use rollupd::model::schema::Zone;
 use rollupd::rollup::default_specs;
-use rollupd::schema::Zone;
+use rollupd::storage::manifest::Manifest;
 use rollupd::{Engine, EngineOptions};
 
 struct Args {
@@ -175,7 +175,7 @@ fn measure_reference(cmd: &mut Command) -> Reference {
 /// One 500,000-row file like the bench data (`rows` rows), written into `dir`.
 fn new_file(dir: &Path, name: &str, rows: usize, seed: u64) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, rollupd::gen::sample_file(rows, seed)).unwrap();
+    std::fs::write(&p, rollupd::app::gen::sample_file(rows, seed)).unwrap();
     p
 }
 
@@ -262,7 +262,7 @@ fn main() {
     let start = Instant::now();
     let mut folded = 0;
     for (i, f) in sample.iter().enumerate() {
-        folded += rollupd::fold::fold_file(f, i as i32, Zone::Utc, &specs)
+        folded += rollupd::ingest::fold::fold_file(f, i as i32, Zone::Utc, &specs)
             .unwrap()
             .bytes;
     }

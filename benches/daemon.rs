@@ -28,7 +28,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rollupd::client::{Client, ClientOptions, Reply};
+use rollupd::daemon::client::{Client, ClientOptions, Reply};
 use serde_json::{json, Value as Json};
 
 /// The settle interval the daemons run with.
@@ -830,7 +830,7 @@ fn landings(
     // land in both. The last round renames in a file with an hour-old mtime.
     for k in 0..=drops {
         let fresh = k < drops;
-        let text = rollupd::gen::sample_file(rows, 1000 + k as u64);
+        let text = rollupd::app::gen::sample_file(rows, 1000 + k as u64);
         mb = text.len() as f64 / 1e6;
         let name = format!("drop-{k}.csv");
         for (label, d, w) in [(10, d10, w10), (n_all, d49, w49)] {

@@ -46,7 +46,7 @@ impl Native {
     pub fn time(&self, query: &Json, runs: usize) -> (f64, usize) {
         let q = Query::parse(query).expect("a valid query");
         let (text, params) = sql(&q);
-        let bound = rollupd::table::bind(&params);
+        let bound = rollupd::storage::table::bind(&params);
         let mut stmt = self.conn.prepare(&text).expect("prepare");
         let mut times = Vec::new();
         let mut rows = 0;

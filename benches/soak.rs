@@ -29,9 +29,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use rollupd::client::Client;
-use rollupd::gen::sample_file;
-use rollupd::manifest::{read_rollup, Manifest};
+use rollupd::app::gen::sample_file;
+use rollupd::daemon::client::Client;
+use rollupd::storage::manifest::{read_rollup, Manifest};
 use rollupd::{Engine, EngineOptions};
 
 use common::arg;

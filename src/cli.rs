@@ -11,18 +11,18 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value as Json;
 
-use rollupd::client::{Client, ClientOptions};
-use rollupd::config::{Config, Folders};
+use rollupd::app::config::{Config, Folders};
+use rollupd::app::gen::{generate, GenOptions};
+use rollupd::app::service::{self, Platform, ServicePaths};
+use rollupd::daemon::client::{Client, ClientOptions};
 use rollupd::daemon::default_socket;
-use rollupd::gen::{generate, GenOptions};
-use rollupd::limits::QueryLimits;
-use rollupd::manifest::Manifest;
-use rollupd::protocol::{
+use rollupd::daemon::limits::QueryLimits;
+use rollupd::daemon::protocol::{
     error_line, query_response, AdviseReply, ExplainReply, FilesReply, Format, Head, Request,
     StatusReply, SyncReply,
 };
-use rollupd::schema::Zone;
-use rollupd::service::{self, Platform, ServicePaths};
+use rollupd::model::schema::Zone;
+use rollupd::storage::manifest::Manifest;
 use rollupd::{Engine, EngineOptions};
 
 #[derive(Parser)]
@@ -303,8 +303,8 @@ fn command() -> clap::Command {
     let version = format!(
         "{} (DuckDB {}, {} build)",
         env!("CARGO_PKG_VERSION"),
-        rollupd::table::duckdb_version(),
-        rollupd::table::DUCKDB_BUILD
+        rollupd::storage::table::duckdb_version(),
+        rollupd::storage::table::DUCKDB_BUILD
     );
     Cli::command().version(version)
 }
@@ -405,7 +405,7 @@ pub fn run() -> Result<()> {
             state,
             files,
             rows_per_file,
-        } => rollupd::demo::run(&absolute(&state)?, files, rows_per_file)?,
+        } => rollupd::app::demo::run(&absolute(&state)?, files, rows_per_file)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "rollupd", &mut std::io::stdout())
         }

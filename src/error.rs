@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::protocol::ErrorKind;
+use crate::daemon::protocol::ErrorKind;
 
 /// Errors of the rollupd library.
 #[derive(Debug, thiserror::Error)]

@@ -1,47 +1,24 @@
 //! rollupd: a file-watching incremental rollup daemon for folders of ad-event CSVs.
 //!
-//! Files are folded (`fold`) into per-file partial aggregates that merge into rollups
-//! (`rollup`), published as Arrow IPC partitions (`manifest`); raw rows go to a DuckDB
-//! table (`table`). Queries in a small JSON language (`query`) are answered from the
-//! smallest covering rollup, or from DuckDB. `engine` ties these together over a state
-//! folder. The daemon (`daemon`) keeps it up to date with a watched folder (`watch`,
-//! `ingest`) and serves queries on a Unix socket (`server`, `connection`, `cmd`,
-//! `protocol`) within the caps of `limits`; `client` is the other end.
+//! The source is grouped by layer, and data flows one way through them: files are
+//! found and folded (`ingest`) into table rows and per-file partial aggregates that merge
+//! into rollups (`rollup`); the store, the rollup partitions and the DuckDB table keep
+//! them on disk (`storage`); `engine` ties these together over a state folder and
+//! publishes snapshots; queries in a small JSON language (`query`) are answered from the
+//! smallest covering rollup, or from DuckDB. The daemon (`daemon`) keeps the state up to
+//! date with a watched folder and serves queries on a Unix socket; `app` holds
+//! configuration, the service definitions, the demo and sample data. `model` is the
+//! input's schema, shared by all.
 
-pub mod advise;
-pub mod changes;
-pub mod client;
-pub mod cmd;
-pub mod codec;
-pub mod config;
-pub mod connection;
+pub mod app;
 pub mod daemon;
-pub mod demo;
 pub mod engine;
 pub mod error;
-pub mod explain;
-pub mod failpoint;
-pub mod fastcsv;
-pub mod fold;
-pub mod gen;
 pub mod ingest;
-pub mod limits;
-pub mod lines;
-pub mod lock;
-pub mod manifest;
-pub mod partial;
-pub mod protocol;
+pub mod model;
 pub mod query;
-pub mod querylog;
-pub mod regular;
 pub mod rollup;
-pub mod schema;
-pub mod server;
-pub mod service;
-pub mod store;
-pub mod subscribe;
-pub mod table;
-pub mod watch;
+pub mod storage;
 
 pub use engine::{Answer, Engine, EngineOptions};
 pub use error::{Error, Result};

@@ -32,7 +32,7 @@ fn killed_builds_recover_without_reparsing_unchanged_files() {
     assert_eq!(report["bytes_parsed"], first_bytes);
     // Kills land within the time an uninterrupted build of one round's change takes here,
     // so most of them interrupt it; the rounds that did are counted below.
-    ws.write("probe.csv", rollupd::gen::sample_file(15_000, 99));
+    ws.write("probe.csv", rollupd::app::gen::sample_file(15_000, 99));
     let started = Instant::now();
     build(&ws);
     let window = started.elapsed().as_millis() as u64 * 3 / 2;
@@ -40,7 +40,7 @@ fn killed_builds_recover_without_reparsing_unchanged_files() {
     for round in 0..50 {
         // A change: a new file, and now and then a deleted or rewritten one.
         let name = format!("round-{round:02}.csv");
-        let text = rollupd::gen::sample_file(15_000, 100 + round);
+        let text = rollupd::app::gen::sample_file(15_000, 100 + round);
         ws.write(&name, &text);
         if round % 5 == 4 {
             let victim = ws.watch().join(format!("round-{:02}.csv", round - 2));

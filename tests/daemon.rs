@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
 
 use crate::oracle::{assert_same, oracle, query_context, random_query};
 use crate::util::{reference_queries, Daemon, Workspace};
@@ -188,7 +188,7 @@ fn clients_see_whole_generations_while_files_come_and_go() {
             let (stop, seen, socket) = (stop.clone(), seen.clone(), d.socket.clone());
             let queries = queries.clone();
             std::thread::spawn(move || {
-                let mut client = rollupd::client::Client::connect(&socket).unwrap();
+                let mut client = rollupd::daemon::client::Client::connect(&socket).unwrap();
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
                     let q = &queries[i % 2];
@@ -463,7 +463,7 @@ fn min_generation_waits_for_the_generation_or_times_out() {
     assert_eq!(reply.line["error"]["kind"], "timeout", "{}", reply.line);
     let socket = d.socket.clone();
     let waiter = std::thread::spawn(move || {
-        let mut c = rollupd::client::Client::connect(&socket).unwrap();
+        let mut c = rollupd::daemon::client::Client::connect(&socket).unwrap();
         c.request(&json!({"op": "query", "query": q, "min_generation": g + 1}))
             .unwrap()
     });

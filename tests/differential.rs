@@ -2,10 +2,10 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rollupd::protocol::{query_response, Format};
+use rollupd::daemon::protocol::{query_response, Format};
+use rollupd::model::schema::Column;
 use rollupd::query::{plan::covers, Query};
 use rollupd::rollup::{Dim, RollupSpec};
-use rollupd::schema::Column;
 use serde_json::{json, Value as Json};
 
 use crate::oracle::{assert_same, oracle, query_context, random_query, rollup_query, values_equal};
@@ -148,7 +148,7 @@ fn rollup_queries_equal_duckdb_in_every_format() {
     let engine = ws.build();
     let ctx = query_context(&files);
     let mut rng = ChaCha8Rng::seed_from_u64(10);
-    let limits = rollupd::limits::QueryLimits::default();
+    let limits = rollupd::daemon::limits::QueryLimits::default();
     let mut rollup = 0;
     for i in 0..400 {
         let q = rollup_query(&mut rng, &ctx);

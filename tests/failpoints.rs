@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rollupd::failpoint::{Action, Failpoints, POINTS};
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
+use rollupd::engine::failpoint::{Action, Failpoints, POINTS};
 use rollupd::{Engine, EngineOptions};
 
 use crate::history::{assert_fresh, fresh_rollups};

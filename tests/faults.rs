@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
 
 use crate::daemon::{assert_equivalent, assert_equivalent_to};
 use crate::util::{Daemon, Workspace};

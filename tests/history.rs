@@ -8,8 +8,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollupd::engine::Snapshot;
+use rollupd::model::schema::Zone;
 use rollupd::rollup::{default_specs, RollupRows};
-use rollupd::schema::Zone;
 use rollupd::{Engine, EngineOptions};
 
 use crate::oracle::{assert_same, oracle, random_query, QueryContext};
@@ -93,7 +93,7 @@ pub fn fresh_rollups(files: &[PathBuf]) -> Vec<RollupRows> {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            rollupd::fold::fold_file(f, i as i32, Zone::Utc, &specs)
+            rollupd::ingest::fold::fold_file(f, i as i32, Zone::Utc, &specs)
                 .unwrap()
                 .partial
         })

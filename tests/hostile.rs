@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
 
 use crate::daemon::{assert_equivalent, assert_equivalent_to};
 use crate::util::{Daemon, Workspace};
@@ -175,7 +175,7 @@ fn a_file_rewritten_while_being_folded_was_committed_half_old() {
     set_mtime(&path, Duration::from_secs(60));
     let d = Daemon::spawn_with_env(&ws, &[], &[("ROLLUPD_FAILPOINTS", "fold.read=pause")]);
     // The first pass reads the file, then waits at the hook until the marker goes.
-    let marker = rollupd::failpoint::pause_marker(d.child.id(), "fold.read");
+    let marker = rollupd::engine::failpoint::pause_marker(d.child.id(), "fold.read");
     let start = Instant::now();
     while !marker.exists() {
         assert!(

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use rollupd::engine::{Engine, EngineOptions};
 
-use rollupd::gen::{write_file, GenOptions};
+use rollupd::app::gen::{write_file, GenOptions};
 
 use crate::history::assert_fresh;
 use crate::oracle::{assert_same, oracle};

@@ -8,7 +8,7 @@ fn expect_invalid(engine: &rollupd::Engine, q: &str, needle: &str) {
     let json: serde_json::Value = serde_json::from_str(q).unwrap();
     match engine.query(&json) {
         Err(e @ Error::InvalidQuery(_)) => {
-            assert_eq!(e.kind(), rollupd::protocol::ErrorKind::InvalidQuery);
+            assert_eq!(e.kind(), rollupd::daemon::protocol::ErrorKind::InvalidQuery);
             let msg = e.to_string();
             assert!(
                 msg.contains(needle),

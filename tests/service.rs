@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rollupd::service::{
+use rollupd::app::service::{
     install_plan, render, uninstall_plan, unit_path, Plan, Platform, ServicePaths,
 };
 

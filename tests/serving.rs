@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use rollupd::client::{Client, ClientOptions};
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
+use rollupd::daemon::client::{Client, ClientOptions};
 
 use crate::util::{Daemon, Workspace};
 

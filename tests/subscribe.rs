@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use rollupd::client::Client;
-use rollupd::gen::sample_file;
+use rollupd::app::gen::sample_file;
+use rollupd::daemon::client::Client;
 
 use crate::util::{Daemon, Workspace};
 

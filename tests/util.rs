@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rollupd::gen::{generate, GenOptions};
+use rollupd::app::gen::{generate, GenOptions};
 use rollupd::{Engine, EngineOptions};
 
 /// A temporary workspace with a watched folder and a state folder.
@@ -53,7 +53,7 @@ impl Workspace {
 
     /// The CSV files now in the watched folder.
     pub fn files(&self) -> Vec<PathBuf> {
-        rollupd::watch::scan_folder(&self.watch(), false).unwrap()
+        rollupd::ingest::watch::scan_folder(&self.watch(), false).unwrap()
     }
 
     /// Opens an engine on the state folder and builds it from the watched folder.
@@ -166,7 +166,7 @@ impl Daemon {
         let daemon = &mut self;
         let start = std::time::Instant::now();
         loop {
-            if let Ok(mut c) = rollupd::client::Client::connect(&daemon.socket) {
+            if let Ok(mut c) = rollupd::daemon::client::Client::connect(&daemon.socket) {
                 if c.request(&serde_json::json!({"op": "ping"})).is_ok() {
                     return self;
                 }
@@ -182,12 +182,12 @@ impl Daemon {
         }
     }
 
-    pub fn client(&self) -> rollupd::client::Client {
-        rollupd::client::Client::connect(&self.socket).expect("connect")
+    pub fn client(&self) -> rollupd::daemon::client::Client {
+        rollupd::daemon::client::Client::connect(&self.socket).expect("connect")
     }
 
     /// One request on a new connection; the reply must be ok.
-    pub fn request(&self, request: serde_json::Value) -> rollupd::client::Reply {
+    pub fn request(&self, request: serde_json::Value) -> rollupd::daemon::client::Reply {
         let reply = self.client().request(&request).expect("request");
         assert!(reply.error().is_none(), "{request} → {}", reply.line);
         reply

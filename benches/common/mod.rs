@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
-use rollupd::gen::{generate, GenOptions};
+use rollupd::app::gen::{generate, GenOptions};
 
 /// The value of `--name VALUE` on the command line, or `default`.
 pub fn arg<T: FromStr>(name: &str, default: T) -> T {
@@ -22,7 +22,7 @@ pub fn arg<T: FromStr>(name: &str, default: T) -> T {
 /// with debug info): its timings would mean nothing.
 pub fn require_release_duckdb() {
     assert_eq!(
-        rollupd::table::DUCKDB_BUILD,
+        rollupd::storage::table::DUCKDB_BUILD,
         "release",
         "the embedded DuckDB is a debug build; benchmark a profile without debug info"
     );
@@ -35,7 +35,7 @@ pub fn data_root() -> PathBuf {
 
 /// The bench files in `data` if there are exactly `files` of them with `rows` rows each.
 fn existing_data(data: &Path, files: usize, rows: usize) -> Option<Vec<PathBuf>> {
-    let found = rollupd::watch::scan_folder(data, false).ok()?;
+    let found = rollupd::ingest::watch::scan_folder(data, false).ok()?;
     if found.len() != files {
         return None;
     }

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
-use crate::limits::QueryBudget;
+use crate::model::schema::{price_to_f64, Column, TimeCol, EVENT_TYPES, PRICE_UNIT};
 use crate::query::filter::KeyFilter;
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
 use crate::rollup::{country_names, Key, Measure, RollupRows, NULL_ID, NULL_TIME};
-use crate::schema::{price_to_f64, Column, TimeCol, EVENT_TYPES, PRICE_UNIT};
-use crate::table::View;
+use crate::storage::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
 /// route is a rollup) or from the DuckDB `view` of the same generation, within `budget`

@@ -2,9 +2,9 @@
 //! of integer ranges (an `in` list is a set of one-value ranges, looked up by binary
 //! search), type and country filters become a truth table per code.
 
+use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 use crate::query::request::{Filter, Lit, Op};
 use crate::rollup::{Key, NULL_ID, NULL_TIME};
-use crate::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 
 /// Sorted, disjoint, inclusive ranges of integers.
 #[derive(Debug, Clone, PartialEq, Eq)]

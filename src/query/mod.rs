@@ -2,10 +2,13 @@
 //! pure), run it (`exec`, with filters compiled against rollup keys in `filter`) and
 //! encode the typed result (`output`).
 
+pub mod advise;
 pub mod exec;
+pub mod explain;
 pub mod filter;
 pub mod output;
 pub mod plan;
+pub mod querylog;
 pub mod request;
 
 pub use output::{Data, OutType, ResultSet, Rows, Value};

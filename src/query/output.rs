@@ -15,8 +15,8 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::schema::TimeCol;
 use crate::rollup::NULL_TIME;
-use crate::schema::TimeCol;
 
 /// One result value (a cell read out of typed columns).
 #[derive(Debug, Clone, PartialEq)]

@@ -6,11 +6,11 @@
 //! parameter, never spliced into the text. [`plan_checked`] also gives each rollup's
 //! verdict, which `explain` reports: the rules are only here.
 
+use crate::model::schema::{Column, ColumnKind, TimeCol};
 use crate::query::filter::bucket_len;
 use crate::query::output::OutType;
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
 use crate::rollup::RollupSpec;
-use crate::schema::{Column, ColumnKind, TimeCol};
 
 /// What the planner knows of one rollup.
 #[derive(Debug, Clone)]

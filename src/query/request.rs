@@ -5,8 +5,8 @@
 use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
-use crate::fold::parse_uuid;
-use crate::schema::{type_code, Column, ColumnKind, TimeCol};
+use crate::ingest::fold::parse_uuid;
+use crate::model::schema::{type_code, Column, ColumnKind, TimeCol};
 
 /// Most rows a raw-row select may return.
 pub const MAX_RAW_LIMIT: u64 = 100_000;

@@ -12,9 +12,9 @@ use serde_json::Value as Json;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::cmd::{run_limited, Gauge, Handle, Response};
-use crate::connection::{Connection, Frame};
-use crate::protocol::{
+use crate::daemon::cmd::{run_limited, Gauge, Handle, Response};
+use crate::daemon::connection::{Connection, Frame};
+use crate::daemon::protocol::{
     error_response, ok_line, query_response, ErrorKind, Format, Request, Unsubscribed,
 };
 
@@ -74,7 +74,7 @@ async fn answer(
     let now = Instant::now();
     let deadline = now.checked_add(handle.limits.query_timeout).unwrap_or(now);
     let query = query.clone();
-    let job = move |engine: &crate::Engine, budget: &crate::limits::QueryBudget| {
+    let job = move |engine: &crate::Engine, budget: &crate::daemon::limits::QueryBudget| {
         let answer = engine.query_within(&query, budget)?;
         budget.cancel.check()?;
         let rows = serde_json::to_vec(&(&answer.result.columns, &answer.result.rows))

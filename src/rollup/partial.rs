@@ -12,9 +12,9 @@ use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::Result;
-use crate::fold::col;
+use crate::ingest::fold::col;
+use crate::model::schema::{type_code, TimeCol};
 use crate::rollup::{country_code, Agg, Dim, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
-use crate::schema::{type_code, TimeCol};
 
 /// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
 pub type Partial = Vec<RollupRows>;
@@ -362,18 +362,18 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::schema::Zone;
     use crate::rollup::default_specs;
-    use crate::schema::Zone;
 
     /// The direct and the hashed aggregation agree, for every default rollup and a
     /// weekly one, on rows with NULLs in every key column.
     #[test]
     fn cells_and_hash_agree() {
-        let mut text = crate::gen::sample_file(3_000, 5);
+        let mut text = crate::app::gen::sample_file(3_000, 5);
         text.extend_from_slice(b",serve,,,,,,,\n");
         text.extend_from_slice(b"1717249500000,,,7,,0.5,,,\n");
         text.extend_from_slice(b"1717249500000,purchase,,,9,,,1.25,ZZ\n");
-        let folded = crate::fold::fold_bytes(
+        let folded = crate::ingest::fold::fold_bytes(
             std::path::Path::new("t.csv"),
             &text,
             0,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
-use crate::fold::MAX_LINE;
+use crate::ingest::fold::MAX_LINE;
 
 /// Whole lines of a file, a chunk at a time.
 pub struct Lines<R> {

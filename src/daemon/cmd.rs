@@ -18,16 +18,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::ingest::IngestHandle;
-use crate::limits::{Cancel, QueryBudget, QueryLimits, Stop};
-use crate::protocol::{
+use crate::daemon::ingest::IngestHandle;
+use crate::daemon::limits::{Cancel, QueryBudget, QueryLimits, Stop};
+use crate::daemon::protocol::{
     error_line, error_response, ok_line, query_response, ConnectionCounts, ErrorKind, FileCounts,
     FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus, StateFault,
     StatusReply, SyncReply, WatchState, WatchStatus,
 };
-use crate::querylog::QueryLog;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::query::querylog::QueryLog;
 
 /// The daemon's shared state, cheap to clone into each connection.
 #[derive(Clone)]
@@ -156,7 +156,7 @@ pub async fn execute(
         Request::Explain { query } => {
             let h = handle.clone();
             blocking(move || {
-                let reply = crate::explain::explain(&h.engine, &query, &h.budget());
+                let reply = crate::query::explain::explain(&h.engine, &query, &h.budget());
                 reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
             })
             .await
@@ -165,7 +165,7 @@ pub async fn execute(
             let h = handle.clone();
             blocking(move || {
                 let limit = limit.unwrap_or(10);
-                let reply = crate::advise::advise(&h.engine, &h.log, limit, &h.budget());
+                let reply = crate::query::advise::advise(&h.engine, &h.log, limit, &h.budget());
                 reply.map_or_else(|e| error_line(&e), |r| ok_line(&r))
             })
             .await
@@ -361,7 +361,7 @@ fn status(h: &Handle) -> String {
             next_retry: f.retry_at.map(rfc3339),
         }),
         rebuilt: h.engine.rebuilt(),
-        duckdb_build: crate::table::DUCKDB_BUILD.to_string(),
+        duckdb_build: crate::storage::table::DUCKDB_BUILD.to_string(),
         queries,
         connections,
     })

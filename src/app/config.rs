@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::limits::QueryLimits;
+use crate::daemon::server::ServerOptions;
 use crate::daemon::DaemonOptions;
+use crate::engine::failpoint::Failpoints;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
-use crate::failpoint::Failpoints;
-use crate::limits::QueryLimits;
+use crate::model::schema::Zone;
 use crate::rollup::{default_specs, RollupSpec};
-use crate::schema::Zone;
-use crate::server::ServerOptions;
-use crate::table::TableOptions;
+use crate::storage::table::TableOptions;
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::manifest::write_atomic;
 use crate::query::request::Item;
 use crate::query::Query;
+use crate::storage::manifest::write_atomic;
 
 /// The log's file in the state folder.
 pub const FILE: &str = "querylog.json";

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use crate::daemon::limits::{CappedWriter, QueryLimits};
 use crate::engine::Answer;
 use crate::error::{Error, Result};
-use crate::limits::{CappedWriter, QueryLimits};
 use crate::query::output::write_ipc;
 
 /// The requested result encoding.

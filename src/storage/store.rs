@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use crate::codec;
 use crate::error::{Error, Result};
+use crate::rollup::codec;
 use crate::rollup::{RollupRows, RollupSpec};
 
 /// Version of the store's on-disk format: 2 keeps partials in files (1 kept them in sled,
@@ -200,7 +200,7 @@ impl Store {
             self.write_partials(r.id, generation, &parts)?;
             named.push(r.id);
         }
-        crate::manifest::sync_dir(&self.partials)?;
+        crate::storage::manifest::sync_dir(&self.partials)?;
         let res: std::result::Result<(), TransactionError<()>> = (&self.partial_files, &self.meta)
             .transaction(|(files, meta)| {
                 for id in &named {
@@ -408,7 +408,7 @@ impl Store {
         for (r, parts) in c.folded.iter().filter(|(_, parts)| !parts.is_empty()) {
             self.write_partials(r.id, c.generation, parts)?;
         }
-        crate::manifest::sync_dir(&self.partials)?;
+        crate::storage::manifest::sync_dir(&self.partials)?;
         let res: std::result::Result<(), TransactionError<()>> = (
             &self.files,
             &self.partial_files,

@@ -3,14 +3,14 @@
 
 use serde_json::Value as Json;
 
+use crate::daemon::limits::QueryBudget;
+use crate::daemon::protocol::{ExplainReply, Reason, ReasonKind, RollupVerdict};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::limits::QueryBudget;
-use crate::protocol::{ExplainReply, Reason, ReasonKind, RollupVerdict};
-use crate::query::plan::{plan_checked, Rejection};
 use crate::query::output::{Data, OutType};
+use crate::query::plan::{plan_checked, Rejection};
 use crate::query::{Query, Route};
-use crate::table::View;
+use crate::storage::table::View;
 
 /// Explains `json` against the published generation, within `budget` (the same caps as
 /// the query; counting the DuckDB table's rows is its only work).

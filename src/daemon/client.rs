@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
+use crate::daemon::protocol::{ErrorBody, Head, Request};
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorBody, Head, Request};
 
 /// How long and how much the client waits for and reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 //! rollup partitions and manifest (by rename). `open` repairs whatever a crash between
 //! those steps left behind, without re-parsing files whose content did not change.
 
+pub mod failpoint;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,23 +19,23 @@ use std::time::{Duration, Instant, SystemTime};
 use arrow::array::RecordBatch;
 use rayon::prelude::*;
 
-use crate::changes::{detect, fingerprint, Change, Seen};
-use crate::codec;
+use crate::daemon::limits::QueryBudget;
+use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::failpoint::Failpoints;
-use crate::fold::{fold_text, Folded, Text};
-use crate::limits::QueryBudget;
-use crate::lines::{Chunk, Lines};
-use crate::lock::StateLock;
-use crate::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
+use crate::ingest::changes::{detect, fingerprint, Change, Seen};
+use crate::ingest::fold::{fold_text, Folded, Text};
+use crate::ingest::lines::{Chunk, Lines};
+use crate::ingest::regular::{open_as_seen, still_as_seen};
+use crate::ingest::watch::{line_held_until, scan};
+use crate::model::schema::Zone;
 use crate::query::exec::execute;
 use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
-use crate::regular::{open_as_seen, still_as_seen};
+use crate::rollup::codec;
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
-use crate::schema::Zone;
-use crate::store::{Commit, FileRecord, Store};
-use crate::table::{Pending, Table, TableChange, TableFile, TableOptions, View};
-use crate::watch::{line_held_until, scan};
+use crate::storage::lock::StateLock;
+use crate::storage::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
+use crate::storage::store::{Commit, FileRecord, Store};
+use crate::storage::table::{Pending, Table, TableChange, TableFile, TableOptions, View};
 
 /// How the engine folds and stores.
 #[derive(Debug, Clone)]

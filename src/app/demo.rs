@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value as Json;
 
-use crate::client::Client;
-use crate::config::{Config, Folders};
+use crate::app::config::{Config, Folders};
+use crate::app::gen::{generate, GenOptions};
+use crate::daemon::client::Client;
+use crate::daemon::protocol::{Format, Request};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::gen::{generate, GenOptions};
-use crate::protocol::{Format, Request};
-use crate::watch::scan_folder;
+use crate::ingest::watch::scan_folder;
 
 /// The five reference queries (docs/reference-queries.json), with what each asks.
-const REFERENCE: &str = include_str!("../docs/reference-queries.json");
+const REFERENCE: &str = include_str!("../../docs/reference-queries.json");
 const ASKS: [&str; 5] = [
     "impression spend per day",
     "impression spend per publisher in Japan, 2024-10-20 to 2024-10-23",
@@ -70,7 +70,7 @@ pub fn run(state: &Path, files: usize, rows_per_file: usize) -> Result<()> {
     let queries: Vec<Json> = serde_json::from_str(REFERENCE).expect("reference queries");
     for (i, (q, asks)) in queries.iter().zip(ASKS).enumerate() {
         let reply = client.send(&Request::query(q.clone(), Format::Json))?;
-        if let Some(crate::protocol::ErrorBody { kind, message: msg }) = reply.error() {
+        if let Some(crate::daemon::protocol::ErrorBody { kind, message: msg }) = reply.error() {
             return Err(Error::Internal(format!(
                 "reference query {}: {kind}: {msg}",
                 i + 1

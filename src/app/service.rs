@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use crate::error::{Error, Result};
 
 /// The launchd agent template (`launchd/rollupd.plist`).
-pub const LAUNCHD_TEMPLATE: &str = include_str!("../launchd/rollupd.plist");
+pub const LAUNCHD_TEMPLATE: &str = include_str!("../../launchd/rollupd.plist");
 /// The systemd user unit template (`systemd/rollupd.service`).
-pub const SYSTEMD_TEMPLATE: &str = include_str!("../systemd/rollupd.service");
+pub const SYSTEMD_TEMPLATE: &str = include_str!("../../systemd/rollupd.service");
 /// The launchd label of the agent.
 pub const LAUNCHD_LABEL: &str = "dev.rollupd";
 /// The systemd unit name.

@@ -21,13 +21,13 @@ use crossbeam_channel::{bounded, unbounded, Sender};
 use duckdb::types::{ToSqlOutput, Value as DValue};
 use duckdb::{params, Config, Connection};
 
+use crate::daemon::limits::QueryBudget;
+use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::failpoint::Failpoints;
-use crate::limits::QueryBudget;
+use crate::model::schema::{Column, TimeCol};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
-use crate::schema::{Column, TimeCol};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -782,9 +782,9 @@ fn key_batch(wanted: &[(&RollupSpec, &[Key])]) -> Result<RecordBatch> {
             wanted.iter().flat_map(|(_, keys)| 0..keys.len() as i32),
         )),
         Arc::new(Int32Array::from_iter(keys().map(time))),
-        Arc::new(StringArray::from_iter(
-            keys().map(|k| (k.typ != 0).then(|| crate::schema::type_name(k.typ))),
-        )),
+        Arc::new(StringArray::from_iter(keys().map(|k| {
+            (k.typ != 0).then(|| crate::model::schema::type_name(k.typ))
+        }))),
         Arc::new(StringArray::from_iter(keys().map(|k| {
             (k.country != 0).then(|| countries[k.country as usize].as_str())
         }))),

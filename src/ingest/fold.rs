@@ -17,9 +17,9 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::partial::Partial;
+use crate::model::schema::{type_code, Zone, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
+use crate::rollup::partial::Partial;
 use crate::rollup::RollupSpec;
-use crate::schema::{type_code, Zone, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
 
 /// Rows per Arrow batch while parsing.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -173,12 +173,13 @@ pub(crate) fn fold_text(text: &Text, specs: &[RollupSpec], max_bad_rows: u64) ->
         .map_err(|e| Error::io(text.path, e))?
         .map(|h| split_header(&h))
         .unwrap_or_default();
-    let (table, bad_rows) = match crate::fastcsv::parse(&names, text.body, text.ids, text.zone) {
-        Some(table) => (table, Vec::new()),
-        None => general_parse(text, max_bad_rows)?,
-    };
+    let (table, bad_rows) =
+        match crate::ingest::fastcsv::parse(&names, text.body, text.ids, text.zone) {
+            Some(table) => (table, Vec::new()),
+            None => general_parse(text, max_bad_rows)?,
+        };
     let t_parse = t.elapsed();
-    let partial = crate::partial::build(&table, specs)?;
+    let partial = crate::rollup::partial::build(&table, specs)?;
     tracing::debug!(
         parse_ms = t_parse.as_millis() as u64,
         partial_ms = (t.elapsed() - t_parse).as_millis() as u64,
@@ -406,7 +407,7 @@ pub(crate) fn split_header(line: &str) -> Vec<String> {
 fn to_table_batch(
     raw: &RecordBatch,
     (file_id, part): (i32, i32),
-    clock: &mut crate::schema::LocalClock,
+    clock: &mut crate::model::schema::LocalClock,
 ) -> std::result::Result<RecordBatch, (usize, String)> {
     let n = raw.num_rows();
     let ts = raw.column(0).as_primitive::<Int64Type>();

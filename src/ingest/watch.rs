@@ -16,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::changes::Seen;
 use crate::error::{Error, Result};
-use crate::regular::{classify, Skip};
+use crate::ingest::changes::Seen;
+use crate::ingest::regular::{classify, Skip};
 
 /// Whether a file name is one the folder's CSVs may have.
 pub fn is_candidate(name: &str) -> bool {

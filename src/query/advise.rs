@@ -1,17 +1,17 @@
 //! `advise`: the most costly DuckDB-answered shapes of the query log, each with the
 //! smallest rollup that would answer it and that rollup's size, counted from the data.
 
+use crate::daemon::limits::QueryBudget;
+use crate::daemon::protocol::{AdviseReply, ShapeAdvice};
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::explain::count;
-use crate::limits::QueryBudget;
-use crate::protocol::{AdviseReply, ShapeAdvice};
+use crate::model::schema::Column;
+use crate::query::explain::count;
 use crate::query::plan::{check, column_sql, Rejection};
+use crate::query::querylog::QueryLog;
 use crate::query::Query;
-use crate::querylog::QueryLog;
 use crate::rollup::{Dim, RollupSpec};
-use crate::schema::Column;
-use crate::table::View;
+use crate::storage::table::View;
 
 /// Advice on the `limit` most costly DuckDB-answered shapes of `log`.
 pub fn advise(

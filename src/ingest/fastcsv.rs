@@ -16,8 +16,10 @@ use arrow::array::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::fold::{parse_uuid, table_order, table_schema};
-use crate::schema::{type_code, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
+use crate::ingest::fold::{parse_uuid, table_order, table_schema};
+use crate::model::schema::{
+    type_code, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS,
+};
 
 /// The parsed columns, one entry per row, in file order.
 struct Columns {
@@ -104,7 +106,7 @@ impl Columns {
     fn push<'a>(
         &mut self,
         f: &[&'a [u8]; 9],
-        clock: &mut crate::schema::LocalClock,
+        clock: &mut crate::model::schema::LocalClock,
         country_index: &mut FxHashMap<&'a [u8], u32>,
     ) -> Option<()> {
         let ts = nullable(f[0], int)?;
@@ -317,7 +319,7 @@ mod equivalence {
     use std::path::Path;
 
     use super::*;
-    use crate::fold::{general_parse, read_header, split_header, Text};
+    use crate::ingest::fold::{general_parse, read_header, split_header, Text};
 
     /// The fast path's batch for `text` (header line included), or None if it gave up;
     /// when it did not, the general parser must produce the very same batch.
@@ -346,7 +348,7 @@ mod equivalence {
 
     #[test]
     fn the_fast_path_folds_what_the_general_parser_does() {
-        let sample = String::from_utf8(crate::gen::sample_file(5_000, 9)).unwrap();
+        let sample = String::from_utf8(crate::app::gen::sample_file(5_000, 9)).unwrap();
         assert_eq!(both(&sample).unwrap().num_rows(), 5_000);
         assert!(both(&sample.replace('\n', "\r\n")).is_some());
         let odd = "country,extra,user_id,total_price,bid_price,publisher_id,advertiser_id,\

@@ -22,10 +22,10 @@ use arrow_ipc::CompressionType;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::schema::{type_code, type_name, TimeCol, PRICE_PRECISION, PRICE_SCALE};
 use crate::rollup::{
     country_code, country_name, Agg, Dim, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
 };
-use crate::schema::{type_code, type_name, TimeCol, PRICE_PRECISION, PRICE_SCALE};
 
 /// Version of the manifest format.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -499,7 +499,7 @@ fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut RollupRows) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::TimeCol;
+    use crate::model::schema::TimeCol;
 
     #[test]
     fn rollup_files_round_trip() {

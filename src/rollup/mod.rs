@@ -6,6 +6,9 @@
 //! non-NULL count, exact sum, min and max. All arithmetic is on integers, so merging
 //! partials in any order gives bit-identical rollups.
 
+pub mod codec;
+pub mod partial;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{OnceLock, RwLock};
@@ -13,7 +16,7 @@ use std::sync::{OnceLock, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schema::{Column, TimeCol};
+use crate::model::schema::{Column, TimeCol};
 
 /// A grouping dimension a rollup can keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

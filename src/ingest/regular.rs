@@ -10,8 +10,8 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::changes::Seen;
 use crate::error::{Error, Result};
+use crate::ingest::changes::Seen;
 
 /// What a non-regular entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

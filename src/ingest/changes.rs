@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::store::FileRecord;
+use crate::storage::store::FileRecord;
 
 /// A file as seen in the folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub enum Change {
 
 /// xxh3 of the first `len` bytes of a file.
 pub fn fingerprint(path: &Path, len: u64) -> Result<u64> {
-    let (mut f, _) = crate::regular::open(path)?;
+    let (mut f, _) = crate::ingest::regular::open(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
@@ -89,7 +89,7 @@ pub fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
     if len == 0 {
         return Ok(true);
     }
-    let (mut f, _) = crate::regular::open(path)?;
+    let (mut f, _) = crate::ingest::regular::open(path)?;
     f.seek(SeekFrom::Start(len - 1))
         .map_err(|e| Error::io(path, e))?;
     let mut b = [0u8; 1];

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use crate::changes::Seen;
 use crate::engine::{Engine, UpdateReport};
 use crate::error::{Error, Result};
-use crate::regular::Skip;
-use crate::watch::{line_held_until, scan, FolderWatcher, Settle};
+use crate::ingest::changes::Seen;
+use crate::ingest::regular::Skip;
+use crate::ingest::watch::{line_held_until, scan, FolderWatcher, Settle};
 
 /// How the loop watches.
 #[derive(Debug, Clone)]

@@ -13,17 +13,26 @@
 //! without waiting on anything, so the service manager restarts it; the state is as
 //! after a `kill -9`, which recovery repairs.
 
+pub mod client;
+pub mod cmd;
+pub mod connection;
+pub mod ingest;
+pub mod limits;
+pub mod protocol;
+pub mod server;
+pub mod subscribe;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cmd::{Handle, ServeStats};
+use crate::daemon::cmd::{Handle, ServeStats};
+use crate::daemon::ingest::{Ingest, IngestOptions};
+use crate::daemon::limits::QueryLimits;
+use crate::daemon::server::ServerOptions;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
-use crate::ingest::{Ingest, IngestOptions};
-use crate::limits::QueryLimits;
-use crate::querylog::QueryLog;
-use crate::server::{self, ServerOptions};
+use crate::query::querylog::QueryLog;
 
 /// Everything the daemon needs to run.
 #[derive(Debug, Clone)]

@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
-use crate::cmd::{execute, Gauge, Handle};
-use crate::connection::{Connection, Frame};
+use crate::daemon::cmd::{execute, Gauge, Handle};
+use crate::daemon::connection::{Connection, Frame};
+use crate::daemon::protocol::{error_response, ErrorKind, Request};
+use crate::daemon::subscribe::{self, Ended};
 use crate::error::{Error, Result};
-use crate::protocol::{error_response, ErrorKind, Request};
-use crate::subscribe::{self, Ended};
 
 /// Limits of the server.
 #[derive(Debug, Clone)]

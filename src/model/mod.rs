@@ -1,0 +1,4 @@
+//! The data model: the input's columns, their types, the derived time columns and the
+//! time zone they are computed in.
+
+pub mod schema;
