@@ -173,8 +173,10 @@ pub async fn run(bound: Bound, handle: Handle, opts: ServerOptions, shutdown: im
             let done = done_tx.clone();
             tokio::spawn(async move {
                 let _open = Gauge::up(&handle.stats.connections_open);
-                serve(stream, &handle, &opts, &mut stop).await;
+                let conn = serve(stream, &handle, &opts, &mut stop).await;
+                // The slot is free before the client can see the connection close.
                 drop(permit);
+                drop(conn);
                 drop(done);
             });
         }
@@ -211,13 +213,14 @@ fn refuse(stream: &UnixStream, handle: &Handle, opts: &ServerOptions) {
     }
 }
 
-/// Serves one connection until the client leaves, misbehaves, stays idle, or shutdown.
+/// Serves one connection until the client leaves, misbehaves, stays idle, or shutdown;
+/// gives the connection back for the caller to close.
 async fn serve(
     stream: UnixStream,
     handle: &Handle,
     opts: &ServerOptions,
     stop: &mut broadcast::Receiver<()>,
-) {
+) -> Connection {
     let peer_ok = stream
         .peer_cred()
         // SAFETY: geteuid has no preconditions.
@@ -230,7 +233,7 @@ async fn serve(
             "only the daemon's own user may connect",
         );
         let _ = conn.respond(&line, &[]).await;
-        return;
+        return conn;
     }
     loop {
         let frame = tokio::select! {
@@ -238,10 +241,10 @@ async fn serve(
                 Ok(f) => f,
                 Err(_) => {
                     handle.stats.connections_idle_closed.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return conn;
                 }
             },
-            _ = stop.recv() => return,
+            _ = stop.recv() => return conn,
         };
         let (line, payload) = match frame {
             Ok(Frame::Line(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
@@ -249,7 +252,7 @@ async fn serve(
                 Ok(Request::Subscribe { query, format }) => {
                     match subscribe::serve(&mut conn, handle, query, format, stop).await {
                         Ended::Unsubscribed => continue,
-                        Ended::Closed => return,
+                        Ended::Closed => return conn,
                     }
                 }
                 Ok(request) => execute(request, handle, conn.hung_up()).await,
@@ -264,17 +267,17 @@ async fn serve(
                 let _ = conn
                     .respond(&error_response(ErrorKind::TooLarge, &msg), &[])
                     .await;
-                return;
+                return conn;
             }
-            Ok(Frame::Eof) => return,
+            Ok(Frame::Eof) => return conn,
             Err(e) => {
                 tracing::debug!("reading a request: {e}");
-                return;
+                return conn;
             }
         };
         if let Err(e) = conn.respond(&line, &payload).await {
             tracing::debug!("client dropped: {e}");
-            return;
+            return conn;
         }
     }
 }
