@@ -348,15 +348,22 @@ impl Raw {
         }
     }
 
-    /// One request: (ms until the response line was read, ms including parsing it, the
-    /// response, its length in bytes).
-    fn call(&mut self, request: &Json) -> (f64, f64, Json, usize) {
+    /// Sends a request line and reads the response line: when the request was sent, and
+    /// the response.
+    fn send(&mut self, request: &Json) -> (Instant, String) {
         let mut line = request.to_string();
         line.push('\n');
         let mut response = String::new();
         let start = Instant::now();
         self.writer.write_all(line.as_bytes()).unwrap();
         self.reader.read_line(&mut response).unwrap();
+        (start, response)
+    }
+
+    /// One request: (ms until the response line was read, ms including parsing it, the
+    /// response, its length in bytes).
+    fn call(&mut self, request: &Json) -> (f64, f64, Json, usize) {
+        let (start, response) = self.send(request);
         let read = ms(start.elapsed());
         let json: Json = serde_json::from_str(&response).expect("a JSON response line");
         let parsed = ms(start.elapsed());

@@ -3,7 +3,7 @@
 //! table of the same rows (built in-process from the CSVs, the daemon's own schema and
 //! SQL).
 
-use std::io::{BufRead, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -76,12 +76,7 @@ impl Raw {
 
     /// `answer`, with an error reply given back as its line.
     fn try_answer(&mut self, request: &Json) -> Result<(f64, Json, usize, usize), Json> {
-        let mut line = request.to_string();
-        line.push('\n');
-        let mut response = String::new();
-        let start = Instant::now();
-        self.writer.write_all(line.as_bytes()).unwrap();
-        self.reader.read_line(&mut response).unwrap();
+        let (start, response) = self.send(request);
         let head: Json = serde_json::from_str(&response).expect("a JSON response line");
         let mut payload = vec![0; head["bytes"].as_u64().unwrap_or(0) as usize];
         self.reader.read_exact(&mut payload).unwrap();
