@@ -259,16 +259,23 @@ fn partitions(spec: &RollupSpec, rows: &RollupRows) -> Vec<(String, Range<usize>
 fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // An I/O error while writing (a full disk) names the file.
+    let io = |e: arrow::error::ArrowError| match e {
+        arrow::error::ArrowError::IoError(_, e) => Error::io(&tmp, e),
+        e => Error::Arrow(e),
+    };
     let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     let mut w = FileWriter::try_new_with_options(
         std::io::BufWriter::with_capacity(1 << 20, file),
         &batch.schema(),
         opts,
-    )?;
-    w.write(batch)?;
-    w.finish()?;
+    )
+    .map_err(io)?;
+    w.write(batch).map_err(io)?;
+    w.finish().map_err(io)?;
     let file = w
-        .into_inner()?
+        .into_inner()
+        .map_err(io)?
         .into_inner()
         .map_err(|e| Error::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
