@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use rollupd::app::gen::sample_file;
+use rollupd::EngineOptions;
 
 use crate::daemon::{assert_equivalent, assert_equivalent_to};
 use crate::util::{Daemon, Workspace};
@@ -268,11 +269,14 @@ fn a_removed_state_folder_was_written_into_forever() {
     d.stop();
 }
 
+/// The WAL stays under the checkpoint threshold (here a small one).
 #[test]
 fn the_wal_was_never_checkpointed_after_a_publish() {
     let ws = Workspace::new();
     ws.generate(2, 2_000, 97);
-    let engine = ws.build();
+    let mut opts = EngineOptions::default();
+    opts.table.checkpoint_wal_bytes = 64 << 10;
+    let engine = ws.build_with(opts);
     for i in 0..3 {
         ws.write(&format!("more{i}.csv"), sample_file(2_000, 98 + i));
         engine.update(&ws.watch()).unwrap();

@@ -58,7 +58,12 @@ impl Workspace {
 
     /// Opens an engine on the state folder and builds it from the watched folder.
     pub fn build(&self) -> Engine {
-        let engine = Engine::open(&self.state(), EngineOptions::default()).expect("open");
+        self.build_with(EngineOptions::default())
+    }
+
+    /// Like `build`, with these options.
+    pub fn build_with(&self, opts: EngineOptions) -> Engine {
+        let engine = Engine::open(&self.state(), opts).expect("open");
         let report = engine.update(&self.watch()).expect("build");
         assert!(
             report.failed.is_empty(),

@@ -261,6 +261,7 @@ impl Config {
             table: TableOptions {
                 threads: self.duckdb_threads,
                 memory_limit: self.duckdb_memory_limit.clone(),
+                ..TableOptions::default()
             },
             // A testing hook: steps of the commit path to fail (see `failpoint`).
             failpoints: Failpoints::parse(

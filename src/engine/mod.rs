@@ -34,7 +34,7 @@ use crate::rollup::codec;
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::storage::lock::StateLock;
 use crate::storage::manifest::{read_rollup, write_rollup, Manifest, MANIFEST_VERSION};
-use crate::storage::store::{Commit, FileRecord, Store};
+use crate::storage::store::{Commit, FileRecord, Store, MAX_PARTS};
 use crate::storage::table::{Pending, Table, TableChange, TableFile, TableOptions, View};
 
 /// How the engine folds and stores.
@@ -694,8 +694,13 @@ impl Engine {
 
         let specs = &self.opts.specs;
         let t_fold = t0.elapsed();
-        // Appended files keep one partial: the old one merged with the tail's.
+        // An appended tail's partial is stored as a part of its file's, until the file
+        // has `MAX_PARTS` of them: then the file's partial is stored whole again.
         for (id, tail) in appended {
+            if self.store.parts(id)? < MAX_PARTS {
+                commit.tails.push((id, encode_all(&tail)));
+                continue;
+            }
             let whole: Vec<RollupRows> = tail
                 .iter()
                 .enumerate()
@@ -790,7 +795,20 @@ impl Engine {
                     .collect::<Result<Vec<_>>>()?;
                 let empty = RollupRows::default();
                 let old = current.get(s).map_or(&empty, |r| r.as_ref());
-                Ok(old.combine(add, &RollupRows::merge_tree(parts)))
+                let started = Instant::now();
+                let sub = RollupRows::merge_tree(parts);
+                let t_sub = started.elapsed();
+                let out = old.combine(add, &sub);
+                tracing::debug!(
+                    rollup = s,
+                    rows = old.len(),
+                    add = add.len(),
+                    sub = sub.len(),
+                    read_us = t_sub.as_micros() as u64,
+                    combine_us = (started.elapsed() - t_sub).as_micros() as u64,
+                    "combined"
+                );
+                Ok(out)
             })
             .collect()
     }
@@ -1065,8 +1083,10 @@ impl Engine {
         manifest.publish(&self.state)?;
         *self.written.lock().expect("written lock") = (manifest, rollups);
         // Once no query reads an older generation; otherwise at a later publish.
-        if !self.table.checkpoint_quiet(&view)? {
-            tracing::debug!("checkpoint postponed: a query still reads an older generation");
+        let started = Instant::now();
+        match self.table.checkpoint_quiet(&view)? {
+            true => tracing::debug!(ms = started.elapsed().as_millis() as u64, "checkpointed"),
+            false => tracing::trace!("no checkpoint: a small WAL, or a query reads an older view"),
         }
         Ok(())
     }

@@ -570,8 +570,17 @@ impl RollupRows {
             + sparse(&self.total)
     }
 
-    /// Merges sorted rows into one sorted set (a linear merge).
+    /// Merges sorted rows into one sorted set: a linear merge, or, when one side is much
+    /// smaller, a walk over the smaller one that copies the other's runs between its keys
+    /// whole (an append costs its own keys plus a copy, not a row-by-row merge).
     pub fn merge(&self, other: &RollupRows) -> RollupRows {
+        let (big, small) = match self.len() >= other.len() {
+            true => (self, other),
+            false => (other, self),
+        };
+        if small.len().saturating_mul(8) < big.len() {
+            return big.merge_runs(small);
+        }
         let mut out = RollupRows::with_capacity(self.len().max(other.len()));
         let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
         loop {
@@ -592,6 +601,83 @@ impl RollupRows {
             let (k, agg) = next.expect("a row");
             out.push(k, &agg);
         }
+        out.shrink_to_fit();
+        out
+    }
+
+    /// `self` merged with the (much smaller) `small`, copying the runs of rows between
+    /// `small`'s keys whole.
+    fn merge_runs(&self, small: &RollupRows) -> RollupRows {
+        let mut out = RollupRows::with_capacity(self.len() + small.len());
+        let mut at = 0;
+        for (k, a) in small.iter() {
+            let i = at + gallop(&self.keys[at..], &k);
+            out.extend_from(self, at..i);
+            at = i;
+            match self.keys.get(i) == Some(&k) {
+                true => {
+                    let mut mine = self.agg(i);
+                    mine.merge(&a);
+                    out.push(k, &mine);
+                    at += 1;
+                }
+                false => out.push(k, &a),
+            }
+        }
+        out.extend_from(self, at..self.len());
+        out.shrink_to_fit();
+        out
+    }
+
+    /// What turns these rows into `new`: `new`'s rows whose key is not here or whose
+    /// aggregates differ, and a row counting 0 (a removal) for each key here that `new`
+    /// lacks, in key order. `upsert` applies it.
+    pub fn changes_to(&self, new: &RollupRows) -> RollupRows {
+        let mut out = RollupRows::default();
+        let (mut a, mut b) = (self.iter().peekable(), new.iter().peekable());
+        loop {
+            let ord = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0.cmp(&y.0),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => break,
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    let (k, _) = a.next().expect("peeked");
+                    out.push(k, &Agg::default());
+                }
+                std::cmp::Ordering::Greater => {
+                    let (k, agg) = b.next().expect("peeked");
+                    out.push(k, &agg);
+                }
+                std::cmp::Ordering::Equal => {
+                    let (_, was) = a.next().expect("peeked");
+                    let (k, agg) = b.next().expect("peeked");
+                    if was != agg {
+                        out.push(k, &agg);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// These rows with `changes` (as `changes_to` gives them) applied: a changed row
+    /// replaces the row of its key, a row counting 0 removes it. Runs of unchanged rows
+    /// are copied whole.
+    pub fn upsert(&self, changes: &RollupRows) -> RollupRows {
+        let mut out = RollupRows::with_capacity(self.len() + changes.len());
+        let mut at = 0;
+        for (k, a) in changes.iter() {
+            let i = at + gallop(&self.keys[at..], &k);
+            out.extend_from(self, at..i);
+            at = i + usize::from(self.keys.get(i) == Some(&k));
+            if a.rows > 0 {
+                out.push(k, &a);
+            }
+        }
+        out.extend_from(self, at..self.len());
         out.shrink_to_fit();
         out
     }
@@ -1105,6 +1191,22 @@ mod tests {
             }
             shuffled.sort();
             assert_eq!(shuffled, ra);
+            // A much smaller side merges by copying runs, either way round.
+            let small = random_rows(4);
+            let mut with_small = a.clone();
+            for (k, x) in &small {
+                with_small.entry(*k).or_default().merge(x);
+            }
+            assert_eq!(ra.merge(&of(&small)), of(&with_small));
+            assert_eq!(of(&small).merge(&ra), of(&with_small));
+            // Changes from one set to another, applied, give the other.
+            assert_eq!(ra.upsert(&ra.changes_to(&rb)), rb);
+            assert_eq!(ra.upsert(&ra.changes_to(&of(&with_small))), of(&with_small));
+            assert!(ra.changes_to(&ra).is_empty());
+            assert_eq!(
+                RollupRows::default().upsert(&RollupRows::default().changes_to(&ra)),
+                ra
+            );
         }
     }
 

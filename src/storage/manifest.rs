@@ -1,5 +1,8 @@
 //! Rollup files on disk: each rollup is a set of Arrow IPC (LZ4) partitions by month,
-//! listed in a manifest that carries the generation. Every file is written to a temp
+//! plus the deltas written since (the rows of the keys a generation changed), listed in
+//! a manifest that carries the generation. A small change writes a delta instead of
+//! every partition it touches; once a rollup's deltas add up to an eighth of its rows its
+//! partitions are written again and the deltas dropped. Every file is written to a temp
 //! name, fsynced and renamed; a new generation becomes visible only when the manifest
 //! is replaced, so a reader never sees half a change.
 
@@ -27,8 +30,13 @@ use crate::rollup::{
     country_code, country_name, Agg, Dim, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
 };
 
-/// Version of the manifest format.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version of the manifest format: 2 added deltas (a version 1 manifest reads as one
+/// without any).
+pub const MANIFEST_VERSION: u32 = 2;
+/// The most deltas a rollup carries before its partitions are written again.
+const MAX_DELTAS: usize = 16;
+/// Delta rows a rollup may carry: an eighth of its rows, or this many if that is more.
+const MIN_DELTA_ROWS: u64 = 4096;
 const MANIFEST: &str = "manifest.json";
 const ROLLUP_DIR: &str = "rollups";
 
@@ -50,6 +58,17 @@ pub struct RollupEntry {
     pub rows: u64,
     pub bytes: u64,
     pub partitions: Vec<PartitionEntry>,
+    /// Changes since the partitions were written, oldest first: each holds the new rows
+    /// of the keys a generation changed, a row counting 0 for a key it removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<PartitionEntry>,
+}
+
+impl RollupEntry {
+    /// Every file of the rollup: partitions, then deltas.
+    pub fn files(&self) -> impl Iterator<Item = &PartitionEntry> {
+        self.partitions.iter().chain(&self.deltas)
+    }
 }
 
 /// One partition file of a rollup.
@@ -76,7 +95,7 @@ impl Manifest {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        if m.version != MANIFEST_VERSION {
+        if !(1..=MANIFEST_VERSION).contains(&m.version) {
             return Err(Error::State {
                 path,
                 reason: format!(
@@ -99,7 +118,7 @@ impl Manifest {
         let listed: std::collections::HashSet<PathBuf> = self
             .rollups
             .iter()
-            .flat_map(|r| r.partitions.iter().map(|p| state.join(&p.file)))
+            .flat_map(|r| r.files().map(|p| state.join(&p.file)))
             .collect();
         let root = state.join(ROLLUP_DIR);
         let Ok(dirs) = fs::read_dir(&root) else {
@@ -176,9 +195,10 @@ fn partition_of(grain: Option<TimeCol>, time: i32) -> (String, i32) {
     }
 }
 
-/// Writes a rollup's partitions for `generation` and returns its manifest entry.
-/// Partitions whose rows equal those of `previous` (the rollup's last entry and rows)
-/// are kept as they are, not rewritten.
+/// Writes a rollup's files for `generation` and returns its manifest entry. Given
+/// `previous` (the rollup's last entry and the rows it holds), what changed since goes
+/// to a delta when the rollup's deltas stay small; otherwise the partitions are written,
+/// those whose rows equal the previous entry's kept as they are.
 pub fn write_rollup(
     state: &Path,
     spec: &RollupSpec,
@@ -189,6 +209,35 @@ pub fn write_rollup(
     let name = spec.name();
     let dir = state.join(ROLLUP_DIR).join(&name);
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Some((entry, old)) = previous {
+        if std::ptr::eq(old, rows) {
+            return Ok(entry.clone());
+        }
+        let changes = old.changes_to(rows);
+        if changes.is_empty() {
+            return Ok(entry.clone());
+        }
+        let carried: u64 = entry.deltas.iter().map(|d| d.rows).sum::<u64>() + changes.len() as u64;
+        if entry.deltas.len() < MAX_DELTAS && carried <= (rows.len() as u64 / 8).max(MIN_DELTA_ROWS)
+        {
+            let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
+            let all = 0..changes.len();
+            let bytes = write_ipc(&state.join(&file), &to_batch(spec, &changes, all)?)?;
+            sync_dir(&dir)?;
+            let mut entry = entry.clone();
+            entry.deltas.push(PartitionEntry {
+                key: "delta".into(),
+                file,
+                rows: changes.len() as u64,
+                bytes,
+            });
+            entry.rows = rows.len() as u64;
+            entry.bytes = entry.files().map(|p| p.bytes).sum();
+            return Ok(entry);
+        }
+    }
+    // Partitions under deltas differ from the rows they add up to: all are written.
+    let previous = previous.filter(|(entry, _)| entry.deltas.is_empty());
     type Previous<'a> = std::collections::HashMap<String, (&'a PartitionEntry, Range<usize>)>;
     let old: Previous = previous
         .map(|(entry, old_rows)| {
@@ -235,6 +284,7 @@ pub fn write_rollup(
         rows: rows.len() as u64,
         bytes: entries.iter().map(|p| p.bytes).sum(),
         partitions: entries,
+        deltas: Vec::new(),
     })
 }
 
@@ -284,20 +334,38 @@ fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
     Ok(bytes)
 }
 
-/// Reads a rollup's rows back from its partition files.
+/// Reads a rollup's rows back from its files: the partitions, with the deltas applied
+/// in order.
 pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
     let mut rows = RollupRows::with_capacity(entry.rows as usize);
     for p in &entry.partitions {
-        let path = state.join(&p.file);
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)?;
-        for batch in reader {
-            from_batch(&entry.spec, &batch?, &mut rows)?;
-        }
+        read_ipc(state, &entry.spec, p, &mut rows)?;
     }
     rows.sort();
+    for d in &entry.deltas {
+        let mut changes = RollupRows::with_capacity(d.rows as usize);
+        read_ipc(state, &entry.spec, d, &mut changes)?;
+        changes.sort();
+        rows = rows.upsert(&changes);
+    }
     rows.shrink_to_fit();
     Ok(rows)
+}
+
+/// Appends the rows of one rollup file to `out` (in file order).
+fn read_ipc(
+    state: &Path,
+    spec: &RollupSpec,
+    p: &PartitionEntry,
+    out: &mut RollupRows,
+) -> Result<()> {
+    let path = state.join(&p.file);
+    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)?;
+    for batch in reader {
+        from_batch(spec, &batch?, out)?;
+    }
+    Ok(())
 }
 
 fn measure_fields(name: &str) -> [Field; 4] {
@@ -573,5 +641,61 @@ mod tests {
         };
         m.publish(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
+    }
+
+    /// Generations of small changes (keys added, changed, removed) go to deltas until
+    /// they add up to too much; what is read back always equals the rows written.
+    #[test]
+    fn small_changes_go_to_deltas_until_the_partitions_are_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RollupSpec::new(Some(TimeCol::Day), &[Dim::Advertiser]);
+        let rows_of = |range: std::ops::Range<i64>, n: u64| -> RollupRows {
+            range
+                .map(|adv| {
+                    let key = Key {
+                        time: 1440 * (adv % 40) as i32,
+                        adv,
+                        ..Key::default()
+                    };
+                    let mut a = Agg {
+                        rows: n + adv as u64 % 3,
+                        ..Agg::default()
+                    };
+                    a.total.add(adv * 1000);
+                    (key, a)
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        };
+        let mut rows = rows_of(0..20_000, 1);
+        let mut entry = write_rollup(dir.path(), &spec, &rows, 1, None).unwrap();
+        let mut compacted = 0;
+        for g in 2..40u64 {
+            // Each generation changes 500 keys, adds 100 and drops 100.
+            let lo = (g as i64 * 300) % 19_000;
+            let next = rows.merge(&rows_of(lo..lo + 500, 1));
+            let gone = rows_of(lo + 500..lo + 600, 0);
+            let next = next.upsert(&RollupRows::from_iter(
+                gone.iter().map(|(k, _)| (k, Agg::default())),
+            ));
+            let next = next.merge(&rows_of(
+                20_000 + g as i64 * 100..20_100 + g as i64 * 100,
+                1,
+            ));
+            let e = write_rollup(dir.path(), &spec, &next, g, Some((&entry, &rows))).unwrap();
+            if e.deltas.is_empty() {
+                compacted += 1;
+            } else {
+                assert_eq!(
+                    e.partitions, entry.partitions,
+                    "a delta leaves the partitions"
+                );
+            }
+            assert!(e.deltas.len() <= MAX_DELTAS);
+            assert_eq!(read_rollup(dir.path(), &e).unwrap(), next, "generation {g}");
+            (entry, rows) = (e, next);
+        }
+        assert!(compacted >= 2, "the partitions were written again");
     }
 }

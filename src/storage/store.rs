@@ -4,7 +4,9 @@
 //!
 //! Partials are large, written once and never changed, so they live in plain files
 //! (`<id>.g<generation>.rp`: every rollup's encoded partial, one after another) rather
-//! than in sled, whose log would hold each of them about twice.
+//! than in sled, whose log would hold each of them about twice. An appended tail's
+//! partials go to a file of their own, so an append costs the tail: a file's partial is
+//! the merge of its files (at most `MAX_PARTS`; the engine then writes one whole again).
 //!
 //! Failure semantics: `commit` first writes the new partials files (temp, fsync, rename),
 //! then applies the whole change set in one sled transaction and flushes it, then
@@ -24,9 +26,13 @@ use crate::error::{Error, Result};
 use crate::rollup::codec;
 use crate::rollup::{RollupRows, RollupSpec};
 
-/// Version of the store's on-disk format: 2 keeps partials in files (1 kept them in sled,
-/// and is moved to files on open).
-pub const STORE_VERSION: u64 = 2;
+/// Version of the store's on-disk format: 3 lets a file's partials span several files
+/// (its appended tails), 2 kept one partials file per file, 1 kept partials in sled (moved
+/// to files on open). Both older versions open as version 3.
+pub const STORE_VERSION: u64 = 3;
+
+/// The most partials files one file's partials span.
+pub const MAX_PARTS: usize = 8;
 
 /// The first bytes of a partials file.
 const PARTIALS_MAGIC: &[u8; 4] = b"RPF1";
@@ -56,6 +62,8 @@ pub struct Commit {
     pub generation: u64,
     /// Files whose record and partials (encoded with `codec::encode`) are (re)written.
     pub folded: Vec<(FileRecord, Vec<Vec<u8>>)>,
+    /// Appended tails' partials (encoded), each added to its file's as a file of its own.
+    pub tails: Vec<(u32, Vec<Vec<u8>>)>,
     /// Files whose record changes but whose content did not (renamed, touched).
     pub moved: Vec<FileRecord>,
     /// Files no longer tracked.
@@ -66,7 +74,7 @@ pub struct Commit {
 pub struct Store {
     db: sled::Db,
     files: sled::Tree,
-    /// File id → the generation of its partials file.
+    /// File id → the generations of its partials files (8 bytes each, oldest first).
     partial_files: sled::Tree,
     meta: sled::Tree,
     path: PathBuf,
@@ -159,6 +167,13 @@ impl Store {
                 Ok(())
             }
             Some(1) => self.move_partials_to_files(),
+            Some(2) => {
+                self.meta
+                    .insert("version", &STORE_VERSION.to_be_bytes())
+                    .map_err(|e| self.sled_err(e))?;
+                self.db.flush().map_err(|e| self.sled_err(e))?;
+                Ok(())
+            }
             Some(STORE_VERSION) => Ok(()),
             Some(v) => Err(Error::State {
                 path: self.path.clone(),
@@ -172,10 +187,13 @@ impl Store {
     /// be folded again.
     pub fn damaged_partials(&self, rollups: usize) -> Result<Vec<(u32, String)>> {
         let mut out = Vec::new();
-        for (id, generation) in self.partial_generations()? {
-            let path = self.partials_path(id, generation);
-            if let Err(why) = check_partials(&path, rollups) {
-                out.push((id, format!("{}: {why}", path.display())));
+        for (id, generations) in self.partial_generations()? {
+            for g in generations {
+                let path = self.partials_path(id, g);
+                if let Err(why) = check_partials(&path, rollups) {
+                    out.push((id, format!("{}: {why}", path.display())));
+                    break;
+                }
             }
         }
         Ok(out)
@@ -249,6 +267,7 @@ impl Store {
         let named: std::collections::HashSet<PathBuf> = self
             .partial_generations()?
             .into_iter()
+            .flat_map(|(id, gs)| gs.into_iter().map(move |g| (id, g)))
             .map(|(id, g)| self.partials_path(id, g))
             .collect();
         let entries = fs::read_dir(&self.partials).map_err(|e| Error::io(&self.partials, e))?;
@@ -261,23 +280,29 @@ impl Store {
         Ok(())
     }
 
-    /// Every file id with the generation of its partials file.
-    fn partial_generations(&self) -> Result<Vec<(u32, u64)>> {
+    /// Every file id with the generations of its partials files.
+    fn partial_generations(&self) -> Result<Vec<(u32, Vec<u64>)>> {
         self.partial_files
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(|e| self.sled_err(e))?;
-                Ok((be_u32(&k)?, be_u64(&v)?))
+                Ok((be_u32(&k)?, generations(&v)?))
             })
             .collect()
     }
 
-    fn partial_generation(&self, id: u32) -> Result<Option<u64>> {
+    /// The generations of a file's partials files (none for an unknown file).
+    fn partial_generation(&self, id: u32) -> Result<Vec<u64>> {
         let v = self
             .partial_files
             .get(id.to_be_bytes())
             .map_err(|e| self.sled_err(e))?;
-        v.map(|v| be_u64(&v)).transpose()
+        v.map_or(Ok(Vec::new()), |v| generations(&v))
+    }
+
+    /// How many partials files a file's partials span.
+    pub fn parts(&self, id: u32) -> Result<usize> {
+        Ok(self.partial_generation(id)?.len())
     }
 
     fn sled_err(&self, e: impl std::fmt::Display) -> Error {
@@ -332,11 +357,21 @@ impl Store {
             .collect()
     }
 
-    /// A file's partial for the spec at index `spec`.
+    /// A file's partial for the spec at index `spec`: the merge of its partials files'.
     pub fn partial(&self, id: u32, spec: usize) -> Result<RollupRows> {
-        let generation = self
-            .partial_generation(id)?
-            .ok_or_else(|| self.sled_err(format!("no partials for file {id}")))?;
+        let generations = self.partial_generation(id)?;
+        if generations.is_empty() {
+            return Err(self.sled_err(format!("no partials for file {id}")));
+        }
+        let parts = generations
+            .into_iter()
+            .map(|g| self.read_partial(id, g, spec))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RollupRows::merge_tree(parts))
+    }
+
+    /// The partial for the spec at index `spec` in one partials file.
+    fn read_partial(&self, id: u32, generation: u64, spec: usize) -> Result<RollupRows> {
         let path = self.partials_path(id, generation);
         let read = || -> std::io::Result<Option<Vec<u8>>> {
             let mut f = File::open(&path)?;
@@ -372,7 +407,10 @@ impl Store {
             .removed
             .iter()
             .chain(c.folded.iter().filter(|f| !f.1.is_empty()).map(|f| &f.0.id))
-            .map(|id| Ok(self.partial_generation(*id)?.map(|g| (*id, g))))
+            .map(|id| {
+                let gs = self.partial_generation(*id)?;
+                Ok(gs.into_iter().map(|g| (*id, g)).collect::<Vec<_>>())
+            })
             .collect::<Result<Vec<_>>>()?
             .into_iter()
             .flatten()
@@ -382,6 +420,7 @@ impl Store {
             .iter()
             .filter(|(_, parts)| !parts.is_empty())
             .map(|(r, _)| r.id)
+            .chain(c.tails.iter().map(|(id, _)| *id))
             .collect();
         let landed = self.write_and_commit(c, next_id);
         let (remove, outcome): (Vec<(u32, u64)>, _) = match landed {
@@ -405,8 +444,11 @@ impl Store {
     }
 
     fn write_and_commit(&self, c: &Commit, next_id: u32) -> Result<()> {
-        for (r, parts) in c.folded.iter().filter(|(_, parts)| !parts.is_empty()) {
-            self.write_partials(r.id, c.generation, parts)?;
+        let whole = c.folded.iter().map(|(r, parts)| (r.id, parts));
+        for (id, parts) in whole.chain(c.tails.iter().map(|(id, parts)| (*id, parts))) {
+            if !parts.is_empty() {
+                self.write_partials(id, c.generation, parts)?;
+            }
         }
         crate::storage::manifest::sync_dir(&self.partials)?;
         let res: std::result::Result<(), TransactionError<()>> = (
@@ -427,6 +469,13 @@ impl Store {
                     if !parts.is_empty() {
                         partial_files.insert(&r.id.to_be_bytes(), &c.generation.to_be_bytes())?;
                     }
+                }
+                for (id, _) in &c.tails {
+                    let mut gs = partial_files
+                        .get(id.to_be_bytes())?
+                        .map_or_else(Vec::new, |v| v.to_vec());
+                    gs.extend(c.generation.to_be_bytes());
+                    partial_files.insert(&id.to_be_bytes(), gs)?;
                 }
                 meta.insert("generation", &c.generation.to_be_bytes())?;
                 meta.insert("next_id", &(next_id as u64).to_be_bytes())?;
@@ -483,6 +532,16 @@ fn be_u64(b: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(b.try_into().map_err(|_| {
         Error::Internal("store: a number of the wrong size".into())
     })?))
+}
+
+/// The generations a `partial_files` entry lists.
+fn generations(b: &[u8]) -> Result<Vec<u64>> {
+    if b.is_empty() || !b.len().is_multiple_of(8) {
+        return Err(Error::Internal(
+            "store: a list of generations of the wrong size".into(),
+        ));
+    }
+    b.chunks_exact(8).map(be_u64).collect()
 }
 
 fn be_u32(b: &[u8]) -> Result<u32> {
@@ -573,6 +632,44 @@ mod tests {
         let store = Store::open(&db, &parts).unwrap();
         assert_eq!(names(&parts), ["2.g2.rp"]);
         assert_eq!(store.partial(2, 1).unwrap(), rows(31));
+    }
+
+    /// An appended tail's partials go to a file of their own; the file's partial is the
+    /// merge of its files, and removing the file removes them all.
+    #[test]
+    fn an_appended_tail_is_a_partials_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, parts) = (dir.path().join("store"), dir.path().join("partials"));
+        let store = Store::open(&db, &parts).unwrap();
+        let commit = Commit {
+            generation: 1,
+            folded: vec![folded(1, 10)],
+            ..Commit::default()
+        };
+        store.commit(&commit, 2).unwrap();
+        let (_, tail) = folded(1, 40);
+        let commit = Commit {
+            generation: 2,
+            folded: vec![(record(1), Vec::new())],
+            tails: vec![(1, tail)],
+            ..Commit::default()
+        };
+        store.commit(&commit, 2).unwrap();
+        assert_eq!(names(&parts), ["1.g1.rp", "1.g2.rp"]);
+        assert_eq!(store.parts(1).unwrap(), 2);
+        assert_eq!(store.partial(1, 0).unwrap(), rows(10).merge(&rows(40)));
+        assert_eq!(store.partial(1, 1).unwrap(), rows(11).merge(&rows(41)));
+        assert!(store.damaged_partials(2).unwrap().is_empty());
+        drop(store);
+        let store = Store::open(&db, &parts).unwrap();
+        assert_eq!(names(&parts), ["1.g1.rp", "1.g2.rp"]);
+        let commit = Commit {
+            generation: 3,
+            removed: vec![1],
+            ..Commit::default()
+        };
+        store.commit(&commit, 2).unwrap();
+        assert!(names(&parts).is_empty());
     }
 
     /// A store written before partials moved to files opens with its partials intact.

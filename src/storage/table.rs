@@ -103,6 +103,9 @@ pub struct TableOptions {
     pub threads: usize,
     /// DuckDB's memory limit, e.g. "1GB" (empty = DuckDB's default, 80% of RAM).
     pub memory_limit: String,
+    /// WAL bytes past which a quiet publish checkpoints (a checkpoint costs a few hundred
+    /// milliseconds at bench scale however little it writes, so small changes share one).
+    pub checkpoint_wal_bytes: u64,
 }
 
 impl Default for TableOptions {
@@ -110,6 +113,7 @@ impl Default for TableOptions {
         TableOptions {
             threads: 0,
             memory_limit: "1GB".into(),
+            checkpoint_wal_bytes: 16 << 20,
         }
     }
 }
@@ -129,6 +133,7 @@ struct Inner {
     writes: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    checkpoint_wal_bytes: u64,
     failpoints: Failpoints,
     /// Why the tables were dropped and created again on open, if they were.
     rebuilt: Option<String>,
@@ -247,6 +252,7 @@ impl Table {
                 writes: Arc::new(AtomicU64::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
+                checkpoint_wal_bytes: opts.checkpoint_wal_bytes,
                 failpoints,
                 rebuilt,
             }),
@@ -442,11 +448,16 @@ impl Table {
         })
     }
 
-    /// Writes DuckDB's WAL into the database file if `current` is the only view alive,
-    /// pausing its queries meanwhile; otherwise leaves it for a later call. Returns whether
-    /// it checkpointed.
+    /// Writes DuckDB's WAL into the database file once it holds more than
+    /// `checkpoint_wal_bytes`, if `current` is the only view alive, pausing its queries
+    /// meanwhile; otherwise leaves it for a later call. Returns whether it checkpointed.
     pub fn checkpoint_quiet(&self, current: &View) -> Result<bool> {
-        if self.inner.views.load(Ordering::SeqCst) != 1 {
+        let mut wal = self.inner.path.clone().into_os_string();
+        wal.push(".wal");
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if wal_bytes <= self.inner.checkpoint_wal_bytes
+            || self.inner.views.load(Ordering::SeqCst) != 1
+        {
             return Ok(false);
         }
         current.quiesce(|| self.checkpoint())?;
