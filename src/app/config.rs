@@ -261,6 +261,7 @@ impl Config {
             table: TableOptions {
                 threads: self.duckdb_threads,
                 memory_limit: self.duckdb_memory_limit.clone(),
+                ingest_memory_limit: format!("{}MB", self.memory_budget_mb.max(1)),
                 ..TableOptions::default()
             },
             // A testing hook: steps of the commit path to fail (see `failpoint`).

@@ -256,6 +256,8 @@ pub enum ReasonKind {
     Grain,
     /// The rollup keeps nothing an aggregate of the query can be computed from.
     Aggregate,
+    /// It takes a MIN or MAX whose values the rollup is restoring after a removal.
+    ExtremesPending,
     /// It covers the query, but a smaller rollup does too.
     Larger,
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 
 /// The steps, in commit order.
-pub const POINTS: [&str; 6] = [
+pub const POINTS: [&str; 7] = [
     // Inside a file's DuckDB transaction, before it commits.
     "table.commit",
     // Before the store's transaction.
@@ -25,6 +25,8 @@ pub const POINTS: [&str; 6] = [
     "store.committed",
     // Before a new snapshot replaces the one queries see.
     "publish",
+    // Before the extremes a removal took are restored (the generation is published).
+    "extremes",
     // Before the rollup partitions are written.
     "partition.write",
     // Before the manifest is replaced.

@@ -132,6 +132,19 @@ impl Snapshot {
         self.generation
     }
 
+    /// Marks the rollups whose extremes are pending (see `Committed::pending`).
+    fn with_pending(mut self, pending: &[bool]) -> Snapshot {
+        for (entry, p) in self.catalog.iter_mut().zip(pending) {
+            entry.extremes_pending = *p;
+        }
+        self
+    }
+
+    /// Whether each rollup has keys whose extremes are pending.
+    pub fn pending_flags(&self) -> Vec<bool> {
+        self.catalog.iter().map(|e| e.extremes_pending).collect()
+    }
+
     /// Bytes of memory the snapshot's rollups take.
     pub fn rollup_bytes(&self) -> usize {
         self.rollups.iter().map(|r| r.heap_bytes()).sum()
@@ -149,6 +162,7 @@ impl Snapshot {
             .map(|(spec, rows)| CatalogEntry {
                 spec: spec.clone(),
                 rows: rows.len() as u64,
+                extremes_pending: false,
             })
             .collect();
         Snapshot {
@@ -162,6 +176,45 @@ impl Snapshot {
 
 /// The manifest on disk and the rollups its partitions hold.
 type Written = (Manifest, Vec<Arc<RollupRows>>);
+
+/// The rollups of the store's last committed generation.
+#[derive(Debug, Clone, Default)]
+struct Committed {
+    generation: u64,
+    rollups: Vec<Arc<RollupRows>>,
+    /// Per rollup, the keys (sorted) whose minimum or maximum a removal may have taken and
+    /// that have not had them back from the remaining rows yet (`Engine::restore_pending`).
+    /// Their extremes are unknown meanwhile: the snapshot says so (queries needing them go
+    /// to DuckDB), and the partitions are not written.
+    pending: Vec<Vec<Key>>,
+}
+
+impl Committed {
+    fn new(generation: u64, rollups: Vec<Arc<RollupRows>>) -> Committed {
+        Committed {
+            generation,
+            pending: vec![Vec::new(); rollups.len()],
+            rollups,
+        }
+    }
+
+    /// Adds the keys whose extremes a removal may have taken to those pending, keeping
+    /// only keys the rollups still hold.
+    fn pend(&mut self, affected: Vec<Vec<Key>>) {
+        self.pending.resize(self.rollups.len(), Vec::new());
+        for ((pending, new), rows) in self.pending.iter_mut().zip(affected).zip(&self.rollups) {
+            pending.extend(new);
+            pending.sort_unstable();
+            pending.dedup();
+            pending.retain(|k| rows.find(k).is_some());
+        }
+    }
+
+    /// Whether each rollup has keys whose extremes are pending.
+    fn pending_flags(&self) -> Vec<bool> {
+        self.pending.iter().map(|p| !p.is_empty()).collect()
+    }
+}
 
 /// A query's answer with where it came from.
 #[derive(Debug, Clone)]
@@ -252,7 +305,7 @@ pub struct Engine {
     /// The rollups of the store's last committed generation: updates start from these,
     /// and publishing catches up with them (the snapshot and the manifest may trail them
     /// after a failed publish).
-    committed: Mutex<(u64, Vec<Arc<RollupRows>>)>,
+    committed: Mutex<Committed>,
     /// Files the store holds whose rows the table lacks (in part) until their repair.
     unloaded: Mutex<HashSet<u32>>,
     /// One update at a time.
@@ -291,7 +344,7 @@ impl Engine {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             stats: Stats::default(),
             repairs: Mutex::new(Vec::new()),
-            committed: Mutex::new((0, Vec::new())),
+            committed: Mutex::new(Committed::default()),
             unloaded: Mutex::new(HashSet::new()),
             updating: Mutex::new(()),
             _lock: lock,
@@ -345,10 +398,13 @@ impl Engine {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
+    /// Makes `snapshot` the one queries see; waiters hear of a new generation only (a
+    /// generation published again, its extremes restored, answers as it did).
     fn publish(&self, snapshot: Snapshot) {
         let generation = snapshot.generation();
         *self.snapshot.write().expect("snapshot lock") = Arc::new(snapshot);
-        self.generation.send_replace(generation);
+        self.generation
+            .send_if_modified(|g| std::mem::replace(g, generation) != generation);
     }
 
     /// A view of the table as of now, for the snapshot about to be published.
@@ -531,7 +587,8 @@ impl Engine {
             match read {
                 Ok(rollups) => {
                     *self.written.lock().expect("written lock") = (m, rollups.clone());
-                    *self.committed.lock().expect("committed lock") = (generation, rollups);
+                    *self.committed.lock().expect("committed lock") =
+                        Committed::new(generation, rollups);
                     return self.publish_recovered().map(|()| None);
                 }
                 Err(e) => {
@@ -555,7 +612,7 @@ impl Engine {
                 Ok(Arc::new(RollupRows::merge_tree(parts)))
             })
             .collect::<Result<Vec<_>>>()?;
-        *self.committed.lock().expect("committed lock") = (generation, rollups);
+        *self.committed.lock().expect("committed lock") = Committed::new(generation, rollups);
         self.publish_recovered().map(|()| why)
     }
 
@@ -610,19 +667,19 @@ impl Engine {
         // published once, at the end (a crash in between is repaired from the partials).
         // The update holds the committed rollups (no clone), so that a snapshot not sharing
         // them lets later batches merge into them in place; they go back below.
-        let (generation, mut rollups) =
-            std::mem::take(&mut *self.committed.lock().expect("committed lock"));
+        let mut committed = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
         let mut report = UpdateReport {
-            generation,
+            generation: committed.generation,
             ..UpdateReport::default()
         };
         for (path, e) in &detected.failed {
             report.failed.push(FileFailure::new(path, e));
         }
         let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
+        let loading = (!changes.is_empty()).then(|| self.table.loading());
         let mut outcome = Ok(());
         for batch in batches(changes, self.opts.batch_bytes) {
-            let applied = self.apply(batch, &mut report, &mut rollups);
+            let applied = self.apply(batch, &mut report, &mut committed);
             if let Err(e) = applied {
                 // The table may hold changes the store did not commit; put it back.
                 if let Err(again) = self.reconcile_table() {
@@ -632,11 +689,17 @@ impl Engine {
                 break;
             }
         }
-        *self.committed.lock().expect("committed lock") = (report.generation, rollups);
+        *self.committed.lock().expect("committed lock") = committed;
+        drop(loading);
         // Batches committed before a failure are published all the same, and so is a
-        // generation an earlier publish failed to get out.
+        // generation an earlier publish failed to get out. Removals publish before their
+        // keys get their minima and maxima back, which queries needing them meanwhile
+        // find in DuckDB; then the generation is published again with them.
         self.catch_up()?;
         outcome?;
+        if self.restore_pending()? {
+            self.catch_up()?;
+        }
         report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
         report.failed.sort_by(|a, b| a.path.cmp(&b.path));
         report.elapsed = start.elapsed();
@@ -649,8 +712,9 @@ impl Engine {
         &self,
         changes: Vec<Change>,
         report: &mut UpdateReport,
-        current: &mut Vec<Arc<RollupRows>>,
+        committed: &mut Committed,
     ) -> Result<()> {
+        let current = &mut committed.rollups;
         let mut next_id = self.store.next_id()?;
         let ids: Vec<u32> = changes
             .iter()
@@ -737,11 +801,6 @@ impl Engine {
             .copied()
             .chain(commit.folded.iter().map(|(r, _)| r.id))
             .collect();
-        let rollups = match combined {
-            Some(combined) => Some(self.restore_extremes(combined, &changed)?),
-            None => None,
-        };
-        let t_extremes = t0.elapsed();
         self.store.set_layout(&self.opts.zone.name(), specs)?;
         self.opts.failpoints.hit("store.commit")?;
         let stored = self
@@ -753,13 +812,19 @@ impl Engine {
         if stored.is_err() && self.store.generation()? != commit.generation {
             return stored;
         }
-        match rollups {
-            Some(rollups) => *current = rollups,
-            None => current
+        match combined {
+            Some(combined) => {
+                let (rows, affected): (Vec<_>, Vec<_>) = combined.into_iter().unzip();
+                *current = rows.into_iter().map(Arc::new).collect();
+                committed.pend(affected);
+            }
+            None => committed
+                .rollups
                 .par_iter_mut()
                 .zip(&added)
                 .for_each(|(rows, add)| Arc::get_mut(rows).expect("unshared").merge_in_place(add)),
         }
+        committed.generation = commit.generation;
         report.generation = commit.generation;
         self.unloaded
             .lock()
@@ -770,8 +835,7 @@ impl Engine {
             fold_ms = t_fold.as_millis() as u64,
             merge_ms = (t_merge - t_fold).as_millis() as u64,
             table_wait_ms = (t_table - t_merge).as_millis() as u64,
-            extremes_ms = (t_extremes - t_table).as_millis() as u64,
-            store_ms = (t0.elapsed() - t_extremes).as_millis() as u64,
+            store_ms = (t0.elapsed() - t_table).as_millis() as u64,
             "generation committed to the store"
         );
         stored
@@ -860,55 +924,68 @@ impl Engine {
         })
     }
 
-    /// Gives the keys whose minimum or maximum a removed partial may have held (as
-    /// `RollupRows::combine` returns them) their extremes back, from the rows that remain:
-    /// one DuckDB statement over the table, which now holds exactly those rows, plus the
-    /// stored partials of files whose rows the table lacks until a repair folds them again
-    /// (`unloaded`; none outside crash repair). No other partial is read.
-    fn restore_extremes(
-        &self,
-        combined: Vec<(RollupRows, Vec<Key>)>,
-        changed: &HashSet<u32>,
-    ) -> Result<Vec<Arc<RollupRows>>> {
+    /// Gives the keys whose minimum or maximum a removal may have taken
+    /// (`Committed::pending`) their extremes back, from the rows that remain: one DuckDB
+    /// statement over the table, which holds exactly those rows, plus the stored partials
+    /// of files whose rows the table lacks until a repair folds them again (`unloaded`;
+    /// none outside crash repair). No other partial is read. Returns whether any key was
+    /// pending; on failure they stay pending (queries needing them keep going to DuckDB)
+    /// and the next update tries again.
+    fn restore_pending(&self) -> Result<bool> {
+        let Committed {
+            generation,
+            rollups,
+            pending,
+        } = self.committed.lock().expect("committed lock").clone();
+        if pending.iter().all(Vec::is_empty) {
+            return Ok(false);
+        }
+        self.opts.failpoints.hit("extremes")?;
         let unloaded: Vec<u32> = self
             .unloaded
             .lock()
             .expect("unloaded lock")
             .iter()
             .copied()
-            .filter(|id| !changed.contains(id))
             .collect();
         let started = Instant::now();
         let wanted: Vec<(&RollupSpec, &[Key])> = self
             .opts
             .specs
             .iter()
-            .zip(&combined)
-            .map(|(spec, (_, affected))| (spec, affected.as_slice()))
+            .zip(&pending)
+            .map(|(spec, keys)| (spec, keys.as_slice()))
             .collect();
         let extremes = self.table.extremes(&wanted)?;
         tracing::debug!(
-            keys = wanted.iter().map(|(_, k)| k.len()).sum::<usize>(),
+            keys = pending.iter().map(Vec::len).sum::<usize>(),
             ms = started.elapsed().as_millis() as u64,
             "extremes restored from the table"
         );
-        combined
+        let restored = rollups
             .into_iter()
+            .zip(&pending)
             .zip(extremes)
             .enumerate()
             .map(|(s, ((mut rows, affected), extremes))| {
                 if !affected.is_empty() {
-                    rows.merge_extremes(&affected, &extremes);
+                    let rows = Arc::make_mut(&mut rows);
+                    rows.merge_extremes(affected, &extremes);
                     let parts = unloaded
                         .iter()
                         .map(|id| self.store.partial(*id, s))
                         .collect::<Result<Vec<_>>>()?;
-                    rows.recompute_extremes(&affected, &parts);
-                    rows.check_extremes(&affected)?;
+                    rows.recompute_extremes(affected, &parts);
+                    rows.check_extremes(affected)?;
                 }
-                Ok(Arc::new(rows))
+                Ok(rows)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let mut committed = self.committed.lock().expect("committed lock");
+        if committed.generation == generation {
+            *committed = Committed::new(generation, restored);
+        }
+        Ok(true)
     }
 
     /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time
@@ -1025,10 +1102,19 @@ impl Engine {
     /// on open by merging the stored partials again; an error is retried by the next update.
     fn catch_up(&self) -> Result<()> {
         let specs = &self.opts.specs;
-        let (generation, rollups) = self.committed.lock().expect("committed lock").clone();
+        let committed = self.committed.lock().expect("committed lock").clone();
+        let (generation, pending) = (committed.generation, committed.pending_flags());
+        let rollups = committed.rollups;
         let published = self.snapshot();
         let view = match &published.view {
-            Some(view) if published.generation() == generation => view.clone(),
+            // The same generation again: its extremes were restored.
+            Some(view) if published.generation() == generation => {
+                if published.pending_flags() != pending {
+                    let snapshot = Snapshot::new(generation, specs, rollups.clone(), view.clone());
+                    self.publish(snapshot.with_pending(&pending));
+                }
+                view.clone()
+            }
             _ => {
                 if published.view.is_some() {
                     self.opts.failpoints.hit("publish")?;
@@ -1040,16 +1126,18 @@ impl Engine {
                     rollup_mb = snapshot.rollup_bytes() >> 20,
                     "publishing"
                 );
-                self.publish(snapshot);
+                self.publish(snapshot.with_pending(&pending));
                 view
             }
         };
         // The replaced snapshot's view must not count as a reader at the checkpoint below.
         drop(published);
         let (manifest, written) = self.written.lock().expect("written lock").clone();
-        if manifest.generation == generation
-            && specs_of(&manifest) == *specs
-            && manifest.zone == self.opts.zone.name()
+        // Rollups with extremes pending are not written; the manifest waits for them.
+        if pending.contains(&true)
+            || manifest.generation == generation
+                && specs_of(&manifest) == *specs
+                && manifest.zone == self.opts.zone.name()
         {
             return Ok(());
         }

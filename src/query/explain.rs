@@ -72,6 +72,7 @@ fn reason(r: &Rejection) -> Reason {
         Rejection::MissingColumn(_) => ReasonKind::MissingColumn,
         Rejection::Grain { .. } => ReasonKind::Grain,
         Rejection::Aggregate(_) => ReasonKind::Aggregate,
+        Rejection::ExtremesPending => ReasonKind::ExtremesPending,
     };
     Reason {
         kind,

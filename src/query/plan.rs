@@ -17,6 +17,9 @@ use crate::rollup::RollupSpec;
 pub struct CatalogEntry {
     pub spec: RollupSpec,
     pub rows: u64,
+    /// Some of its keys' minima and maxima are being restored after a removal: it cannot
+    /// answer MIN or MAX until they are.
+    pub extremes_pending: bool,
 }
 
 /// A bound SQL parameter.
@@ -60,6 +63,8 @@ pub enum Rejection {
     },
     /// The rollup keeps nothing this aggregate can be computed from.
     Aggregate(String),
+    /// The query takes a MIN or MAX the rollup is restoring after a removal.
+    ExtremesPending,
 }
 
 impl std::fmt::Display for Rejection {
@@ -80,6 +85,9 @@ impl std::fmt::Display for Rejection {
                 "{label} cannot be computed from it (it keeps COUNT(*), the prices' \
                  aggregates and COUNT of its key columns)"
             ),
+            Rejection::ExtremesPending => {
+                f.write_str("its minima and maxima are being restored after a file was removed")
+            }
         }
     }
 }
@@ -92,7 +100,15 @@ pub fn plan(query: &Query, catalog: &[CatalogEntry]) -> Plan {
 /// Plans `query`, and gives each rollup's verdict (in catalog order): `Ok` for those that
 /// cover it (the smallest is chosen), else why not.
 pub fn plan_checked(query: &Query, catalog: &[CatalogEntry]) -> (Plan, Vec<Result<(), Rejection>>) {
-    let verdicts: Vec<_> = catalog.iter().map(|e| check(&e.spec, query)).collect();
+    let verdicts: Vec<_> = catalog
+        .iter()
+        .map(|e| {
+            check(&e.spec, query).and_then(|()| match e.extremes_pending && takes_extremes(query) {
+                true => Err(Rejection::ExtremesPending),
+                false => Ok(()),
+            })
+        })
+        .collect();
     let route = catalog
         .iter()
         .zip(&verdicts)
@@ -139,6 +155,15 @@ pub fn check(spec: &RollupSpec, query: &Query) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+/// Whether the query takes a MIN or MAX of a price (what a rollup restoring its extremes
+/// cannot answer).
+fn takes_extremes(query: &Query) -> bool {
+    query.select.iter().any(|item| {
+        matches!(item, Item::Agg(a) if matches!(a.func, Func::Min | Func::Max)
+            && matches!(a.arg, Some(Column::BidPrice | Column::TotalPrice)))
+    })
 }
 
 fn aggregate_covered(spec: &RollupSpec, a: &Aggregate) -> bool {
@@ -367,7 +392,11 @@ mod tests {
         default_specs()
             .into_iter()
             .zip(rows)
-            .map(|(spec, rows)| CatalogEntry { spec, rows })
+            .map(|(spec, rows)| CatalogEntry {
+                spec,
+                rows,
+                extremes_pending: false,
+            })
             .collect()
     }
 

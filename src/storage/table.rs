@@ -103,6 +103,10 @@ pub struct TableOptions {
     pub threads: usize,
     /// DuckDB's memory limit, e.g. "1GB" (empty = DuckDB's default, 80% of RAM).
     pub memory_limit: String,
+    /// DuckDB's memory limit while an update loads rows (empty: `memory_limit`). DuckDB
+    /// keeps the blocks it writes cached up to its limit, so a large load would otherwise
+    /// hold that much more memory, and keep holding it once idle.
+    pub ingest_memory_limit: String,
     /// WAL bytes past which a quiet publish checkpoints (a checkpoint costs a few hundred
     /// milliseconds at bench scale however little it writes, so small changes share one).
     pub checkpoint_wal_bytes: u64,
@@ -113,6 +117,7 @@ impl Default for TableOptions {
         TableOptions {
             threads: 0,
             memory_limit: "1GB".into(),
+            ingest_memory_limit: "256MB".into(),
             checkpoint_wal_bytes: 16 << 20,
         }
     }
@@ -133,6 +138,8 @@ struct Inner {
     writes: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
+    /// DuckDB's memory limit for queries, and while loading (see `TableOptions`).
+    memory_limits: (String, String),
     checkpoint_wal_bytes: u64,
     failpoints: Failpoints,
     /// Why the tables were dropped and created again on open, if they were.
@@ -252,6 +259,7 @@ impl Table {
                 writes: Arc::new(AtomicU64::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
+                memory_limits: (opts.memory_limit.clone(), opts.ingest_memory_limit.clone()),
                 checkpoint_wal_bytes: opts.checkpoint_wal_bytes,
                 failpoints,
                 rebuilt,
@@ -464,12 +472,52 @@ impl Table {
         Ok(true)
     }
 
+    /// Lowers DuckDB's memory limit to the one for loading until the guard is dropped
+    /// (DuckDB evicts cached blocks to fit); `None` when the two are the same or DuckDB
+    /// refused (the load then runs under the query limit, with a warning).
+    pub fn loading(&self) -> Option<Loading<'_>> {
+        let (queries, loading) = &self.inner.memory_limits;
+        if loading.is_empty() || loading == queries {
+            return None;
+        }
+        match self.set_memory_limit(loading) {
+            Ok(()) => Some(Loading { table: self }),
+            Err(e) => {
+                tracing::warn!("setting DuckDB's memory limit for loading to {loading}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Sets DuckDB's memory limit (empty: DuckDB's default).
+    fn set_memory_limit(&self, limit: &str) -> Result<()> {
+        let sql = match limit {
+            "" => "RESET memory_limit".to_string(),
+            l => format!("SET memory_limit = '{}'", l.replace('\'', "''")),
+        };
+        self.call(move |conn| Ok(conn.execute_batch(&sql)?))
+    }
+
     /// The number of rows in `events`.
     pub fn row_count(&self) -> Result<u64> {
         self.call(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
             Ok(n as u64)
         })
+    }
+}
+
+/// DuckDB's memory limit for loading, in force while this lives (see `Table::loading`).
+pub struct Loading<'a> {
+    table: &'a Table,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let queries = &self.table.inner.memory_limits.0;
+        if let Err(e) = self.table.set_memory_limit(queries) {
+            tracing::warn!("setting DuckDB's memory limit back to {queries}: {e}");
+        }
     }
 }
 
