@@ -706,7 +706,10 @@ impl RollupRows {
             sparse_out(&self.bid, &add.bid),
             sparse_out(&self.total, &add.total),
         );
+        // Exactly: a rollup grown by doubling would hold up to twice its rows.
+        self.keys.reserve_exact(out - n);
         self.keys.resize(out, Key::default());
+        self.rows.reserve_exact(out - n);
         self.rows.resize(out, 0);
         let mut cursors = [
             Back::new(&mut self.bid, bid_out),
@@ -906,7 +909,9 @@ impl<'a> Back<'a> {
     /// Grows the column to `len` measures.
     fn new(s: &'a mut Sparse, len: usize) -> Back<'a> {
         let read = s.at.len();
+        s.at.reserve_exact(len - read);
         s.at.resize(len, 0);
+        s.values.reserve_exact(len - read);
         s.values.resize(len, Measure::default());
         Back {
             s,

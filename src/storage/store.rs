@@ -70,6 +70,13 @@ pub struct Commit {
     pub removed: Vec<u32>,
 }
 
+impl Commit {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.folded.is_empty() && self.moved.is_empty() && self.removed.is_empty()
+    }
+}
+
 /// The store of a state folder.
 pub struct Store {
     db: sled::Db,

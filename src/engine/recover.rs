@@ -1,0 +1,236 @@
+//! Opening a state folder: what an interrupted update or damaged files left behind is
+//! repaired from what remains, without re-parsing files whose content did not change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::rollup::{RollupRows, RollupSpec};
+use crate::storage::manifest::{read_rollup, Manifest};
+use crate::storage::store::{Commit, FileRecord};
+use crate::storage::table::{TableChange, TableFile};
+
+use super::publish::specs_of;
+use super::update::table_file;
+use super::{Committed, Engine};
+
+impl Engine {
+    /// Brings table and rollups in line with the store after an interrupted update, and
+    /// starts over when the state was built with another time zone or rollup set. What
+    /// is missing or damaged is rebuilt from what remains: files whose partials are lost
+    /// are folded again, and the rollups are merged again from the stored partials.
+    pub(super) fn recover(&mut self) -> Result<()> {
+        let (manifest, unreadable) = match Manifest::load(&self.state) {
+            Ok(None) if self.store.generation()? > 0 => (
+                None,
+                Some(
+                    "the manifest was missing; the rollups were merged again from the stored \
+                     partials"
+                        .to_string(),
+                ),
+            ),
+            Ok(m) => (m, None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the manifest could not be read ({e}); the rollups were merged again \
+                     from the stored partials"
+                )),
+            ),
+        };
+        self.keep_generations_growing(manifest.as_ref())?;
+        let layout = self.check_layout()?;
+        let lost = self.drop_lost_partials()?;
+        let table = self.table.rebuilt().map(str::to_string);
+        self.rebuilt
+            .extend([layout, table, lost, unreadable].into_iter().flatten());
+        self.reconcile_table()?;
+        let partition = self.recover_rollups(manifest)?;
+        self.rebuilt.extend(partition);
+        for why in &self.rebuilt {
+            tracing::warn!("rebuilt on open: {why}");
+        }
+        Ok(())
+    }
+
+    /// A store started over (moved aside as corrupt) would count generations from 0
+    /// again: it starts after the manifest's instead, so generations only grow.
+    pub(super) fn keep_generations_growing(&self, manifest: Option<&Manifest>) -> Result<()> {
+        let published = manifest.map_or(0, |m| m.generation);
+        if self.store.generation()? >= published {
+            return Ok(());
+        }
+        let commit = Commit {
+            generation: published + 1,
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)
+    }
+
+    /// Forgets files whose partials file is missing or damaged (one store commit): the
+    /// table drops their rows, and the next update folds them again from the CSVs.
+    pub(super) fn drop_lost_partials(&self) -> Result<Option<String>> {
+        let lost = self.store.damaged_partials(self.opts.specs.len())?;
+        let Some((_, first)) = lost.first() else {
+            return Ok(None);
+        };
+        let commit = Commit {
+            generation: self.store.generation()? + 1,
+            removed: lost.iter().map(|(id, _)| *id).collect(),
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)?;
+        Ok(Some(format!(
+            "the partials of {} file(s) were missing or damaged ({first}); those files are \
+             folded again",
+            lost.len()
+        )))
+    }
+
+    /// A state folded with another time zone or rollup set is emptied (one store commit;
+    /// the table and rollups follow), so the next update folds every file again with the
+    /// configured one. The CSV files are the data; nothing else is lost.
+    pub(super) fn check_layout(&self) -> Result<Option<String>> {
+        let Some((zone, specs)) = self.store.layout()? else {
+            return Ok(None);
+        };
+        let mut changes = Vec::new();
+        if zone != self.opts.zone.name() {
+            changes.push(format!("time zone {zone} → {}", self.opts.zone.name()));
+        }
+        if specs != self.opts.specs {
+            let names = |s: &[RollupSpec]| s.iter().map(RollupSpec::name).collect::<Vec<_>>();
+            changes.push(format!(
+                "rollups {:?} → {:?}",
+                names(&specs),
+                names(&self.opts.specs)
+            ));
+        }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let reason = format!("{}; every file is folded again", changes.join(", "));
+        tracing::warn!("the state was built with another layout: {reason}");
+        let files = self.store.files()?;
+        let commit = Commit {
+            generation: self.store.generation()? + 1,
+            removed: files.iter().map(|r| r.id).collect(),
+            ..Commit::default()
+        };
+        self.store.commit(&commit, self.store.next_id()?)?;
+        self.store
+            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
+        Ok(Some(reason))
+    }
+
+    /// What this engine rebuilt on open, and why (a changed time zone or rollup set, or
+    /// state found missing or damaged), if anything.
+    pub fn rebuilt(&self) -> Option<String> {
+        (!self.rebuilt.is_empty()).then(|| self.rebuilt.join("; "))
+    }
+
+    /// The manifest on disk (it trails the published generation while its partitions
+    /// are written).
+    pub fn manifest(&self) -> Manifest {
+        self.written.lock().expect("written lock").0.clone()
+    }
+
+    /// Makes the table agree with the store: drops rows the store does not know, cuts off
+    /// uncommitted appends, and queues files whose rows are missing for folding.
+    pub(super) fn reconcile_table(&self) -> Result<()> {
+        let records: HashMap<i32, FileRecord> = self
+            .store
+            .files()?
+            .into_iter()
+            .map(|r| (r.id as i32, r))
+            .collect();
+        let mut repairs = Vec::new();
+        let in_table: HashMap<i32, TableFile> =
+            self.table.files()?.into_iter().map(|f| (f.id, f)).collect();
+        for (id, f) in &in_table {
+            match records.get(id) {
+                None => self.table.apply(TableChange::Remove { id: *id })?,
+                Some(r) if f.size > r.size || f.parts > r.parts as i32 => {
+                    self.table.apply(TableChange::Truncate {
+                        file: table_file(r),
+                    })?
+                }
+                Some(r) if f.size < r.size || f.parts < r.parts as i32 => repairs.push(r.clone()),
+                Some(_) => {}
+            }
+        }
+        repairs.extend(
+            records
+                .values()
+                .filter(|r| !in_table.contains_key(&(r.id as i32)))
+                .cloned(),
+        );
+        *self.unloaded.lock().expect("unloaded lock") = repairs.iter().map(|r| r.id).collect();
+        *self.repairs.lock().expect("repairs lock") = repairs;
+        Ok(())
+    }
+
+    /// Loads the published rollups, or merges them again from the stored partials when
+    /// the manifest lags the store or one of its partitions cannot be read (then says
+    /// why). Publishes them; a failure to write them out is left to the next update.
+    pub(super) fn recover_rollups(&self, manifest: Option<Manifest>) -> Result<Option<String>> {
+        let generation = self.store.generation()?;
+        let current = manifest.filter(|m| {
+            m.generation == generation
+                && specs_of(m) == self.opts.specs
+                && m.zone == self.opts.zone.name()
+        });
+        let mut why = None;
+        if let Some(m) = current {
+            let read = m
+                .rollups
+                .par_iter()
+                .map(|r| read_rollup(&self.state, r).map(Arc::new))
+                .collect::<Result<Vec<_>>>();
+            match read {
+                Ok(rollups) => {
+                    *self.written.lock().expect("written lock") = (m, rollups.clone());
+                    *self.committed.lock().expect("committed lock") =
+                        Committed::new(generation, rollups);
+                    return self.publish_recovered().map(|()| None);
+                }
+                Err(e) => {
+                    why = Some(format!(
+                        "a rollup partition could not be read ({e}); the rollups were merged \
+                         again from the stored partials"
+                    ))
+                }
+            }
+        }
+        // The rollups lag the store (or are missing): merge them from the stored partials,
+        // no CSV is read.
+        let ids: Vec<u32> = self.store.files()?.iter().map(|r| r.id).collect();
+        let rollups = (0..self.opts.specs.len())
+            .into_par_iter()
+            .map(|s| {
+                let parts = ids
+                    .iter()
+                    .map(|id| self.store.partial(*id, s))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Arc::new(RollupRows::merge_tree(parts)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        *self.committed.lock().expect("committed lock") = Committed::new(generation, rollups);
+        self.publish_recovered().map(|()| why)
+    }
+
+    /// Publishes what recovery found. Once the snapshot is out, a failure to write the
+    /// partitions or the manifest (a full disk) does not stop the engine from opening:
+    /// the next update writes them.
+    pub(super) fn publish_recovered(&self) -> Result<()> {
+        match self.catch_up() {
+            Err(e) if self.snapshot().view.is_some() => {
+                tracing::error!("writing the rollups on open: {e}; the next update tries again");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! An update: the folder compared with the store, what changed folded in batches (files
+//! in parallel, a chunk at a time), each batch committed to DuckDB and the store as one
+//! generation and merged into the rollups.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use rayon::prelude::*;
+
+use arrow::array::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::ingest::changes::{detect, fingerprint, Change, Seen};
+use crate::ingest::fold::{fold_text, Folded, Text};
+use crate::ingest::lines::{Chunk, Lines};
+use crate::ingest::regular::{open_as_seen, still_as_seen};
+use crate::ingest::watch::{line_held_until, scan};
+use crate::rollup::codec;
+use crate::rollup::{Key, RollupRows};
+use crate::storage::store::{Commit, FileRecord, MAX_PARTS};
+use crate::storage::table::TableFile;
+
+use super::gather::{Batch, Gather};
+use super::{Committed, Engine, FileFailure, UpdateReport};
+
+impl Engine {
+    /// Compares the folder with the store and folds what changed.
+    pub fn update(&self, watch: &Path) -> Result<UpdateReport> {
+        // Absolute paths, so `build --watch data` and `--watch /abs/data` agree.
+        let watch = watch.canonicalize().map_err(|e| Error::io(watch, e))?;
+        let listing = scan(&watch, self.opts.recursive)?;
+        for (path, skip) in &listing.skipped {
+            tracing::warn!("{}: {skip}", path.display());
+        }
+        self.update_from(listing.files, &HashSet::new())
+    }
+
+    /// Folds what changed, given the folder's files as `watch::scan` lists them (absolute
+    /// paths), leaving the files at the paths in `hold` (and their records) as they are:
+    /// files still being written, or known not to fold.
+    pub fn update_from(
+        &self,
+        mut seen: Vec<Seen>,
+        hold: &HashSet<PathBuf>,
+    ) -> Result<UpdateReport> {
+        let _one = self.updating.lock().expect("update lock");
+        let start = Instant::now();
+        seen.retain(|s| !hold.contains(&s.path));
+        let mut records = self.store.files()?;
+        records.retain(|r| !hold.contains(&r.path));
+        let detected = detect(&seen, &records, &mut |p, len| fingerprint(p, len));
+        let mut changes = detected.changes;
+        let repairs = std::mem::take(&mut *self.repairs.lock().expect("repairs lock"));
+        for r in repairs {
+            changes.retain(|c| change_id(c) != Some(r.id));
+            match seen.iter().find(|s| s.path == r.path) {
+                Some(s) => changes.push(Change::Replace(r, s.clone())),
+                None => changes.push(Change::Remove(r)),
+            }
+        }
+        // Each batch commits to the store and moves `committed` along; the rollups are
+        // published once, at the end (a crash in between is repaired from the partials).
+        // The update holds the committed rollups (no clone), so that a snapshot not sharing
+        // them lets later batches merge into them in place; they go back below.
+        let mut committed = std::mem::take(&mut *self.committed.lock().expect("committed lock"));
+        let mut report = UpdateReport {
+            generation: committed.generation,
+            ..UpdateReport::default()
+        };
+        for (path, e) in &detected.failed {
+            report.failed.push(FileFailure::new(path, e));
+        }
+        let parsed_before = self.stats.bytes_parsed.load(Ordering::Relaxed);
+        let loading = (!changes.is_empty()).then(|| self.table.loading());
+        let mut outcome = Ok(());
+        for batch in batches(changes, self.opts.batch_bytes) {
+            let applied = self.apply(batch, &mut report, &mut committed);
+            if let Err(e) = applied {
+                // The table may hold changes the store did not commit; put it back.
+                if let Err(again) = self.reconcile_table() {
+                    tracing::error!("repairing the table after a failed update: {again}");
+                }
+                outcome = Err(e);
+                break;
+            }
+        }
+        *self.committed.lock().expect("committed lock") = committed;
+        drop(loading);
+        // Batches committed before a failure are published all the same, and so is a
+        // generation an earlier publish failed to get out. Removals publish before their
+        // keys get their minima and maxima back, which queries needing them meanwhile
+        // find in DuckDB; then the generation is published again with them.
+        self.catch_up()?;
+        outcome?;
+        if self.restore_pending()? {
+            self.catch_up()?;
+        }
+        report.bytes_parsed = self.stats.bytes_parsed.load(Ordering::Relaxed) - parsed_before;
+        report.failed.sort_by(|a, b| a.path.cmp(&b.path));
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    /// Applies one batch of changes as one generation. Files are folded in parallel and
+    /// their rows go to DuckDB as soon as they are folded, a chunk at a time.
+    pub(super) fn apply(
+        &self,
+        changes: Vec<Change>,
+        report: &mut UpdateReport,
+        committed: &mut Committed,
+    ) -> Result<()> {
+        let (ids, next_id) = self.file_ids(&changes)?;
+        let t0 = Instant::now();
+        let generation = self.store.generation()? + 1;
+        let mut gather = Gather::new(self, &changes, &ids, report, generation);
+        self.fold_all(&mut gather)?;
+        let Batch {
+            mut commit,
+            added,
+            removed_ids,
+            appended,
+            pending,
+        } = gather.finish();
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let t_fold = t0.elapsed();
+        self.store_tails(&mut commit, appended)?;
+        // New rollups: old + added − removed. Rollups no snapshot shares (within a
+        // multi-batch update) take a batch of additions in place once the store has
+        // committed it; others are merged into new ones while DuckDB may still be
+        // appending.
+        let combined = match committed.takes_in_place(&added, &removed_ids) {
+            true => None,
+            false => Some(self.combine(&committed.rollups, &added, &removed_ids)?),
+        };
+        let t_merge = t0.elapsed();
+        // The table commits before the store.
+        for p in pending {
+            p.wait()?;
+        }
+        let t_table = t0.elapsed();
+        let stored = self.commit_store(&commit, next_id);
+        // A commit that reports an error may still have landed (its flush failed): the
+        // rollups in memory follow what the store holds either way.
+        if stored.is_err() && self.store.generation()? != commit.generation {
+            return stored;
+        }
+        committed.advance(commit.generation, combined, &added);
+        report.generation = commit.generation;
+        let changed: HashSet<u32> = removed_ids
+            .iter()
+            .copied()
+            .chain(commit.folded.iter().map(|(r, _)| r.id))
+            .collect();
+        self.unloaded
+            .lock()
+            .expect("unloaded lock")
+            .retain(|id| !changed.contains(id));
+        tracing::info!(
+            generation = commit.generation,
+            fold_ms = t_fold.as_millis() as u64,
+            merge_ms = (t_merge - t_fold).as_millis() as u64,
+            table_wait_ms = (t_table - t_merge).as_millis() as u64,
+            store_ms = (t0.elapsed() - t_table).as_millis() as u64,
+            "generation committed to the store"
+        );
+        stored
+    }
+
+    /// Each change's file id (new ones for files folded afresh), and the next unused id.
+    fn file_ids(&self, changes: &[Change]) -> Result<(Vec<u32>, u32)> {
+        let mut next_id = self.store.next_id()?;
+        let ids = changes
+            .iter()
+            .map(|c| match c {
+                Change::Add(_) | Change::Replace(..) => {
+                    next_id += 1;
+                    next_id - 1
+                }
+                Change::Append(r, _) | Change::Remove(r) | Change::Move(r, _) => r.id,
+            })
+            .collect();
+        Ok((ids, next_id))
+    }
+
+    /// An appended tail's partial is stored as a part of its file's, until the file has
+    /// `MAX_PARTS` of them: then the file's partial is stored whole again.
+    fn store_tails(
+        &self,
+        commit: &mut Commit,
+        appended: Vec<(u32, Vec<RollupRows>)>,
+    ) -> Result<()> {
+        for (id, tail) in appended {
+            if self.store.parts(id)? < MAX_PARTS {
+                commit.tails.push((id, encode_all(&tail)));
+                continue;
+            }
+            let whole: Vec<RollupRows> = tail
+                .iter()
+                .enumerate()
+                .map(|(s, t)| Ok(self.store.partial(id, s)?.merge(t)))
+                .collect::<Result<_>>()?;
+            let slot = commit
+                .folded
+                .iter_mut()
+                .find(|(r, _)| r.id == id)
+                .expect("appended record");
+            slot.1 = encode_all(&whole);
+        }
+        Ok(())
+    }
+
+    /// Commits a batch to the store (with the layout it was folded in).
+    fn commit_store(&self, commit: &Commit, next_id: u32) -> Result<()> {
+        self.store
+            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
+        self.opts.failpoints.hit("store.commit")?;
+        self.store
+            .commit(commit, next_id)
+            .and_then(|()| self.opts.failpoints.hit("store.committed"))
+    }
+
+    /// `current` + `added` − the stored partials of `removed`, per rollup, as new rows,
+    /// with the keys whose extremes the removed partials may have held.
+    pub(super) fn combine(
+        &self,
+        current: &[Arc<RollupRows>],
+        added: &[RollupRows],
+        removed: &[u32],
+    ) -> Result<Vec<(RollupRows, Vec<Key>)>> {
+        added
+            .par_iter()
+            .enumerate()
+            .map(|(s, add)| {
+                let parts = removed
+                    .iter()
+                    .map(|id| self.store.partial(*id, s))
+                    .collect::<Result<Vec<_>>>()?;
+                let empty = RollupRows::default();
+                let old = current.get(s).map_or(&empty, |r| r.as_ref());
+                let started = Instant::now();
+                let sub = RollupRows::merge_tree(parts);
+                let t_sub = started.elapsed();
+                let out = old.combine(add, &sub);
+                tracing::debug!(
+                    rollup = s,
+                    rows = old.len(),
+                    add = add.len(),
+                    sub = sub.len(),
+                    read_us = t_sub.as_micros() as u64,
+                    combine_us = (started.elapsed() - t_sub).as_micros() as u64,
+                    "combined"
+                );
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// Folds the batch's files on the fold pool and hands what each produces to
+    /// `gather` on this thread, as it comes: rows of a chunk, then the file's fold (or its
+    /// failure); removals and moves at once.
+    pub(super) fn fold_all(&self, gather: &mut Gather<'_>) -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.threads)
+            .build()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let (changes, ids) = (gather.changes, gather.ids);
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Piece)>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(move || {
+                pool.install(|| {
+                    changes
+                        .par_iter()
+                        .enumerate()
+                        .for_each_with(tx, |tx, (i, c)| {
+                            let (s, from, part) = match c {
+                                Change::Add(s) | Change::Replace(_, s) => (s, 0, 0),
+                                Change::Append(r, s) => (s, r.size, r.parts as i32),
+                                Change::Remove(_) | Change::Move(..) => {
+                                    let _ = tx.send((i, Piece::Other));
+                                    return;
+                                }
+                            };
+                            let mut emit = |batch| {
+                                let _ = tx.send((i, Piece::Rows(batch)));
+                            };
+                            let folded = self.fold(s, from, (ids[i] as i32, part), &mut emit);
+                            let _ = tx.send((i, Piece::Done(folded)));
+                        })
+                })
+            });
+            for (i, piece) in rx {
+                match piece {
+                    Piece::Rows(batch) => gather.rows(i, batch)?,
+                    Piece::Done(Err(Error::Cancelled)) => return Err(Error::Cancelled),
+                    Piece::Done(Err(e)) => gather.failed(i, &e)?,
+                    Piece::Done(Ok(None)) => gather.held(i),
+                    Piece::Done(Ok(Some(fold))) => gather.folded(i, fold)?,
+                    Piece::Other => gather.other(i)?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time
+    /// (`chunk_bytes`), through its last complete line (or all of it once the file has
+    /// been quiet for `line_hold`). The table rows of every chunk but the last go to
+    /// `emit` as they are folded; the fold returned holds the last chunk's rows, the whole
+    /// partial and the fingerprint of everything up to the end of what was folded. `None`
+    /// when there is no complete line past `from` yet. Fails with `Error::Changed` when
+    /// the file changed while read or folded: nothing of it is committed, and it is folded
+    /// again later.
+    pub(super) fn fold(
+        &self,
+        s: &Seen,
+        from: u64,
+        ids: (i32, i32),
+        emit: &mut dyn FnMut(RecordBatch),
+    ) -> Result<Option<Fold>> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        let file = open_as_seen(s)?;
+        self.opts.failpoints.hit("fold.read")?;
+        let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
+        let mut lines = Lines::new(&s.path, file.take(s.size), self.opts.chunk_bytes);
+        let header = match lines.header()? {
+            Some(header) => header,
+            None if !quiet => return Ok(None),
+            None => lines.rest()?.bytes,
+        };
+        if header.is_empty() {
+            return Err(Error::BadFile {
+                path: s.path.clone(),
+                reason: "empty file (no header line)".into(),
+            });
+        }
+        lines.skip_to(from)?;
+        let start = Instant::now();
+        let mut whole: Option<Folded> = None;
+        let mut fold_chunk = |chunk: Chunk, whole: &mut Option<Folded>| -> Result<()> {
+            let text = Text {
+                path: &s.path,
+                header: &header,
+                body: &chunk.bytes,
+                first_line: chunk.first_line,
+                ids,
+                zone: self.opts.zone,
+            };
+            self.fold_chunk(&text, whole, emit)
+        };
+        while let Some(chunk) = lines.next_lines()? {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            fold_chunk(chunk, &mut whole)?;
+        }
+        if quiet {
+            let rest = lines.rest()?;
+            if !rest.bytes.is_empty() {
+                fold_chunk(rest, &mut whole)?;
+            }
+        }
+        if from > 0 && lines.taken() <= from {
+            return Ok(None);
+        }
+        let mut f = match whole {
+            Some(f) => f,
+            None => {
+                let chunk = Chunk {
+                    bytes: Vec::new(),
+                    first_line: 2,
+                };
+                fold_chunk(chunk, &mut whole)?;
+                whole.expect("folded")
+            }
+        };
+        if from == 0 {
+            f.bytes += header.len() as u64;
+        }
+        still_as_seen(s)?;
+        self.stats.parsed(&s.path, f.bytes, f.rows);
+        tracing::debug!(
+            path = %s.path.display(),
+            ms = start.elapsed().as_millis() as u64,
+            partial_kb = f.partial.iter().map(RollupRows::heap_bytes).sum::<usize>() >> 10,
+            "folded"
+        );
+        let encoded = if from == 0 {
+            encode_all(&f.partial)
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Fold {
+            len: lines.taken(),
+            fingerprint: lines.fingerprint(),
+            folded: f,
+            encoded,
+        }))
+    }
+
+    /// Folds one chunk of a file: the first becomes the file's fold, each later one is
+    /// merged into it, the rows the fold held so far going to `emit`.
+    fn fold_chunk(
+        &self,
+        text: &Text,
+        whole: &mut Option<Folded>,
+        emit: &mut dyn FnMut(RecordBatch),
+    ) -> Result<()> {
+        let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
+        let piece = fold_text(text, &self.opts.specs, self.opts.max_bad_rows - bad)?;
+        let stats = &self.stats;
+        stats.chunks_folded.fetch_add(1, Ordering::Relaxed);
+        stats
+            .largest_chunk
+            .fetch_max(text.body.len() as u64, Ordering::Relaxed);
+        match whole {
+            None => *whole = Some(piece),
+            Some(w) => emit(w.then(piece)),
+        }
+        Ok(())
+    }
+}
+
+/// A file's fold.
+pub(super) struct Fold {
+    pub(super) folded: Folded,
+    /// The file's prefix folded: through its last complete line, or all of it.
+    pub(super) len: u64,
+    /// xxh3 of that prefix.
+    pub(super) fingerprint: u64,
+    /// The encoded partials (whole files only).
+    pub(super) encoded: Vec<Vec<u8>>,
+}
+
+/// What a fold thread sends for change number `i` of a batch.
+pub(super) enum Piece {
+    /// Table rows of a chunk of the file (more follow).
+    Rows(RecordBatch),
+    /// The file's fold, `None` when there was nothing whole to fold yet, or its failure.
+    Done(Result<Option<Fold>>),
+    /// A change that folds nothing (a removal or a move).
+    Other,
+}
+
+/// The path a change is about (the new one of a move).
+pub(super) fn change_path(c: &Change) -> &Path {
+    match c {
+        Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) | Change::Move(_, s) => {
+            &s.path
+        }
+        Change::Remove(r) => &r.path,
+    }
+}
+
+/// The file as seen, for the changes that fold it.
+pub(super) fn change_seen(c: &Change) -> Option<&Seen> {
+    match c {
+        Change::Add(s) | Change::Replace(_, s) | Change::Append(_, s) => Some(s),
+        Change::Remove(_) | Change::Move(..) => None,
+    }
+}
+
+pub(super) fn change_id(c: &Change) -> Option<u32> {
+    match c {
+        Change::Add(_) => None,
+        Change::Remove(r) | Change::Replace(r, _) | Change::Append(r, _) | Change::Move(r, _) => {
+            Some(r.id)
+        }
+    }
+}
+
+pub(super) fn record(id: u32, s: &Seen, fingerprint: u64, rows: u64, parts: u32) -> FileRecord {
+    FileRecord {
+        id,
+        path: s.path.clone(),
+        size: s.size,
+        mtime_ns: s.mtime_ns,
+        inode: s.inode,
+        fingerprint,
+        rows,
+        bad_rows: 0,
+        parts,
+    }
+}
+
+pub(super) fn table_file(r: &FileRecord) -> TableFile {
+    TableFile {
+        id: r.id as i32,
+        path: r.path.display().to_string(),
+        size: r.size,
+        parts: r.parts as i32,
+        rows: r.rows,
+    }
+}
+
+pub(super) fn skipped(report: &mut UpdateReport, s: &Seen, f: &Folded) {
+    for (line, reason) in &f.bad_rows {
+        report
+            .skipped
+            .push((s.path.clone(), format!("line {line} skipped: {reason}")));
+    }
+}
+
+/// Merges a file's partial into the batch's additions, each rollup in place.
+pub(super) fn add_partial(added: &mut [RollupRows], partial: Vec<RollupRows>) {
+    added
+        .par_iter_mut()
+        .zip(partial)
+        .for_each(|(sum, p)| match sum.is_empty() {
+            true => *sum = p,
+            false => sum.merge_in_place(&p),
+        });
+}
+
+pub(super) fn encode_all(partial: &[RollupRows]) -> Vec<Vec<u8>> {
+    partial.iter().map(codec::encode).collect()
+}
+
+/// Splits changes into batches of at most `limit` bytes to fold (at least one change each).
+pub(super) fn batches(changes: Vec<Change>, limit: u64) -> Vec<Vec<Change>> {
+    let mut out: Vec<Vec<Change>> = Vec::new();
+    let mut bytes = 0;
+    for c in changes {
+        let cost = match &c {
+            Change::Add(s) | Change::Replace(_, s) => s.size,
+            Change::Append(r, s) => s.size - r.size,
+            Change::Remove(_) | Change::Move(..) => 0,
+        };
+        if out.is_empty() || (bytes + cost > limit && !out.last().expect("batch").is_empty()) {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += cost;
+        out.last_mut().expect("batch").push(c);
+    }
+    out
+}
