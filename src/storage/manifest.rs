@@ -222,7 +222,7 @@ pub fn write_rollup(
         {
             let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
             let all = 0..changes.len();
-            let bytes = write_ipc(&state.join(&file), &to_batch(spec, &changes, all)?)?;
+            let bytes = write_ipc(&state.join(&file), spec, &changes, all)?;
             sync_dir(&dir)?;
             let mut entry = entry.clone();
             entry.deltas.push(PartitionEntry {
@@ -264,9 +264,9 @@ pub fn write_rollup(
                 continue;
             }
         }
-        let batch = to_batch(spec, rows, part.clone())?;
+
         let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
-        let bytes = write_ipc(&state.join(&file), &batch)?;
+        let bytes = write_ipc(&state.join(&file), spec, rows, part.clone())?;
         wrote = true;
         entries.push(PartitionEntry {
             key,
@@ -306,7 +306,13 @@ fn partitions(spec: &RollupSpec, rows: &RollupRows) -> Vec<(String, Range<usize>
     out
 }
 
-fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
+/// Rows per record batch of a rollup file: a partition is converted to Arrow a slice at a
+/// time, so writing one holds little more than the slice.
+const FILE_BATCH_ROWS: usize = 1 << 16;
+
+/// Writes rows `part` of a rollup to an Arrow IPC file (temp, fsync, rename), in record
+/// batches of `FILE_BATCH_ROWS`; returns its size.
+fn write_ipc(path: &Path, spec: &RollupSpec, rows: &RollupRows, part: Range<usize>) -> Result<u64> {
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // An I/O error while writing (a full disk) names the file.
@@ -317,11 +323,14 @@ fn write_ipc(path: &Path, batch: &RecordBatch) -> Result<u64> {
     let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
     let mut w = FileWriter::try_new_with_options(
         std::io::BufWriter::with_capacity(1 << 20, file),
-        &batch.schema(),
+        &rollup_schema(spec),
         opts,
     )
     .map_err(io)?;
-    w.write(batch).map_err(io)?;
+    for start in part.clone().step_by(FILE_BATCH_ROWS) {
+        let end = (start + FILE_BATCH_ROWS).min(part.end);
+        w.write(&to_batch(spec, rows, start..end)?).map_err(io)?;
+    }
     w.finish().map_err(io)?;
     let file = w
         .into_inner()
