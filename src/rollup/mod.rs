@@ -240,6 +240,21 @@ impl Measure {
         }
     }
 
+    /// What was added to `was` to give this measure (its count and sum over the added
+    /// values, this measure's extremes), if this only adds to it.
+    fn added_to(&self, was: &Measure) -> Option<Measure> {
+        if *self == *was {
+            return Some(Measure::default());
+        }
+        let widened = was.n == 0 || (self.min <= was.min && self.max >= was.max);
+        (self.n > was.n && widened).then(|| Measure {
+            n: self.n - was.n,
+            sum: self.sum - was.sum,
+            min: self.min,
+            max: self.max,
+        })
+    }
+
     /// Whether taking out `o` may change this measure's min or max.
     #[inline]
     fn extremes_touched_by(&self, o: &Measure) -> bool {
@@ -266,6 +281,16 @@ pub struct Agg {
 }
 
 impl Agg {
+    /// What was added to `was` to give this, if this only adds to it (see
+    /// `RollupRows::additions_to`).
+    fn added_to(&self, was: &Agg) -> Option<Agg> {
+        Some(Agg {
+            rows: self.rows.checked_sub(was.rows)?,
+            bid: self.bid.added_to(&was.bid)?,
+            total: self.total.added_to(&was.total)?,
+        })
+    }
+
     #[inline]
     pub fn merge(&mut self, o: &Agg) {
         self.rows += o.rows;
@@ -629,57 +654,24 @@ impl RollupRows {
         out
     }
 
-    /// What turns these rows into `new`: `new`'s rows whose key is not here or whose
-    /// aggregates differ, and a row counting 0 (a removal) for each key here that `new`
-    /// lacks, in key order. `upsert` applies it.
-    pub fn changes_to(&self, new: &RollupRows) -> RollupRows {
+    /// What was added to these rows to give `new`, when `new` only adds to them (every
+    /// key kept, no count smaller, no minimum larger, no maximum smaller): per key that
+    /// changed, the difference of counts and sums with `new`'s extremes, so that merging
+    /// the result into these rows gives `new`. `None` when `new` took anything away.
+    pub fn additions_to(&self, new: &RollupRows) -> Option<RollupRows> {
         let mut out = RollupRows::default();
-        let (mut a, mut b) = (self.iter().peekable(), new.iter().peekable());
-        loop {
-            let ord = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.0.cmp(&y.0),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => break,
-            };
-            match ord {
-                std::cmp::Ordering::Less => {
-                    let (k, _) = a.next().expect("peeked");
-                    out.push(k, &Agg::default());
-                }
-                std::cmp::Ordering::Greater => {
-                    let (k, agg) = b.next().expect("peeked");
-                    out.push(k, &agg);
-                }
-                std::cmp::Ordering::Equal => {
-                    let (_, was) = a.next().expect("peeked");
-                    let (k, agg) = b.next().expect("peeked");
-                    if was != agg {
-                        out.push(k, &agg);
-                    }
-                }
+        let mut old = self.iter().peekable();
+        for (k, agg) in new.iter() {
+            if old.peek().is_some_and(|(o, _)| *o < k) {
+                return None;
+            }
+            match old.next_if(|(o, _)| *o == k) {
+                None => out.push(k, &agg),
+                Some((_, was)) if was == agg => {}
+                Some((_, was)) => out.push(k, &agg.added_to(&was)?),
             }
         }
-        out
-    }
-
-    /// These rows with `changes` (as `changes_to` gives them) applied: a changed row
-    /// replaces the row of its key, a row counting 0 removes it. Runs of unchanged rows
-    /// are copied whole.
-    pub fn upsert(&self, changes: &RollupRows) -> RollupRows {
-        let mut out = RollupRows::with_capacity(self.len() + changes.len());
-        let mut at = 0;
-        for (k, a) in changes.iter() {
-            let i = at + gallop(&self.keys[at..], &k);
-            out.extend_from(self, at..i);
-            at = i + usize::from(self.keys.get(i) == Some(&k));
-            if a.rows > 0 {
-                out.push(k, &a);
-            }
-        }
-        out.extend_from(self, at..self.len());
-        out.shrink_to_fit();
-        out
+        old.next().is_none().then_some(out)
     }
 
     /// Merges sorted rows into these in place: the columns grow to their new length and
@@ -1204,14 +1196,14 @@ mod tests {
             }
             assert_eq!(ra.merge(&of(&small)), of(&with_small));
             assert_eq!(of(&small).merge(&ra), of(&with_small));
-            // Changes from one set to another, applied, give the other.
-            assert_eq!(ra.upsert(&ra.changes_to(&rb)), rb);
-            assert_eq!(ra.upsert(&ra.changes_to(&of(&with_small))), of(&with_small));
-            assert!(ra.changes_to(&ra).is_empty());
-            assert_eq!(
-                RollupRows::default().upsert(&RollupRows::default().changes_to(&ra)),
-                ra
-            );
+            // What one set added to another, merged back, gives it; a set that took
+            // anything away has no additions.
+            let grown = ra.additions_to(&of(&with_small)).unwrap();
+            assert_eq!(ra.merge(&grown), of(&with_small));
+            assert!(grown.len() <= small.len());
+            assert!(ra.additions_to(&ra).unwrap().is_empty());
+            assert_eq!(RollupRows::default().additions_to(&ra).unwrap(), ra);
+            assert!(b.is_empty() || of(&sum).additions_to(&ra).is_none());
         }
     }
 

@@ -1,10 +1,13 @@
 //! Rollup files on disk: each rollup is a set of Arrow IPC (LZ4) partitions by month,
-//! plus the deltas written since (the rows of the keys a generation changed), listed in
-//! a manifest that carries the generation. A small change writes a delta instead of
-//! every partition it touches; once a rollup's deltas add up to an eighth of its rows its
-//! partitions are written again and the deltas dropped. Every file is written to a temp
-//! name, fsynced and renamed; a new generation becomes visible only when the manifest
-//! is replaced, so a reader never sees half a change.
+//! plus the deltas written since, listed in a manifest that carries the generation. A
+//! change that only adds rows (new files, appends) writes a delta, what it added to the
+//! keys it touched, instead of every partition it touches: a key may then have a row in
+//! a partition and in deltas, which combine as rollup rows do (counts and sums add,
+//! minima and maxima take the smaller and larger), so any reader aggregating the files
+//! by key gets the rollup. Once a rollup's deltas add up to an eighth of its rows, or a
+//! change takes rows away, its partitions are written again and the deltas dropped. Every
+//! file is written to a temp name, fsynced and renamed; a new generation becomes visible
+//! only when the manifest is replaced, so a reader never sees half a change.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -58,8 +61,8 @@ pub struct RollupEntry {
     pub rows: u64,
     pub bytes: u64,
     pub partitions: Vec<PartitionEntry>,
-    /// Changes since the partitions were written, oldest first: each holds the new rows
-    /// of the keys a generation changed, a row counting 0 for a key it removed.
+    /// What was added since the partitions were written, oldest first: each holds, for
+    /// the keys a generation added to, the counts and sums it added and the new extremes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deltas: Vec<PartitionEntry>,
 }
@@ -196,9 +199,9 @@ fn partition_of(grain: Option<TimeCol>, time: i32) -> (String, i32) {
 }
 
 /// Writes a rollup's files for `generation` and returns its manifest entry. Given
-/// `previous` (the rollup's last entry and the rows it holds), what changed since goes
-/// to a delta when the rollup's deltas stay small; otherwise the partitions are written,
-/// those whose rows equal the previous entry's kept as they are.
+/// `previous` (the rollup's last entry and the rows it holds), what was added since goes
+/// to a delta when nothing was taken away and the rollup's deltas stay small; otherwise
+/// the partitions are written, those whose rows equal the previous entry's kept.
 pub fn write_rollup(
     state: &Path,
     spec: &RollupSpec,
@@ -213,13 +216,16 @@ pub fn write_rollup(
         if std::ptr::eq(old, rows) {
             return Ok(entry.clone());
         }
-        let changes = old.changes_to(rows);
-        if changes.is_empty() {
-            return Ok(entry.clone());
-        }
-        let carried: u64 = entry.deltas.iter().map(|d| d.rows).sum::<u64>() + changes.len() as u64;
-        if entry.deltas.len() < MAX_DELTAS && carried <= (rows.len() as u64 / 8).max(MIN_DELTA_ROWS)
-        {
+        let added = old.additions_to(rows);
+        if let Some(changes) = added.filter(|added| {
+            let carried: u64 =
+                entry.deltas.iter().map(|d| d.rows).sum::<u64>() + added.len() as u64;
+            entry.deltas.len() < MAX_DELTAS
+                && carried <= (rows.len() as u64 / 8).max(MIN_DELTA_ROWS)
+        }) {
+            if changes.is_empty() {
+                return Ok(entry.clone());
+            }
             let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
             let all = 0..changes.len();
             let bytes = write_ipc(&state.join(&file), spec, &changes, all)?;
@@ -343,8 +349,7 @@ fn write_ipc(path: &Path, spec: &RollupSpec, rows: &RollupRows, part: Range<usiz
     Ok(bytes)
 }
 
-/// Reads a rollup's rows back from its files: the partitions, with the deltas applied
-/// in order.
+/// Reads a rollup's rows back from its files: the partitions, with the deltas merged in.
 pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
     let mut rows = RollupRows::with_capacity(entry.rows as usize);
     for p in &entry.partitions {
@@ -355,7 +360,7 @@ pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
         let mut changes = RollupRows::with_capacity(d.rows as usize);
         read_ipc(state, &entry.spec, d, &mut changes)?;
         changes.sort();
-        rows = rows.upsert(&changes);
+        rows = rows.merge(&changes);
     }
     rows.shrink_to_fit();
     Ok(rows)
@@ -652,13 +657,14 @@ mod tests {
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
     }
 
-    /// Generations of small changes (keys added, changed, removed) go to deltas until
-    /// they add up to too much; what is read back always equals the rows written.
+    /// Generations that only add go to deltas until they add up to too much; one that
+    /// takes rows away writes the partitions again. What is read back (partitions and
+    /// deltas merged by key) always equals the rows written.
     #[test]
-    fn small_changes_go_to_deltas_until_the_partitions_are_written_again() {
+    fn additions_go_to_deltas_until_the_partitions_are_written_again() {
         let dir = tempfile::tempdir().unwrap();
         let spec = RollupSpec::new(Some(TimeCol::Day), &[Dim::Advertiser]);
-        let rows_of = |range: std::ops::Range<i64>, n: u64| -> RollupRows {
+        let rows_of = |range: std::ops::Range<i64>| -> RollupRows {
             range
                 .map(|adv| {
                     let key = Key {
@@ -667,7 +673,7 @@ mod tests {
                         ..Key::default()
                     };
                     let mut a = Agg {
-                        rows: n + adv as u64 % 3,
+                        rows: 1 + adv as u64 % 3,
                         ..Agg::default()
                     };
                     a.total.add(adv * 1000);
@@ -677,34 +683,41 @@ mod tests {
                 .into_iter()
                 .collect()
         };
-        let mut rows = rows_of(0..20_000, 1);
+        let mut rows = rows_of(0..20_000);
         let mut entry = write_rollup(dir.path(), &spec, &rows, 1, None).unwrap();
-        let mut compacted = 0;
+        let (mut compacted, mut removals) = (0, 0);
         for g in 2..40u64 {
-            // Each generation changes 500 keys, adds 100 and drops 100.
+            // Each generation adds to 500 keys and adds 100 new ones; every tenth one
+            // also drops 100 keys.
             let lo = (g as i64 * 300) % 19_000;
-            let next = rows.merge(&rows_of(lo..lo + 500, 1));
-            let gone = rows_of(lo + 500..lo + 600, 0);
-            let next = next.upsert(&RollupRows::from_iter(
-                gone.iter().map(|(k, _)| (k, Agg::default())),
-            ));
-            let next = next.merge(&rows_of(
-                20_000 + g as i64 * 100..20_100 + g as i64 * 100,
-                1,
-            ));
+            let new_keys = 20_000 + g as i64 * 100..20_100 + g as i64 * 100;
+            let mut next = rows.merge(&rows_of(lo..lo + 500)).merge(&rows_of(new_keys));
+            let removal = g % 10 == 0;
+            if removal {
+                let gone: RollupRows = next
+                    .iter()
+                    .filter(|(k, _)| (lo + 500..lo + 600).contains(&k.adv))
+                    .collect();
+                let (rest, affected) = next.combine(&RollupRows::default(), &gone);
+                assert!(affected.is_empty());
+                next = rest;
+            }
             let e = write_rollup(dir.path(), &spec, &next, g, Some((&entry, &rows))).unwrap();
-            if e.deltas.is_empty() {
-                compacted += 1;
-            } else {
-                assert_eq!(
-                    e.partitions, entry.partitions,
-                    "a delta leaves the partitions"
-                );
+            match e.deltas.is_empty() {
+                true => compacted += 1,
+                false => assert_eq!(e.partitions, entry.partitions, "a delta leaves them"),
+            }
+            if removal {
+                assert!(e.deltas.is_empty(), "a removal writes the partitions");
+                removals += 1;
             }
             assert!(e.deltas.len() <= MAX_DELTAS);
             assert_eq!(read_rollup(dir.path(), &e).unwrap(), next, "generation {g}");
             (entry, rows) = (e, next);
         }
-        assert!(compacted >= 2, "the partitions were written again");
+        assert!(
+            compacted > removals,
+            "additions alone wrote the partitions again"
+        );
     }
 }
