@@ -450,6 +450,22 @@ impl RollupRows {
         }
     }
 
+    /// Empty rows with room for the merge of `a` and `b` (no column grows while merging;
+    /// what is left over is given back at the end).
+    fn to_merge(a: &RollupRows, b: &RollupRows) -> RollupRows {
+        let n = a.len() + b.len();
+        let sparse = |x: &Sparse, y: &Sparse| Sparse {
+            at: Vec::with_capacity(x.at.len() + y.at.len()),
+            values: Vec::with_capacity(x.values.len() + y.values.len()),
+        };
+        RollupRows {
+            keys: Vec::with_capacity(n),
+            rows: Vec::with_capacity(n),
+            bid: sparse(&a.bid, &b.bid),
+            total: sparse(&a.total, &b.total),
+        }
+    }
+
     /// Appends a row; its key must be above every key already here, or the rows must be
     /// put in order with `sort` before anything else reads them.
     #[inline]
@@ -606,7 +622,7 @@ impl RollupRows {
         if small.len().saturating_mul(8) < big.len() {
             return big.merge_runs(small);
         }
-        let mut out = RollupRows::with_capacity(self.len().max(other.len()));
+        let mut out = RollupRows::to_merge(self, other);
         let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
@@ -633,7 +649,7 @@ impl RollupRows {
     /// `self` merged with the (much smaller) `small`, copying the runs of rows between
     /// `small`'s keys whole.
     fn merge_runs(&self, small: &RollupRows) -> RollupRows {
-        let mut out = RollupRows::with_capacity(self.len() + small.len());
+        let mut out = RollupRows::to_merge(self, small);
         let mut at = 0;
         for (k, a) in small.iter() {
             let i = at + gallop(&self.keys[at..], &k);
