@@ -1,6 +1,7 @@
-//! A changed time zone (or rollup set) rebuilds the state on the next start, and queries
-//! then follow the new zone; checked against day counts computed here with chrono-tz. A
-//! DuckDB table of another schema version is created again and every file folded again.
+//! A changed time zone rebuilds the state on the next start, and queries then follow the
+//! new zone; checked against day counts computed here with chrono-tz. A changed rollup
+//! set is computed from the table, no file read again. A DuckDB table of another schema
+//! version is created again and every file folded again.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -119,4 +120,46 @@ fn a_table_of_another_schema_version_is_created_again_and_folded_again() {
     drop(engine);
     let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
     assert_eq!(engine.rebuilt(), None, "the version is current now");
+}
+
+/// Rollups added to the set are computed from the table (appended and NULL-keyed rows
+/// included), those dropped go, and no CSV is read again: the rollups equal a fresh
+/// build and the queries DuckDB.
+#[test]
+fn an_added_rollup_is_computed_from_the_table_without_reading_a_file() {
+    let ws = Workspace::new();
+    let files = ws.generate(3, 2_000, 78);
+    let all = rollupd::rollup::default_specs();
+    let fewer = EngineOptions {
+        specs: all[2..all.len() - 1].to_vec(),
+        ..EngineOptions::default()
+    };
+    let engine = ws.build_with(fewer);
+    let tail = rollupd::app::gen::sample_file(300, 79);
+    let body = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&files[0])
+        .unwrap();
+    std::io::Write::write_all(&mut f, body).unwrap();
+    engine.update(&ws.watch()).unwrap();
+    drop(engine);
+    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+    let why = engine.rebuilt().expect("a rebuild reason");
+    assert!(why.contains("computed from the table"), "{why}");
+    assert_eq!(engine.stats().bytes_parsed_of(&files[0]), 0);
+    let report = engine.update(&ws.watch()).unwrap();
+    assert_eq!(report.bytes_parsed, 0, "no file is read again");
+    assert_fresh(&engine, &ws.files(), "after rollups were added");
+    for q in crate::util::reference_queries() {
+        let answer = engine.query(&q).unwrap();
+        let want = crate::oracle::oracle(&ws.files(), &q).unwrap();
+        crate::oracle::assert_same(
+            &q,
+            &answer.result.columns,
+            &crate::util::answer_rows(&answer),
+            &want,
+        )
+        .unwrap();
+    }
 }

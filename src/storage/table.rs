@@ -8,6 +8,7 @@
 //! old rows, append the new ones, record the file), so after an error or a crash the
 //! table holds either the old or the new rows of a file, never a mix.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -27,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::model::schema::{Column, TimeCol};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
-use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
+use crate::rollup::{
+    country_code, Agg, Dim, Extremes, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
+};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -797,6 +800,105 @@ impl Table {
             Ok(out)
         })
     }
+}
+
+impl Table {
+    /// Every file's partial for `spec`, from the table's rows (one grouped statement):
+    /// what folding the files again would give, for a rollup added after they were
+    /// folded. Files without rows have none.
+    pub fn file_partials(&self, spec: &RollupSpec) -> Result<HashMap<u32, RollupRows>> {
+        let mut keys = vec!["file_id".to_string()];
+        keys.extend(spec.grain.map(|g| {
+            let t = crate::query::plan::column_sql(Column::Time(g));
+            format!("CAST({t} AS INTEGER)")
+        }));
+        keys.extend(
+            spec.dims
+                .iter()
+                .map(|d| format!("\"{}\"", d.column().name())),
+        );
+        let measures =
+            |c: &str| format!("count({c}), CAST(sum({c}) AS DECIMAL(38,9)), min({c}), max({c})",);
+        let sql = format!(
+            "SELECT {k}, count(*), {b}, {t} FROM events GROUP BY {k}",
+            k = keys.join(", "),
+            b = measures("bid_price"),
+            t = measures("total_price"),
+        );
+        let spec = spec.clone();
+        self.call(move |conn| {
+            let mut out: HashMap<u32, RollupRows> = HashMap::new();
+            let mut stmt = conn.prepare(&sql)?;
+            for b in stmt.query_arrow([])? {
+                for (file, key, agg) in partial_rows(&spec, &b)? {
+                    out.entry(file).or_default().push(key, &agg);
+                }
+            }
+            for rows in out.values_mut() {
+                rows.sort();
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The rows of a `file_partials` result batch: file id, rollup key, aggregates.
+fn partial_rows(spec: &RollupSpec, b: &RecordBatch) -> Result<Vec<(u32, Key, Agg)>> {
+    let int = |i: usize| b.column(i).as_primitive::<Int32Type>();
+    let count = |i: usize| b.column(i).as_primitive::<arrow::datatypes::Int64Type>();
+    let dec = |i: usize| b.column(i).as_primitive::<Decimal128Type>();
+    let first_dim = 1 + usize::from(spec.grain.is_some());
+    let at = first_dim + spec.dims.len();
+    let measure = |from: usize, r: usize| -> Measure {
+        let n = count(from).value(r) as u64;
+        match n {
+            0 => Measure::default(),
+            _ => Measure {
+                n,
+                sum: dec(from + 1).value(r),
+                min: dec(from + 2).value(r) as i64,
+                max: dec(from + 3).value(r) as i64,
+            },
+        }
+    };
+    (0..b.num_rows())
+        .map(|r| {
+            let mut key = Key::default();
+            if spec.grain.is_some() {
+                let t = int(1);
+                key.time = if t.is_null(r) { NULL_TIME } else { t.value(r) };
+            }
+            for (j, d) in spec.dims.iter().enumerate() {
+                let c = b.column(first_dim + j);
+                match d {
+                    Dim::Type | Dim::Country if c.is_null(r) => {}
+                    Dim::Type => {
+                        let name = c.as_string::<i32>().value(r);
+                        key.typ = crate::model::schema::type_code(name).ok_or_else(|| {
+                            Error::Internal(format!("an event type the fold never gives: {name}"))
+                        })?;
+                    }
+                    Dim::Country => key.country = country_code(c.as_string::<i32>().value(r))?,
+                    Dim::Advertiser | Dim::Publisher => {
+                        let id = match c.is_null(r) {
+                            true => NULL_ID,
+                            false => int(first_dim + j).value(r) as i64,
+                        };
+                        match d {
+                            Dim::Advertiser => key.adv = id,
+                            _ => key.publ = id,
+                        }
+                    }
+                }
+            }
+            let agg = Agg {
+                rows: count(at).value(r) as u64,
+                bid: measure(at + 1, r),
+                total: measure(at + 5, r),
+            };
+            Ok((int(0).value(r) as u32, key, agg))
+        })
+        .collect()
 }
 
 /// The part of the extremes statement for rollup number `i`: its keys joined with the
