@@ -377,7 +377,10 @@ mod tests {
             key(120, 0, 5),
             key(NULL_TIME, 2, 1 << 40),
         ];
-        let runs = [0..keys.len()];
+        let runs = vec![Range {
+            start: 0,
+            end: keys.len(),
+        }];
         let group = [
             Column::AdvertiserId,
             Column::Time(TimeCol::Hour),
