@@ -555,6 +555,9 @@ struct AnswerHead<'a> {
     generation: u64,
 }
 
+/// Bytes an encoded cell is expected to take, to size an answer's buffer up front.
+const BYTES_PER_CELL: usize = 12;
+
 /// Room in a reply line for the fields around the head and the rows.
 const REPLY_FIELDS: u64 = 96;
 
@@ -572,7 +575,9 @@ impl EncodedAnswer {
         let room = limits
             .max_answer_bytes
             .saturating_sub(head.len() as u64 + REPLY_FIELDS);
-        let mut out = CappedWriter::new(room);
+        let result = &answer.result;
+        let expected = result.rows.len() * result.columns.len() * BYTES_PER_CELL + 4096;
+        let mut out = CappedWriter::with_room(room, expected);
         let too_large = |_| limits.too_many_bytes();
         match format {
             Format::Json => serde_json::to_writer(&mut out, &answer.result.rows)
