@@ -9,6 +9,7 @@
 //! by its text's rank, NULL last) and only the first `limit` are sorted fully.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::daemon::limits::QueryBudget;
@@ -241,63 +242,161 @@ fn scan(
     } else {
         rollup.time_range(range.0, range.1)
     };
-    let (keys, counts, prices) = rollup.columns();
+    let (keys, _, _) = rollup.columns();
     let runs = filter.runs(keys, rows);
     budget.cancel.check()?;
     let (country_rank, _) = ranks(&countries);
     let coder = Coder::new(&query.group_by, keys, &runs, &country_rank)?;
     let matched = runs.iter().map(|r| r.len()).sum();
-    let mut groups = Groups::new(&coder, matched);
-    let mut accs = Accs::with_capacity(groups.capacity(), needs);
-    // Per price, the next of its sparse measures to look at.
-    let mut cursors = [0usize; 2];
-    let mut last: Option<(u128, u32)> = None;
+    let groups = Groups::new(&coder, matched);
+    let accs = Accs::with_capacity(groups.capacity(), needs);
+    let mut fold = Fold {
+        coder: &coder,
+        needs,
+        rollup,
+        groups,
+        accs,
+        cursors: [0; 2],
+        last: None,
+    };
+    let (chunks, enough) = match leading_time(query) {
+        Some((t, desc, limit)) => (by_bucket(keys, runs, t, desc), limit),
+        None => (vec![runs], usize::MAX),
+    };
     let mut seen = 0;
-    for run in runs {
-        if seen / CANCEL_CHECK_ROWS != (seen + run.len()) / CANCEL_CHECK_ROWS {
-            budget.cancel.check()?;
+    for chunk in chunks {
+        for run in chunk {
+            if seen / CANCEL_CHECK_ROWS != (seen + run.len()) / CANCEL_CHECK_ROWS {
+                budget.cancel.check()?;
+            }
+            seen += run.len();
+            fold.run(run);
         }
-        seen += run.len();
-        for ((cursor, (at, _)), wanted) in cursors.iter_mut().zip(&prices).zip(needs.prices) {
-            if wanted {
-                *cursor = gallop(at, *cursor, at.len(), |&a| (a as usize) < run.start);
-            }
-        }
-        for i in run {
-            let k = &keys[i];
-            let key = coder.key(k);
-            let g = match last {
-                Some((prev, g)) if prev == key => g,
-                _ => {
-                    let (g, new) = groups.find(key, i);
-                    if new {
-                        accs.push(needs.prices);
-                    }
-                    g
-                }
-            } as usize;
-            last = Some((key, g as u32));
-            accs.rows[g] += counts[i];
-            for (c, non_null) in needs.counted.iter().zip(&mut accs.non_null) {
-                if !is_null(*c, k) {
-                    non_null[g] += counts[i];
-                }
-            }
-            for (p, (at, values)) in prices.iter().enumerate() {
-                let j = cursors[p];
-                if needs.prices[p] && at.get(j).is_some_and(|&a| a as usize == i) {
-                    accs.prices[p][g].merge(&values[j]);
-                    cursors[p] += 1;
-                }
-            }
+        // Groups of later buckets all come after these in the answer.
+        if fold.groups.len() >= enough {
+            break;
         }
     }
+    let Fold { groups, accs, .. } = fold;
     Ok(Scanned {
         coder,
         groups,
         accs,
         countries,
     })
+}
+
+/// A scan's running state: the groups found and their aggregates.
+struct Fold<'a> {
+    coder: &'a Coder,
+    needs: &'a Needs,
+    rollup: &'a RollupRows,
+    groups: Groups,
+    accs: Accs,
+    /// Per price, the next of its sparse measures to look at.
+    cursors: [usize; 2],
+    /// The last row's packed key and group.
+    last: Option<(u128, u32)>,
+}
+
+impl Fold<'_> {
+    /// Adds the rows of `run` (all matching) to their groups.
+    fn run(&mut self, run: Range<usize>) {
+        let (keys, counts, prices) = self.rollup.columns();
+        let needs = self.needs;
+        for ((cursor, (at, _)), wanted) in self.cursors.iter_mut().zip(&prices).zip(needs.prices) {
+            if wanted {
+                let from = if at.get(*cursor).is_some_and(|&a| a as usize <= run.start) {
+                    *cursor
+                } else {
+                    0
+                };
+                *cursor = gallop(at, from, at.len(), |&a| (a as usize) < run.start);
+            }
+        }
+        for i in run {
+            let k = &keys[i];
+            let key = self.coder.key(k);
+            let g = match self.last {
+                Some((prev, g)) if prev == key => g,
+                _ => {
+                    let (g, new) = self.groups.find(key, i);
+                    if new {
+                        self.accs.push(needs.prices);
+                    }
+                    g
+                }
+            } as usize;
+            self.last = Some((key, g as u32));
+            self.accs.rows[g] += counts[i];
+            for (c, non_null) in needs.counted.iter().zip(&mut self.accs.non_null) {
+                if !is_null(*c, k) {
+                    non_null[g] += counts[i];
+                }
+            }
+            for (p, (at, values)) in prices.iter().enumerate() {
+                let j = self.cursors[p];
+                if needs.prices[p] && at.get(j).is_some_and(|&a| a as usize == i) {
+                    self.accs.prices[p][g].merge(&values[j]);
+                    self.cursors[p] += 1;
+                }
+            }
+        }
+    }
+}
+
+/// For a limited answer whose order starts with a time column it groups by: the column,
+/// its direction and the limit. Its groups then come bucket by bucket, so the scan can
+/// stop after the buckets that hold the first `limit` groups.
+fn leading_time(query: &Query) -> Option<(TimeCol, bool, usize)> {
+    let limit = usize::try_from(query.limit?).ok()?;
+    let (col, desc) = match query.order_by.first() {
+        Some(k) => match query.select[k.item] {
+            Item::Column(c) => (c, k.desc),
+            Item::Agg(_) => return None,
+        },
+        None => (*query.group_by.first()?, false),
+    };
+    match col {
+        Column::Time(t) => Some((t, desc, limit)),
+        _ => None,
+    }
+}
+
+/// `runs` (sorted by time) cut at the buckets of `t`, a chunk per bucket, in the
+/// answer's order of buckets (NULL last either way).
+fn by_bucket(
+    keys: &[Key],
+    runs: Vec<Range<usize>>,
+    t: TimeCol,
+    desc: bool,
+) -> Vec<Vec<Range<usize>>> {
+    let mut chunks: Vec<(i32, Vec<Range<usize>>)> = Vec::new();
+    for run in runs {
+        let mut i = run.start;
+        while i < run.end {
+            let b = match keys[i].time {
+                NULL_TIME => NULL_TIME,
+                m => t.bucket(m),
+            };
+            let next = b.saturating_add(crate::query::filter::bucket_len(t) as i32);
+            let end = match b {
+                NULL_TIME => run.end,
+                _ => i + keys[i..run.end].partition_point(|k| k.time < next),
+            };
+            match chunks.last_mut() {
+                Some((last, chunk)) if *last == b => chunk.push(i..end),
+                _ => chunks.push((b, std::iter::once(i..end).collect())),
+            }
+            i = end;
+        }
+    }
+    if desc {
+        let nulls = chunks.last().is_some_and(|(b, _)| *b == NULL_TIME) as usize;
+        let len = chunks.len();
+        chunks[..len - nulls].reverse();
+    }
+    chunks.into_iter().map(|(_, c)| c).collect()
 }
 
 fn is_null(c: Column, k: &Key) -> bool {
