@@ -39,8 +39,8 @@ pub fn type_names() -> Vec<String> {
 
 /// How one group-by column's value becomes its code (NULL: the last code).
 enum Code {
-    /// Buckets of a time column from the first one.
-    Time { t: TimeCol, base: i32, len: i32 },
+    /// Buckets of `len` minutes from the first one (which starts at `base`).
+    Time { base: i32, len: u32 },
     /// A text column's code → its rank.
     Rank { country: bool, rank: Vec<u32> },
     /// An id from the smallest one.
@@ -54,7 +54,7 @@ impl Code {
     fn of(&self, k: &Key, null: u64) -> u64 {
         match self {
             Code::Time { .. } if k.time == NULL_TIME => null,
-            Code::Time { t, base, len } => ((t.bucket(k.time) - base) / len) as u64,
+            Code::Time { base, len } => u64::from(k.time.abs_diff(*base) / len),
             Code::Rank {
                 country: false,
                 rank,
@@ -183,13 +183,16 @@ fn time_code(t: TimeCol, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
         let non_null = keys[r.clone()].partition_point(|k| k.time != NULL_TIME);
         (non_null > 0).then(|| keys[r.start + non_null - 1].time)
     });
+    // Buckets are `len` minutes apart, so a bucket's index from the first is the
+    // distance from its start divided by `len` (every row is at or after the first).
+    let len = len as u32;
     match (first, last) {
         (Some(first), Some(last)) if first != NULL_TIME => {
             let base = t.bucket(first);
-            let card = ((t.bucket(last) - base) / len) as u64 + 2;
-            (Code::Time { t, base, len }, card)
+            let card = u64::from(last.abs_diff(base) / len) + 2;
+            (Code::Time { base, len }, card)
         }
-        _ => (Code::Time { t, base: 0, len }, 1),
+        _ => (Code::Time { base: 0, len }, 1),
     }
 }
 
