@@ -135,7 +135,8 @@ impl AnswerCache {
     /// Keeps `answer` (of its generation) under `key`, unless it is too large or of an
     /// older generation than the cache holds; older answers make room first.
     pub fn put(&self, key: String, answer: &EncodedAnswer) {
-        let size = key.len() + answer.size() + ENTRY_OVERHEAD;
+        // The key is held twice: by the entry and by its place in the recency order.
+        let size = 2 * key.len() + answer.size() + ENTRY_OVERHEAD;
         let fits = |cap: u64| u64::try_from(size).is_ok_and(|s| s <= cap);
         if !self.enabled() || !fits(self.opts.max_entry_bytes) || !fits(self.opts.max_bytes) {
             return;
@@ -186,6 +187,22 @@ mod tests {
             source: "duckdb".into(),
             generation,
         }
+    }
+
+    #[test]
+    fn keys_are_the_query_as_validated_and_the_format() {
+        let key = |text: &str, format| cache_key(&Query::parse_text(text).unwrap(), format);
+        let a = key(r#"{"select": [{"count": "*"}], "where": []}"#, Format::Json);
+        let b = key(
+            r#"{"from":"events","select":[{"COUNT":"*"}]}"#,
+            Format::Json,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, key(r#"{"select":[{"COUNT":"*"}]}"#, Format::Csv));
+        assert_ne!(
+            a,
+            key(r#"{"select":[{"COUNT":"bid_price"}]}"#, Format::Json)
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Executing a plan: aggregating rollup rows column by column, or running SQL on the
 //! DuckDB table, into typed result columns.
 //!
-//! Over a rollup: the filters are compiled against the keys (`filter`), each matching
-//! row's group is found from its ranked group key (the previous row's group when the key
-//! repeats, else a hash lookup), row counts are summed from the count column and the
-//! price measures only where a selected aggregate needs them, read off their sparse
-//! columns. Groups are ordered by typed keys (ranks for the group columns: a text column
-//! by its text's rank, NULL last) and only the first `limit` are sorted fully.
+//! Over a rollup: the filters are compiled against the keys (`filter`), which finds the
+//! runs of matching rows by skipping over the sorted keys; each matching row's group is
+//! found from its packed group key (`group`: the previous row's group when the key
+//! repeats, else a direct table, a sorted list or a hash map), row counts are summed
+//! from the count column and the price measures only where a selected aggregate needs
+//! them, read off their sparse columns in the same pass. Groups are ordered by typed
+//! keys (the packed key orders the group columns: a text column by its text, NULL last)
+//! and only the first `limit` are sorted fully; aggregates the order does not use are
+//! computed for the answered groups only. A limited answer led by a grouped time column
+//! is scanned bucket by bucket in the answer's order and stops at the limit.
 
 use std::cmp::Ordering;
 use std::ops::Range;
