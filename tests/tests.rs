@@ -5,6 +5,7 @@ mod oracle;
 mod util;
 
 mod bad_input;
+mod cache;
 mod cli;
 mod crash;
 mod daemon;

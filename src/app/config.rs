@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::daemon::cache::CacheOptions;
 use crate::daemon::limits::QueryLimits;
 use crate::daemon::server::ServerOptions;
 use crate::daemon::DaemonOptions;
@@ -73,6 +74,10 @@ pub struct Config {
     pub max_select_items: usize,
     /// Values one `in` list may have.
     pub max_in_values: usize,
+    /// Bytes of answers the answer cache may hold (0 turns it off).
+    pub answer_cache_bytes: u64,
+    /// The largest answer the cache keeps.
+    pub answer_cache_entry_bytes: u64,
     /// The rollups to keep, by name (e.g. `day_type_country`, `all_advertiser_publisher`).
     pub rollups: Vec<String>,
 }
@@ -156,6 +161,8 @@ impl Config {
             max_answer_bytes: QueryLimits::default().max_answer_bytes,
             max_select_items: QueryLimits::default().max_select_items,
             max_in_values: QueryLimits::default().max_in_values,
+            answer_cache_bytes: CacheOptions::default().max_bytes,
+            answer_cache_entry_bytes: CacheOptions::default().max_entry_bytes,
             rollups: default_specs().iter().map(RollupSpec::name).collect(),
         }
     }
@@ -222,6 +229,7 @@ impl Config {
             ("max_answer_bytes", self.max_answer_bytes),
             ("max_select_items", self.max_select_items as u64),
             ("max_in_values", self.max_in_values as u64),
+            ("answer_cache_entry_bytes", self.answer_cache_entry_bytes),
         ];
         if let Some((name, _)) = limits.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be above 0"));
@@ -292,6 +300,10 @@ impl Config {
                 max_connections: self.max_connections,
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 ..ServerOptions::default()
+            },
+            cache: CacheOptions {
+                max_bytes: self.answer_cache_bytes,
+                max_entry_bytes: self.answer_cache_entry_bytes,
             },
         })
     }

@@ -18,10 +18,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::daemon::cache::{self, AnswerCache};
 use crate::daemon::ingest::IngestHandle;
 use crate::daemon::limits::{Cancel, QueryBudget, QueryLimits, Stop};
 use crate::daemon::protocol::{
-    error_line, error_response, ok_line, query_response, ConnectionCounts, ErrorKind, FileCounts,
+    error_line, error_response, ok_line, ConnectionCounts, EncodedAnswer, ErrorKind, FileCounts,
     FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus, StateFault,
     StatusReply, SyncReply, WatchState, WatchStatus,
 };
@@ -47,6 +48,8 @@ pub struct Handle {
     pub stats: Arc<ServeStats>,
     /// Per-shape statistics of the queries answered.
     pub log: Arc<QueryLog>,
+    /// Answers of the published generation.
+    pub cache: Arc<AnswerCache>,
 }
 
 /// Counters of the server, reported by `status`.
@@ -125,6 +128,7 @@ pub async fn execute(
             format,
             min_generation,
             timeout_ms,
+            cache,
         } => {
             let start = Instant::now();
             let deadline = timeout_ms.and_then(|ms| start.checked_add(Duration::from_millis(ms)));
@@ -137,7 +141,10 @@ pub async fn execute(
             let now = Instant::now();
             let run_deadline = now.checked_add(handle.limits.query_timeout).unwrap_or(now);
             let run_deadline = deadline.map_or(run_deadline, |d| d.min(run_deadline));
-            return run_query(handle, query, format, run_deadline, gone).await;
+            let cached = cache
+                .unwrap_or(true)
+                .then(|| cache_key(handle, &query, format));
+            return run_query(handle, query, format, cached.flatten(), run_deadline, gone).await;
         }
         Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
         // The server serves subscriptions itself (they need the connection).
@@ -180,21 +187,46 @@ async fn blocking(f: impl FnOnce() -> String + Send + 'static) -> String {
     })
 }
 
-/// Runs a query on the blocking pool, in one of the query slots, until `deadline`; stops
-/// it (DuckDB's interrupt) at the deadline or when `gone` completes.
+/// The answer cache's key for a query, when the cache is on and the query is valid.
+fn cache_key(handle: &Handle, query: &Json, format: Format) -> Option<String> {
+    if !handle.cache.enabled() {
+        return None;
+    }
+    handle.limits.check_request(query).ok()?;
+    let query = crate::query::Query::parse(query).ok()?;
+    Some(cache::cache_key(&query, format))
+}
+
+/// Answers a query from the cache (under `key`, if given) or runs it on the blocking
+/// pool, in one of the query slots, until `deadline`; stops it (DuckDB's interrupt) at
+/// the deadline or when `gone` completes. A new answer is cached under `key`.
 async fn run_query(
     handle: &Handle,
     query: Json,
     format: Format,
+    key: Option<String>,
     deadline: Instant,
     gone: impl Future<Output = ()>,
 ) -> Response {
-    let log = handle.log.clone();
+    let start = Instant::now();
+    if let Some(key) = &key {
+        let generation = handle.engine.snapshot().generation();
+        if let Some(hit) = handle.cache.get(key, generation) {
+            let elapsed = start.elapsed();
+            handle.log.record(&query, &hit.source, elapsed);
+            return hit.into_reply(elapsed.as_micros() as u64, true);
+        }
+    }
+    let (log, cache) = (handle.log.clone(), handle.cache.clone());
     let job = move |engine: &Engine, budget: &QueryBudget| {
         let answer = engine.query_within(&query, budget)?;
         budget.cancel.check()?;
         log.record(&query, &answer.source, answer.elapsed);
-        query_response(&answer, format, &budget.limits)
+        let encoded = EncodedAnswer::encode(&answer, format, &budget.limits)?;
+        if let Some(key) = key {
+            cache.put(key, &encoded);
+        }
+        Ok(encoded.into_reply(answer.elapsed.as_micros() as u64, false))
     };
     match run_limited(handle, deadline, gone, job).await {
         Ok(response) => response,
@@ -364,6 +396,7 @@ fn status(h: &Handle) -> String {
         duckdb_build: crate::storage::table::DUCKDB_BUILD.to_string(),
         queries,
         connections,
+        answer_cache: h.cache.counts(),
     })
 }
 

@@ -108,9 +108,16 @@ pub struct CappedWriter {
 
 impl CappedWriter {
     pub fn new(cap: u64) -> CappedWriter {
+        CappedWriter::with_room(cap, 0)
+    }
+
+    /// A writer with room for `expected` bytes (at most the cap) from the start, so a
+    /// large answer is not copied as its buffer grows.
+    pub fn with_room(cap: u64, expected: usize) -> CappedWriter {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         CappedWriter {
-            buf: Vec::new(),
-            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            buf: Vec::with_capacity(expected.min(cap)),
+            cap,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! without waiting on anything, so the service manager restarts it; the state is as
 //! after a `kill -9`, which recovery repairs.
 
+pub mod cache;
 pub mod client;
 pub mod cmd;
 pub mod connection;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::daemon::cache::{AnswerCache, CacheOptions};
 use crate::daemon::cmd::{Handle, ServeStats};
 use crate::daemon::ingest::{Ingest, IngestOptions};
 use crate::daemon::limits::QueryLimits;
@@ -52,6 +54,8 @@ pub struct DaemonOptions {
     /// Queries run at once; more wait for a slot.
     pub max_running_queries: usize,
     pub server: ServerOptions,
+    /// The answer cache's bounds.
+    pub cache: CacheOptions,
 }
 
 /// The socket of a state folder unless configured otherwise.
@@ -146,6 +150,7 @@ impl Daemon {
             query_slots: Arc::new(tokio::sync::Semaphore::new(opts.max_running_queries.max(1))),
             stats: Arc::new(ServeStats::default()),
             log: Arc::new(QueryLog::open(&state)),
+            cache: Arc::new(AnswerCache::new(opts.cache)),
         };
         runtime.spawn(save_log_every(handle.log.clone(), LOG_SAVE_INTERVAL));
         tracing::info!(

@@ -65,6 +65,9 @@ pub enum Request {
         /// The most the request may take, waiting for `min_generation` included.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// Whether the answer cache may answer it and keep its answer (default: yes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<bool>,
     },
     /// The daemon's state.
     Status {},
@@ -106,6 +109,7 @@ impl Request {
             format,
             min_generation: None,
             timeout_ms: None,
+            cache: None,
         }
     }
 
@@ -202,6 +206,9 @@ pub struct QueryReply<R = JsonRows> {
     /// Payload bytes that follow the line, for csv and arrow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Whether the answer came from the answer cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// The reply to `sync`.
@@ -329,6 +336,24 @@ pub struct StatusReply {
     pub duckdb_build: String,
     pub queries: QueryCounts,
     pub connections: ConnectionCounts,
+    /// The answer cache.
+    #[serde(default)]
+    pub answer_cache: CacheCounts,
+}
+
+/// The answer cache now, and its lookups since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounts {
+    /// Its bound (`answer_cache_bytes`; 0: the cache is off).
+    pub max_bytes: u64,
+    /// Bytes of the answers it holds.
+    pub bytes: u64,
+    /// Answers it holds (all of the published generation).
+    pub answers: u64,
+    /// Queries answered from it.
+    pub hits: u64,
+    /// Queries it was asked for and did not hold.
+    pub misses: u64,
 }
 
 /// A fault of the state folder: updates fail, the published state stays as it was and
@@ -509,46 +534,118 @@ pub fn error_line(e: &Error) -> String {
     error_response(e.kind(), &e.to_string())
 }
 
+/// A query's answer encoded, apart from what each reply says anew (its time, whether it
+/// was cached): what the answer cache keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedAnswer {
+    /// The reply's `columns`, `source` and `generation` fields (JSON, without braces).
+    pub head: String,
+    /// The `rows` (JSON) of a json answer.
+    pub rows: Option<String>,
+    /// The payload of a csv or arrow answer.
+    pub payload: Vec<u8>,
+    /// Where it was answered (`rollup:<name>` or `duckdb`).
+    pub source: String,
+    pub generation: u64,
+}
+
+/// The fields of a query reply that `EncodedAnswer::head` holds.
+#[derive(Serialize)]
+struct AnswerHead<'a> {
+    columns: &'a [String],
+    source: &'a str,
+    generation: u64,
+}
+
+/// Bytes an encoded cell is expected to take, to size an answer's buffer up front.
+const BYTES_PER_CELL: usize = 12;
+
+/// Room in a reply line for the fields around the head and the rows.
+const REPLY_FIELDS: u64 = 96;
+
+impl EncodedAnswer {
+    /// Encodes `answer` in `format`; `too_large` when the encoded answer is over
+    /// `limits.max_answer_bytes` (encoding stops at the cap).
+    pub fn encode(answer: &Answer, format: Format, limits: &QueryLimits) -> Result<EncodedAnswer> {
+        let head = serde_json::to_string(&AnswerHead {
+            columns: &answer.result.columns,
+            source: &answer.source,
+            generation: answer.generation,
+        })
+        .expect("replies serialize");
+        let head = head[1..head.len() - 1].to_string();
+        let room = limits
+            .max_answer_bytes
+            .saturating_sub(head.len() as u64 + REPLY_FIELDS);
+        let result = &answer.result;
+        let expected = result.rows.len() * result.columns.len() * BYTES_PER_CELL + 4096;
+        let mut out = CappedWriter::with_room(room, expected);
+        let too_large = |_| limits.too_many_bytes();
+        match format {
+            Format::Json => serde_json::to_writer(&mut out, &answer.result.rows)
+                .map_err(|_| limits.too_many_bytes())?,
+            Format::Csv => answer.result.write_csv(&mut out).map_err(too_large)?,
+            Format::Arrow => {
+                let batch = answer.result.to_batch()?;
+                write_ipc(&batch, &mut out).map_err(|_| limits.too_many_bytes())?
+            }
+        }
+        let (rows, payload) = match format {
+            Format::Json => (
+                Some(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
+                Vec::new(),
+            ),
+            Format::Csv | Format::Arrow => (None, out.buf),
+        };
+        Ok(EncodedAnswer {
+            head,
+            rows,
+            payload,
+            source: answer.source.clone(),
+            generation: answer.generation,
+        })
+    }
+
+    /// Bytes it holds.
+    pub fn size(&self) -> usize {
+        self.head.len() + self.rows.as_ref().map_or(0, String::len) + self.payload.len()
+    }
+
+    /// The reply: its line (the answer took `elapsed_us` in the daemon; `cached` if it
+    /// came from the cache) and its payload.
+    pub fn into_reply(self, elapsed_us: u64, cached: bool) -> (String, Vec<u8>) {
+        use std::fmt::Write as _;
+        let rows = self.rows.as_ref().map_or(0, String::len);
+        let mut line = String::with_capacity(self.head.len() + rows + REPLY_FIELDS as usize);
+        line.push_str("{\"ok\":true,");
+        line.push_str(&self.head);
+        let _ = write!(line, ",\"elapsed_us\":{elapsed_us}");
+        match &self.rows {
+            Some(rows) => {
+                line.push_str(",\"rows\":");
+                line.push_str(rows);
+            }
+            None => {
+                let _ = write!(line, ",\"bytes\":{}", self.payload.len());
+            }
+        }
+        if cached {
+            line.push_str(",\"cached\":true");
+        }
+        line.push('}');
+        (line, self.payload)
+    }
+}
+
 /// The reply to a query: one JSON line, plus the payload bytes for csv and arrow;
-/// `too_large` when the encoded answer is over `limits.max_answer_bytes` (encoding stops
-/// at the cap).
+/// `too_large` when the encoded answer is over `limits.max_answer_bytes`.
 pub fn query_response(
     answer: &Answer,
     format: Format,
     limits: &QueryLimits,
 ) -> Result<(String, Vec<u8>)> {
-    let mut payload = CappedWriter::new(limits.max_answer_bytes);
-    match format {
-        Format::Json => {}
-        Format::Csv => answer
-            .result
-            .write_csv(&mut payload)
-            .map_err(|_| limits.too_many_bytes())?,
-        Format::Arrow => {
-            let batch = answer.result.to_batch()?;
-            write_ipc(&batch, &mut payload).map_err(|_| limits.too_many_bytes())?
-        }
-    }
-    let payload = payload.buf;
-    let reply = QueryReply {
-        columns: answer.result.columns.clone(),
-        rows: (format == Format::Json).then_some(&answer.result.rows),
-        source: answer.source.clone(),
-        generation: answer.generation,
-        elapsed_us: answer.elapsed.as_micros() as u64,
-        bytes: (format != Format::Json).then_some(payload.len() as u64),
-    };
-    let mut line = CappedWriter::new(limits.max_answer_bytes);
-    serde_json::to_writer(
-        &mut line,
-        &OkLine {
-            ok: true,
-            body: &reply,
-        },
-    )
-    .map_err(|_| limits.too_many_bytes())?;
-    let line = String::from_utf8(line.buf).expect("serde_json writes UTF-8");
-    Ok((line, payload))
+    let elapsed = answer.elapsed.as_micros() as u64;
+    Ok(EncodedAnswer::encode(answer, format, limits)?.into_reply(elapsed, false))
 }
 
 #[cfg(test)]
@@ -564,7 +661,8 @@ mod tests {
                 query: serde_json::json!({}),
                 format: Format::Csv,
                 min_generation: Some(3),
-                timeout_ms: None
+                timeout_ms: None,
+                cache: None,
             })
         );
         let err = |line: &[u8]| Request::parse(line).unwrap_err();

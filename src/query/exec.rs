@@ -1,22 +1,26 @@
 //! Executing a plan: aggregating rollup rows column by column, or running SQL on the
 //! DuckDB table, into typed result columns.
 //!
-//! Over a rollup: the filters are compiled against the keys (`filter`), each matching
-//! row's group is found from its ranked group key (the previous row's group when the key
-//! repeats, else a hash lookup), row counts are summed from the count column and the
-//! price measures only where a selected aggregate needs them, read off their sparse
-//! columns. Groups are ordered by typed keys (ranks for the group columns: a text column
-//! by its text's rank, NULL last) and only the first `limit` are sorted fully.
+//! Over a rollup: the filters are compiled against the keys (`filter`), which finds the
+//! runs of matching rows by skipping over the sorted keys; each matching row's group is
+//! found from its packed group key (`group`: the previous row's group when the key
+//! repeats, else a direct table, a sorted list or a hash map), row counts are summed
+//! from the count column and the price measures only where a selected aggregate needs
+//! them, read off their sparse columns in the same pass. Groups are ordered by typed
+//! keys (the packed key orders the group columns: a text column by its text, NULL last)
+//! and only the first `limit` are sorted fully; aggregates the order does not use are
+//! computed for the answered groups only. A limited answer led by a grouped time column
+//! is scanned bucket by bucket in the answer's order and stops at the limit.
 
 use std::cmp::Ordering;
+use std::ops::Range;
 use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
 
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
-use crate::model::schema::{price_to_f64, Column, TimeCol, EVENT_TYPES, PRICE_UNIT};
-use crate::query::filter::KeyFilter;
+use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
+use crate::query::filter::{gallop, KeyFilter};
+use crate::query::group::{ranks, type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
@@ -63,110 +67,9 @@ fn time_shown(item: &Item) -> Option<TimeCol> {
     }
 }
 
-/// Most group-by columns a rollup route handles (4 time columns + 4 dimensions).
-const MAX_GROUP: usize = 8;
-
-/// A group's key: the rank of each group-by column's value (see `Ranker`), in group-by
-/// order; ranks order as the values do in the answer, NULL last.
-type GroupKey = [u64; MAX_GROUP];
-
-/// Ranks of a rollup key's columns, and the way back to the values.
-struct Ranker {
-    /// Type and country codes → the rank of their text (NULL last).
-    type_rank: Vec<u64>,
-    country_rank: Vec<u64>,
-    /// Ranks → codes.
-    type_code: Vec<u16>,
-    country_code: Vec<u16>,
-    types: Arc<[String]>,
-    countries: Arc<[String]>,
-}
-
-impl Ranker {
-    fn new(countries: Vec<String>) -> Ranker {
-        let types: Vec<String> = std::iter::once(String::new())
-            .chain(EVENT_TYPES.iter().map(|s| s.to_string()))
-            .collect();
-        let (type_rank, type_code) = ranks(&types);
-        let (country_rank, country_code) = ranks(&countries);
-        Ranker {
-            type_rank,
-            country_rank,
-            type_code,
-            country_code,
-            types: types.into(),
-            countries: countries.into(),
-        }
-    }
-
-    #[inline]
-    fn rank(&self, c: Column, k: &Key) -> u64 {
-        match c {
-            Column::Time(_) if k.time == NULL_TIME => u64::MAX,
-            Column::Time(t) => (i64::from(t.bucket(k.time)) - i64::from(i32::MIN)) as u64,
-            Column::Type => self.type_rank[k.typ as usize],
-            Column::Country => self.country_rank[k.country as usize],
-            Column::AdvertiserId => id_rank(k.adv),
-            Column::PublisherId => id_rank(k.publ),
-            c => unreachable!("{c} is not a rollup column"),
-        }
-    }
-
-    /// The result column of group-by column `c` from its ranks.
-    fn column(&self, c: Column, ranks: impl Iterator<Item = u64>) -> Data {
-        let code = |table: &[u16], r: u64| if r == u64::MAX { 0 } else { table[r as usize] };
-        match c {
-            Column::Time(t) => Data::Time(
-                t,
-                ranks
-                    .map(|r| match r {
-                        u64::MAX => NULL_TIME,
-                        r => (r as i64 + i64::from(i32::MIN)) as i32,
-                    })
-                    .collect(),
-            ),
-            Column::Type => Data::Code(
-                self.types.clone(),
-                ranks.map(|r| code(&self.type_code, r)).collect(),
-            ),
-            Column::Country => Data::Code(
-                self.countries.clone(),
-                ranks.map(|r| code(&self.country_code, r)).collect(),
-            ),
-            _ => Data::Int(
-                ranks
-                    .map(|r| match (r ^ (1 << 63)) as i64 {
-                        NULL_ID => None,
-                        v => Some(v),
-                    })
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// Ids rank as signed integers; `NULL_ID` (the largest) ranks last.
-#[inline]
-fn id_rank(v: i64) -> u64 {
-    (v as u64) ^ (1 << 63)
-}
-
-/// Per code the rank of its text among the non-NULL texts (code 0, NULL, ranks last),
-/// and per rank its code.
-fn ranks(names: &[String]) -> (Vec<u64>, Vec<u16>) {
-    let mut codes: Vec<u16> = (1..names.len() as u16).collect();
-    codes.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
-    let mut rank = vec![u64::MAX; names.len()];
-    for (r, c) in codes.iter().enumerate() {
-        rank[*c as usize] = r as u64;
-    }
-    (rank, codes)
-}
-
 /// Running aggregates of the groups, column by column.
 #[derive(Default)]
 struct Accs {
-    keys: Vec<GroupKey>,
     rows: Vec<u64>,
     /// Per price (bid, total), when an aggregate reads it.
     prices: [Vec<Measure>; 2],
@@ -175,19 +78,26 @@ struct Accs {
 }
 
 impl Accs {
-    fn push(&mut self, key: GroupKey, prices: [bool; 2], counted: usize) -> u32 {
-        self.keys.push(key);
+    /// Room for `groups` groups of what `needs` reads.
+    fn with_capacity(groups: usize, needs: &Needs) -> Accs {
+        let room = |wanted: bool| Vec::with_capacity(if wanted { groups } else { 0 });
+        Accs {
+            rows: Vec::with_capacity(groups),
+            prices: needs.prices.map(room),
+            non_null: vec![Vec::with_capacity(groups); needs.counted.len()],
+        }
+    }
+
+    fn push(&mut self, prices: [bool; 2]) {
         self.rows.push(0);
         for (p, wanted) in self.prices.iter_mut().zip(prices) {
             if wanted {
                 p.push(Measure::default());
             }
         }
-        debug_assert_eq!(self.non_null.len(), counted);
         for n in &mut self.non_null {
             n.push(0);
         }
-        (self.keys.len() - 1) as u32
     }
 }
 
@@ -228,6 +138,14 @@ impl Needs {
 /// Rows between two checks of the cancel while scanning.
 const CANCEL_CHECK_ROWS: usize = 1 << 16;
 
+/// What a scan found: the groups, their aggregates, and the texts of coded columns.
+struct Scanned {
+    coder: Coder,
+    groups: Groups,
+    accs: Accs,
+    countries: Arc<[String]>,
+}
+
 /// Aggregates rollup rows into the query's result (ordered and limited); `too_large`
 /// when more groups than the row cap would be answered.
 fn aggregate_rollup(
@@ -236,118 +154,253 @@ fn aggregate_rollup(
     rollup: &RollupRows,
     budget: &QueryBudget,
 ) -> Result<Rows> {
-    let ranker = Ranker::new(country_names());
-    let filter = KeyFilter::compile(&query.filters, &ranker.countries);
-    // All-time rollups (time 0) never get time filters, so their range is everything.
-    let rows = if range.0 > range.1 {
-        0..0
-    } else {
-        rollup.time_range(range.0, range.1)
-    };
     let needs = Needs::of(query);
-    let mut accs = scan(query, &filter, &ranker, &needs, rollup, rows, budget)?;
-    if query.group_by.is_empty() && accs.keys.is_empty() {
-        accs.push([0; MAX_GROUP], needs.prices, needs.counted.len());
+    let mut found = scan(query, range, &needs, rollup, budget)?;
+    if query.group_by.is_empty() && found.groups.is_empty() {
+        found.groups.find(0, 0);
+        found.accs.push(needs.prices);
     }
-    budget.limits.check_rows(accs.keys.len(), query.limit)?;
+    let (groups, accs) = (&found.groups, &found.accs);
+    budget.limits.check_rows(groups.len(), query.limit)?;
     budget.cancel.check()?;
+    // Aggregates the order depends on, over every group; the others only for the answer.
     let aggs: Vec<Option<Data>> = query
         .select
         .iter()
-        .map(|item| match item {
-            Item::Agg(a) => Some(aggregate_column(a, &accs, &needs)),
-            Item::Column(_) => None,
+        .enumerate()
+        .map(|(i, item)| match item {
+            Item::Agg(a) if query.order_by.iter().any(|k| k.item == i) => {
+                Some(aggregate_column(a, accs, &needs, None))
+            }
+            _ => None,
         })
         .collect();
-    let order = order(query, &accs.keys, &aggs);
+    let order = order(query, groups, &found.coder, &aggs);
+    let (keys, _, _) = rollup.columns();
     let columns = query
         .select
         .iter()
         .zip(aggs)
         .map(|(item, agg)| match (item, agg) {
             (Item::Column(c), _) => {
-                let slot = query
-                    .group_by
+                let rows = order
                     .iter()
-                    .position(|g| g == c)
-                    .expect("validated");
-                ranker.column(*c, order.iter().map(|&g| accs.keys[g as usize][slot]))
+                    .map(|&g| &keys[groups.rows[g as usize] as usize]);
+                group_column(*c, rows, &found.countries)
             }
             (Item::Agg(_), Some(data)) => data.gather(&order),
-            (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
+            (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
         })
         .collect();
     Ok(Rows::new(columns))
 }
 
-/// Groups the matching rows of `rows` and sums their counts and the measures `needs`.
+/// Group-by column `c` of the answer, read off a key of each group.
+fn group_column<'a>(
+    c: Column,
+    keys: impl Iterator<Item = &'a Key>,
+    countries: &Arc<[String]>,
+) -> Data {
+    match c {
+        Column::Time(t) => Data::Time(
+            t,
+            keys.map(|k| match k.time {
+                NULL_TIME => NULL_TIME,
+                m => t.bucket(m),
+            })
+            .collect(),
+        ),
+        Column::Type => Data::Code(
+            type_names().into(),
+            keys.map(|k| u16::from(k.typ)).collect(),
+        ),
+        Column::Country => Data::Code(countries.clone(), keys.map(|k| k.country).collect()),
+        Column::AdvertiserId | Column::PublisherId => {
+            let publ = c == Column::PublisherId;
+            Data::Int(
+                keys.map(|k| match if publ { k.publ } else { k.adv } {
+                    NULL_ID => None,
+                    v => Some(v),
+                })
+                .collect(),
+            )
+        }
+        c => unreachable!("{c} is not a rollup column"),
+    }
+}
+
+/// Finds the matching rows of the query's time range, groups them and sums their counts
+/// and the measures `needs`.
 fn scan(
     query: &Query,
-    filter: &KeyFilter,
-    ranker: &Ranker,
+    range: (i32, i32),
     needs: &Needs,
     rollup: &RollupRows,
-    rows: std::ops::Range<usize>,
     budget: &QueryBudget,
-) -> Result<Accs> {
-    let (keys, counts, prices) = rollup.columns();
-    let group = &query.group_by;
-    let mut accs = Accs {
-        non_null: vec![Vec::new(); needs.counted.len()],
-        ..Accs::default()
+) -> Result<Scanned> {
+    let countries: Arc<[String]> = country_names().into();
+    let filter = KeyFilter::compile(&query.filters, &countries);
+    // All-time rollups (time 0) never get time filters, so their range is everything.
+    let rows = if range.0 > range.1 {
+        0..0
+    } else {
+        rollup.time_range(range.0, range.1)
     };
-    let mut index: FxHashMap<GroupKey, u32> = FxHashMap::default();
-    let mut last: Option<(GroupKey, u32)> = None;
-    let any_price = needs.prices.iter().any(|p| *p);
-    // The group of each row of the range (u32::MAX: filtered out), for the measures.
-    let mut row_group: Vec<u32> = Vec::new();
-    if any_price {
-        row_group.resize(rows.len(), u32::MAX);
+    let (keys, _, _) = rollup.columns();
+    let runs = filter.runs(keys, rows);
+    budget.cancel.check()?;
+    let (country_rank, _) = ranks(&countries);
+    let coder = Coder::new(&query.group_by, keys, &runs, &country_rank)?;
+    let matched = runs.iter().map(|r| r.len()).sum();
+    let groups = Groups::new(&coder, matched);
+    let accs = Accs::with_capacity(groups.capacity(), needs);
+    let mut fold = Fold {
+        coder: &coder,
+        needs,
+        rollup,
+        groups,
+        accs,
+        cursors: [0; 2],
+        last: None,
+    };
+    let (chunks, enough) = match leading_time(query) {
+        Some((t, desc, limit)) => (by_bucket(keys, runs, t, desc), limit),
+        None => (vec![runs], usize::MAX),
+    };
+    let mut seen = 0;
+    for chunk in chunks {
+        for run in chunk {
+            if seen / CANCEL_CHECK_ROWS != (seen + run.len()) / CANCEL_CHECK_ROWS {
+                budget.cancel.check()?;
+            }
+            seen += run.len();
+            fold.run(run);
+        }
+        // Groups of later buckets all come after these in the answer.
+        if fold.groups.len() >= enough {
+            break;
+        }
     }
-    for (n, i) in rows.clone().enumerate() {
-        if n % CANCEL_CHECK_ROWS == 0 {
-            budget.cancel.check()?;
-        }
-        let k = &keys[i];
-        if !filter.matches(k) {
-            continue;
-        }
-        let mut key = [0u64; MAX_GROUP];
-        for (slot, c) in key.iter_mut().zip(group) {
-            *slot = ranker.rank(*c, k);
-        }
-        let g = match last {
-            Some((prev, g)) if prev == key => g,
-            _ => *index
-                .entry(key)
-                .or_insert_with(|| accs.push(key, needs.prices, needs.counted.len())),
-        };
-        last = Some((key, g));
-        accs.rows[g as usize] += counts[i];
-        for (c, non_null) in needs.counted.iter().zip(&mut accs.non_null) {
-            if !is_null(*c, k) {
-                non_null[g as usize] += counts[i];
+    let Fold { groups, accs, .. } = fold;
+    Ok(Scanned {
+        coder,
+        groups,
+        accs,
+        countries,
+    })
+}
+
+/// A scan's running state: the groups found and their aggregates.
+struct Fold<'a> {
+    coder: &'a Coder,
+    needs: &'a Needs,
+    rollup: &'a RollupRows,
+    groups: Groups,
+    accs: Accs,
+    /// Per price, the next of its sparse measures to look at.
+    cursors: [usize; 2],
+    /// The last row's packed key and group.
+    last: Option<(u128, u32)>,
+}
+
+impl Fold<'_> {
+    /// Adds the rows of `run` (all matching) to their groups.
+    fn run(&mut self, run: Range<usize>) {
+        let (keys, counts, prices) = self.rollup.columns();
+        let needs = self.needs;
+        for ((cursor, (at, _)), wanted) in self.cursors.iter_mut().zip(&prices).zip(needs.prices) {
+            if wanted {
+                let from = if at.get(*cursor).is_some_and(|&a| a as usize <= run.start) {
+                    *cursor
+                } else {
+                    0
+                };
+                *cursor = gallop(at, from, at.len(), |&a| (a as usize) < run.start);
             }
         }
-        if any_price {
-            row_group[n] = g;
-        }
-    }
-    for ((at, values), (acc, wanted)) in prices.iter().zip(accs.prices.iter_mut().zip(needs.prices))
-    {
-        if !wanted {
-            continue;
-        }
-        let from = at.partition_point(|&a| (a as usize) < rows.start);
-        let to = at.partition_point(|&a| (a as usize) < rows.end);
-        for (a, m) in at[from..to].iter().zip(&values[from..to]) {
-            let g = row_group[*a as usize - rows.start];
-            if g != u32::MAX {
-                acc[g as usize].merge(m);
+        for i in run {
+            let k = &keys[i];
+            let key = self.coder.key(k);
+            let g = match self.last {
+                Some((prev, g)) if prev == key => g,
+                _ => {
+                    let (g, new) = self.groups.find(key, i);
+                    if new {
+                        self.accs.push(needs.prices);
+                    }
+                    g
+                }
+            } as usize;
+            self.last = Some((key, g as u32));
+            self.accs.rows[g] += counts[i];
+            for (c, non_null) in needs.counted.iter().zip(&mut self.accs.non_null) {
+                if !is_null(*c, k) {
+                    non_null[g] += counts[i];
+                }
+            }
+            for (p, (at, values)) in prices.iter().enumerate() {
+                let j = self.cursors[p];
+                if needs.prices[p] && at.get(j).is_some_and(|&a| a as usize == i) {
+                    self.accs.prices[p][g].merge(&values[j]);
+                    self.cursors[p] += 1;
+                }
             }
         }
     }
-    Ok(accs)
+}
+
+/// For a limited answer whose order starts with a time column it groups by: the column,
+/// its direction and the limit. Its groups then come bucket by bucket, so the scan can
+/// stop after the buckets that hold the first `limit` groups.
+fn leading_time(query: &Query) -> Option<(TimeCol, bool, usize)> {
+    let limit = usize::try_from(query.limit?).ok()?;
+    let (col, desc) = match query.order_by.first() {
+        Some(k) => match query.select[k.item] {
+            Item::Column(c) => (c, k.desc),
+            Item::Agg(_) => return None,
+        },
+        None => (*query.group_by.first()?, false),
+    };
+    match col {
+        Column::Time(t) => Some((t, desc, limit)),
+        _ => None,
+    }
+}
+
+/// `runs` (sorted by time) cut at the buckets of `t`, a chunk per bucket, in the
+/// answer's order of buckets (NULL last either way).
+fn by_bucket(
+    keys: &[Key],
+    runs: Vec<Range<usize>>,
+    t: TimeCol,
+    desc: bool,
+) -> Vec<Vec<Range<usize>>> {
+    let mut chunks: Vec<(i32, Vec<Range<usize>>)> = Vec::new();
+    for run in runs {
+        let mut i = run.start;
+        while i < run.end {
+            let b = match keys[i].time {
+                NULL_TIME => NULL_TIME,
+                m => t.bucket(m),
+            };
+            let next = b.saturating_add(crate::query::filter::bucket_len(t) as i32);
+            let end = match b {
+                NULL_TIME => run.end,
+                _ => i + keys[i..run.end].partition_point(|k| k.time < next),
+            };
+            match chunks.last_mut() {
+                Some((last, chunk)) if *last == b => chunk.push(i..end),
+                _ => chunks.push((b, std::iter::once(i..end).collect())),
+            }
+            i = end;
+        }
+    }
+    if desc {
+        let nulls = chunks.last().is_some_and(|(b, _)| *b == NULL_TIME) as usize;
+        let len = chunks.len();
+        chunks[..len - nulls].reverse();
+    }
+    chunks.into_iter().map(|(_, c)| c).collect()
 }
 
 fn is_null(c: Column, k: &Key) -> bool {
@@ -361,9 +414,15 @@ fn is_null(c: Column, k: &Key) -> bool {
     }
 }
 
-/// The column of aggregate `a` over the groups, in group order.
-fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs) -> Data {
-    let count = |v: &[u64]| Data::Int(v.iter().map(|n| Some(*n as i64)).collect());
+/// The column of aggregate `a` over groups `only` (in that order), or over every group.
+fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs, only: Option<&[u32]>) -> Data {
+    fn cells<T, U>(v: &[T], only: Option<&[u32]>, f: impl Fn(&T) -> U) -> Vec<U> {
+        match only {
+            Some(groups) => groups.iter().map(|&g| f(&v[g as usize])).collect(),
+            None => v.iter().map(f).collect(),
+        }
+    }
+    let count = |v: &[u64]| Data::Int(cells(v, only, |n| Some(*n as i64)));
     let m = match a.arg {
         None => return count(&accs.rows),
         Some(Column::BidPrice) => &accs.prices[0],
@@ -373,10 +432,9 @@ fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs) -> Data {
             return count(&accs.non_null[i]);
         }
     };
-    let of =
-        |f: fn(&Measure) -> f64| Data::Float(m.iter().map(|m| (m.n > 0).then(|| f(m))).collect());
+    let of = |f: fn(&Measure) -> f64| Data::Float(cells(m, only, |m| (m.n > 0).then(|| f(m))));
     match a.func {
-        Func::Count => Data::Int(m.iter().map(|m| Some(m.n as i64)).collect()),
+        Func::Count => Data::Int(cells(m, only, |m| Some(m.n as i64))),
         Func::Sum => of(|m| price_to_f64(m.sum)),
         Func::Avg => of(|m| m.sum as f64 / m.n as f64 / PRICE_UNIT),
         Func::Min => of(|m| price_to_f64(m.min.into())),
@@ -385,30 +443,36 @@ fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs) -> Data {
 }
 
 /// The answer's groups in order (order_by keys, then the group-by columns ascending,
-/// NULLs last), cut to the query's limit. Group keys are unique, so the order is total.
-fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
-    let n = keys.len();
+/// NULLs last), cut to the query's limit. Packed keys are unique, so the order is total.
+fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -> Vec<u32> {
+    let n = groups.len();
     let limit = query.limit.map_or(n, |l| l.min(n as u64) as usize);
-    let mut order: Vec<u32> = (0..n as u32).collect();
+    let keys = &groups.keys;
     if query.order_by.is_empty() {
-        if !keys.is_sorted() {
-            top(&mut order, limit, |a, b| {
-                keys[*a as usize].cmp(&keys[*b as usize])
-            });
-        }
+        let mut order = match groups.in_order() {
+            Some(order) => order,
+            None => {
+                let mut order: Vec<u32> = (0..n as u32).collect();
+                top(&mut order, limit, |a, b| {
+                    keys[*a as usize].cmp(&keys[*b as usize])
+                });
+                order
+            }
+        };
         order.truncate(limit);
         return order;
     }
-    let group = &query.group_by;
+    let mut order: Vec<u32> = (0..n as u32).collect();
     // The first order key as one integer per group, so most comparisons are one compare.
     let first = query.order_by[0];
-    let lead: Vec<u128> = match (&query.select[first.item], &aggs[first.item]) {
-        (_, Some(data)) => (0..n).map(|g| data.sort_key(g, first.desc)).collect(),
-        (Item::Column(c), None) => {
-            let slot = group.iter().position(|g| g == c).expect("validated");
-            keys.iter().map(|k| rank_key(k[slot], first.desc)).collect()
+    let lead: Vec<u128> = match &aggs[first.item] {
+        Some(data) => (0..n).map(|g| data.sort_key(g, first.desc)).collect(),
+        None => {
+            let weight = coder.weight(group_slot(query, first.item));
+            keys.iter()
+                .map(|k| weight.sort_key(*k, first.desc))
+                .collect()
         }
-        (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
     };
     let cmp = |a: &u32, b: &u32| {
         let (x, y) = (*a as usize, *b as usize);
@@ -417,13 +481,13 @@ fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
             return o;
         }
         for k in &query.order_by {
-            let o = match (&query.select[k.item], &aggs[k.item]) {
-                (_, Some(data)) => data.compare(x, y, k.desc),
-                (Item::Column(c), None) => {
-                    let slot = group.iter().position(|g| g == c).expect("validated");
-                    rank_order(keys[x][slot], keys[y][slot], k.desc)
+            let o = match &aggs[k.item] {
+                Some(data) => data.compare(x, y, k.desc),
+                None => {
+                    let weight = coder.weight(group_slot(query, k.item));
+                    let (a, b) = (keys[x], keys[y]);
+                    weight.sort_key(a, k.desc).cmp(&weight.sort_key(b, k.desc))
                 }
-                (Item::Agg(_), None) => unreachable!("every aggregate has its column"),
             };
             if o != Ordering::Equal {
                 return o;
@@ -436,21 +500,16 @@ fn order(query: &Query, keys: &[GroupKey], aggs: &[Option<Data>]) -> Vec<u32> {
     order
 }
 
-/// A rank as an integer ordering as `rank_order` does.
-fn rank_key(r: u64, desc: bool) -> u128 {
-    match r {
-        u64::MAX => u128::MAX,
-        r if desc => u128::from(!r),
-        r => u128::from(r),
-    }
-}
-
-/// Ranks in a direction, the NULL rank (`u64::MAX`) last either way.
-fn rank_order(a: u64, b: u64, desc: bool) -> Ordering {
-    match (a == u64::MAX, b == u64::MAX) {
-        (false, false) if desc => b.cmp(&a),
-        _ => a.cmp(&b),
-    }
+/// The group-by position of select item `item` (a plain column).
+fn group_slot(query: &Query, item: usize) -> usize {
+    let Item::Column(c) = &query.select[item] else {
+        unreachable!("aggregates have their own columns")
+    };
+    query
+        .group_by
+        .iter()
+        .position(|g| g == c)
+        .expect("validated")
 }
 
 /// Puts the first `k` of `v` in order at its front.

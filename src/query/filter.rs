@@ -1,6 +1,14 @@
 //! A query's `where` compiled against rollup keys: time and id filters become sorted sets
 //! of integer ranges (an `in` list is a set of one-value ranges, looked up by binary
 //! search), type and country filters become a truth table per code.
+//!
+//! Rollup keys are sorted (time, type, country, advertiser, publisher), so the filter
+//! also finds the runs of matching rows by skipping: from a key that fails, the next key
+//! that could pass (the failing column moved to its next allowed value, or a column
+//! before it moved on) is sought by galloping, so a filter on any key column reads only
+//! the rows around the runs it matches.
+
+use std::ops::Range;
 
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 use crate::query::request::{Filter, Lit, Op};
@@ -39,6 +47,36 @@ impl Ranges {
             out.push((next, within.1));
         }
         Ranges::union(out)
+    }
+
+    /// The values in both.
+    fn intersect(&self, other: &Ranges) -> Ranges {
+        let (mut i, mut j, mut out) = (0, 0, Vec::new());
+        while i < self.0.len() && j < other.0.len() {
+            let (a, b) = (self.0[i], other.0[j]);
+            let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if a.1 < b.1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        Ranges(out)
+    }
+
+    /// The codes whose entry of `table` is true.
+    fn of_table(table: &[bool]) -> Ranges {
+        let codes = table.iter().enumerate().filter(|(_, t)| **t);
+        Ranges::union(codes.map(|(c, _)| (c as i64, c as i64)).collect())
+    }
+
+    /// The smallest value in the ranges at or after `v`.
+    fn at_or_after(&self, v: i64) -> Option<i64> {
+        let i = self.0.partition_point(|(_, hi)| *hi < v);
+        self.0.get(i).map(|(lo, _)| (*lo).max(v))
     }
 
     #[inline]
@@ -91,15 +129,53 @@ enum Pred {
     Publ(Ranges),
 }
 
+/// The columns of a rollup key in its sort order, with the values each can hold.
+const KEY_DOMAIN: [(i64, i64); 5] = [
+    (i32::MIN as i64, i32::MAX as i64),
+    (0, u8::MAX as i64),
+    (0, u16::MAX as i64),
+    (i64::MIN, i64::MAX),
+    (i64::MIN, i64::MAX),
+];
+
+/// A key's columns in sort order.
+fn key_parts(k: &Key) -> [i64; 5] {
+    [
+        i64::from(k.time),
+        i64::from(k.typ),
+        i64::from(k.country),
+        k.adv,
+        k.publ,
+    ]
+}
+
+/// The key of columns within `KEY_DOMAIN`.
+fn key_of(p: [i64; 5]) -> Key {
+    Key {
+        time: p[0] as i32,
+        typ: p[1] as u8,
+        country: p[2] as u16,
+        adv: p[3],
+        publ: p[4],
+    }
+}
+
 /// The conjunction of a query's filters, on rollup keys.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct KeyFilter(Vec<Pred>);
+pub struct KeyFilter {
+    preds: Vec<Pred>,
+    /// Per key column (sort order), the values the filters allow; `None`: any.
+    allowed: [Option<Ranges>; 5],
+}
+
+/// Failing rows checked one by one before the next candidate key is sought.
+const LINEAR_PROBE: usize = 8;
 
 impl KeyFilter {
     /// Compiles `filters` (all on rollup columns); `countries` are the country texts by
     /// code.
     pub fn compile(filters: &[Filter], countries: &[String]) -> KeyFilter {
-        KeyFilter(
+        KeyFilter::of(
             filters
                 .iter()
                 .map(|f| Pred::compile(f, countries))
@@ -107,9 +183,134 @@ impl KeyFilter {
         )
     }
 
+    fn of(preds: Vec<Pred>) -> KeyFilter {
+        let mut allowed: [Option<Ranges>; 5] = Default::default();
+        for p in &preds {
+            let (col, r) = p.allowed();
+            allowed[col] = Some(match &allowed[col] {
+                Some(before) => before.intersect(&r),
+                None => r,
+            });
+        }
+        KeyFilter { preds, allowed }
+    }
+
     #[inline]
     pub fn matches(&self, k: &Key) -> bool {
-        self.0.iter().all(|p| p.matches(k))
+        self.preds.iter().all(|p| p.matches(k))
+    }
+
+    /// The runs of rows of `range` whose keys match, in order; `keys` sorted.
+    pub fn runs(&self, keys: &[Key], range: Range<usize>) -> Vec<Range<usize>> {
+        if self.preds.is_empty() {
+            return if range.is_empty() {
+                vec![]
+            } else {
+                vec![range]
+            };
+        }
+        let (mut i, end) = (range.start, range.end);
+        let mut out: Vec<Range<usize>> = Vec::new();
+        while i < end {
+            if self.matches(&keys[i]) {
+                let j = match self.run_bound(&keys[i]) {
+                    Some(bound) => gallop(keys, i + 1, end, |k| *k < bound),
+                    None => {
+                        let mut j = i + 1;
+                        while j < end && self.matches(&keys[j]) {
+                            j += 1;
+                        }
+                        j
+                    }
+                };
+                match out.last_mut() {
+                    Some(last) if last.end == i => last.end = j,
+                    _ => out.push(i..j),
+                }
+                i = j;
+                continue;
+            }
+            let stop = (i + LINEAR_PROBE).min(end);
+            let mut j = i + 1;
+            while j < stop && !self.matches(&keys[j]) {
+                j += 1;
+            }
+            if j < stop {
+                i = j;
+                continue;
+            }
+            match self.next_candidate(&keys[j - 1]) {
+                Some(target) => i = gallop(keys, j, end, |k| *k < target),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// A key up to which every key from `k` (which matches) on matches: the last
+    /// filtered column moved past the allowed range that holds it, the columns after it
+    /// (which no filter bounds) at their smallest. `None` when that range ends the column.
+    fn run_bound(&self, k: &Key) -> Option<Key> {
+        let col = (0..5).rev().find(|&c| self.allowed[c].is_some())?;
+        let mut parts = key_parts(k);
+        let r = self.allowed[col].as_ref()?;
+        let i = r.0.partition_point(|(_, hi)| *hi < parts[col]);
+        let next = r.0[i]
+            .1
+            .checked_add(1)
+            .filter(|v| *v <= KEY_DOMAIN[col].1)?;
+        parts[col] = next;
+        for (d, slot) in parts.iter_mut().enumerate().skip(col + 1) {
+            *slot = KEY_DOMAIN[d].0;
+        }
+        Some(key_of(parts))
+    }
+
+    /// The smallest key after `k` (which fails) whose columns are all allowed, as far as
+    /// the columns up to the first failing one of `k` decide; `None` if there is none.
+    fn next_candidate(&self, k: &Key) -> Option<Key> {
+        let parts = key_parts(k);
+        let fails = |c: usize| {
+            self.allowed[c]
+                .as_ref()
+                .is_some_and(|r| !r.contains(parts[c]))
+        };
+        let mut col = (0..5).find(|&c| fails(c))?;
+        let mut want = Some(parts[col]);
+        loop {
+            let found = want.and_then(|w| match &self.allowed[col] {
+                Some(r) => r.at_or_after(w),
+                None => Some(w),
+            });
+            if let Some(v) = found.filter(|v| *v <= KEY_DOMAIN[col].1) {
+                let mut out = parts;
+                out[col] = v;
+                for (d, slot) in out.iter_mut().enumerate().skip(col + 1) {
+                    *slot = self.allowed[d]
+                        .as_ref()
+                        .and_then(|r| r.0.first().map(|(lo, _)| *lo))
+                        .unwrap_or(KEY_DOMAIN[d].0);
+                }
+                return Some(key_of(out));
+            }
+            col = col.checked_sub(1)?;
+            want = parts[col].checked_add(1);
+        }
+    }
+}
+
+/// The first index from `from` on (up to `end`) of sorted `items` that is not `before`
+/// the sought value, found by galloping from `from` (cheap when it is near).
+pub fn gallop<T>(items: &[T], from: usize, end: usize, before: impl Fn(&T) -> bool) -> usize {
+    let (mut lo, mut step) = (from, 1);
+    loop {
+        let probe = lo + step - 1;
+        if probe >= end || !before(&items[probe]) {
+            let hi = probe.min(end);
+            return lo + items[lo..hi].partition_point(&before);
+        }
+        lo = probe + 1;
+        step *= 2;
     }
 }
 
@@ -151,6 +352,17 @@ impl Pred {
             Column::AdvertiserId => Pred::Adv(Ranges::of(f.op, &ints(), 1, ids)),
             Column::PublisherId => Pred::Publ(Ranges::of(f.op, &ints(), 1, ids)),
             c => unreachable!("planner never routes a filter on {c} to a rollup"),
+        }
+    }
+
+    /// The key column (in sort order) this predicate bounds, and the values it allows.
+    fn allowed(&self) -> (usize, Ranges) {
+        match self {
+            Pred::Time(r) => (0, r.clone()),
+            Pred::Type(table) => (1, Ranges::of_table(table)),
+            Pred::Country(table) => (2, Ranges::of_table(table)),
+            Pred::Adv(r) => (3, r.clone()),
+            Pred::Publ(r) => (4, r.clone()),
         }
     }
 
@@ -223,6 +435,66 @@ mod tests {
                 assert_eq!(r.contains(v), op.eval(&b, &l), "{op:?} {v}");
             }
             assert!(!r.contains(dom.1 + 1));
+        }
+    }
+
+    /// The runs the skipping scan finds are exactly the matching rows, for filters on
+    /// every key column and combinations of them.
+    #[test]
+    fn runs_are_the_matching_rows() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut keys = Vec::new();
+        for time in 0..6 {
+            for typ in 0..5u8 {
+                for country in 0..4u16 {
+                    for adv in [0, 1, 3, 4, 9, NULL_ID] {
+                        for publ in [-2, 0, 5, NULL_ID] {
+                            if rng.gen_bool(0.5) {
+                                keys.push(Key {
+                                    time,
+                                    typ,
+                                    country,
+                                    adv,
+                                    publ,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let ranges = |rng: &mut rand_chacha::ChaCha8Rng| {
+            let r = (0..rng.gen_range(1..3))
+                .map(|_| {
+                    let lo = rng.gen_range(-3..10);
+                    (lo, lo + rng.gen_range(0..3))
+                })
+                .collect();
+            Ranges::union(r)
+        };
+        for _ in 0..500 {
+            let mut preds = Vec::new();
+            for _ in 0..rng.gen_range(1..4) {
+                preds.push(match rng.gen_range(0..5) {
+                    0 => Pred::Time(ranges(&mut rng)),
+                    1 => Pred::Type(std::array::from_fn(|_| rng.gen_bool(0.5))),
+                    2 => Pred::Country((0..4).map(|_| rng.gen_bool(0.5)).collect()),
+                    3 => Pred::Adv(ranges(&mut rng)),
+                    _ => Pred::Publ(ranges(&mut rng)),
+                });
+            }
+            let filter = KeyFilter::of(preds);
+            let from = rng.gen_range(0..keys.len());
+            let found: Vec<usize> = filter
+                .runs(&keys, from..keys.len())
+                .into_iter()
+                .flatten()
+                .collect();
+            let want: Vec<usize> = (from..keys.len())
+                .filter(|i| filter.matches(&keys[*i]))
+                .collect();
+            assert_eq!(found, want, "{filter:?}");
         }
     }
 }

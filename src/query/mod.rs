@@ -6,6 +6,7 @@ pub mod advise;
 pub mod exec;
 pub mod explain;
 pub mod filter;
+pub mod group;
 pub mod output;
 pub mod plan;
 pub mod querylog;

@@ -5,9 +5,9 @@ use std::cmp::Ordering;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Decimal128Array, Float64Array, Int64Array, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::ArrowPrimitiveType;
 use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int32Type, Int64Type};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -320,33 +320,59 @@ impl Serialize for RowRef<'_, '_> {
 }
 
 /// Formats time buckets as their canonical text (`2024-06-01`, `2024-06-01 13:00:00`,
-/// `2024-06-01 13:05`) without allocating, remembering the last one formatted.
+/// `2024-06-01 13:05`) without allocating: the date is written once per day, the time of
+/// day digit by digit.
 #[derive(Default)]
 pub struct TimeText {
-    buf: [u8; 19],
+    buf: [u8; 24],
     len: usize,
-    last: Option<(TimeCol, i32)>,
+    /// The day whose date `buf` starts with, and the date's length.
+    day: Option<(i64, usize)>,
 }
 
 impl TimeText {
     /// The text of bucket `m` (local minutes) of column `t`.
     pub fn format(&mut self, t: TimeCol, m: i32) -> &str {
-        if self.last != Some((t, m)) {
-            self.last = Some((t, m));
-            let (y, mo, d) = civil_from_days(i64::from(m).div_euclid(1440));
-            let minute = i64::from(m).rem_euclid(1440);
-            let mut w = &mut self.buf[..];
-            let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
-            let _ = match t {
-                TimeCol::Minute => write!(w, " {:02}:{:02}", minute / 60, minute % 60),
-                TimeCol::Hour => write!(w, " {:02}:00:00", minute / 60),
-                TimeCol::Day | TimeCol::Week => Ok(()),
-            };
-            let left = w.len();
-            self.len = self.buf.len() - left;
-        }
+        let (day, minute) = (i64::from(m).div_euclid(1440), i64::from(m).rem_euclid(1440));
+        let date = match self.day {
+            Some((d, len)) if d == day => len,
+            _ => {
+                let (y, mo, d) = civil_from_days(day);
+                let len = match u16::try_from(y).ok().filter(|y| *y <= 9999) {
+                    Some(y) => {
+                        let (y, mo, d) = (i64::from(y), i64::from(mo), i64::from(d));
+                        let (c, yy, m2, d2) = (two(y / 100), two(y % 100), two(mo), two(d));
+                        self.buf[..10].copy_from_slice(&[
+                            c[0], c[1], yy[0], yy[1], b'-', m2[0], m2[1], b'-', d2[0], d2[1],
+                        ]);
+                        10
+                    }
+                    None => {
+                        let size = self.buf.len();
+                        let mut w = &mut self.buf[..];
+                        let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
+                        size - w.len()
+                    }
+                };
+                self.day = Some((day, len));
+                len
+            }
+        };
+        let (h, mi) = (two(minute / 60), two(minute % 60));
+        let time: &[u8] = match t {
+            TimeCol::Minute => &[b' ', h[0], h[1], b':', mi[0], mi[1]],
+            TimeCol::Hour => &[b' ', h[0], h[1], b':', b'0', b'0', b':', b'0', b'0'],
+            TimeCol::Day | TimeCol::Week => &[],
+        };
+        self.buf[date..date + time.len()].copy_from_slice(time);
+        self.len = date + time.len();
         std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
     }
+}
+
+/// The two decimal digits of `v` (0 to 99).
+fn two(v: i64) -> [u8; 2] {
+    [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
 }
 
 /// The proleptic Gregorian date of a day number (days since 1970-01-01).
@@ -482,13 +508,24 @@ fn arrow_type(c: &Data) -> DataType {
     }
 }
 
+/// An Arrow array of typed cells: the values copied in one pass, a validity bitmap only
+/// when a cell is NULL.
+fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>]) -> PrimitiveArray<T> {
+    let values: Vec<T::Native> = v.iter().map(|x| x.unwrap_or_default()).collect();
+    let nulls = v
+        .iter()
+        .any(Option::is_none)
+        .then(|| NullBuffer::from_iter(v.iter().map(Option::is_some)));
+    PrimitiveArray::new(values.into(), nulls)
+}
+
 fn arrow_array(c: &Data) -> ArrayRef {
     match c {
-        Data::Int(v) => Arc::new(Int64Array::from(v.clone())),
+        Data::Int(v) => Arc::new(primitive::<Int64Type>(v)),
         Data::BigInt(v) => {
-            Arc::new(Decimal128Array::from(v.clone()).with_data_type(DataType::Decimal128(38, 0)))
+            Arc::new(primitive::<Decimal128Type>(v).with_data_type(DataType::Decimal128(38, 0)))
         }
-        Data::Float(v) => Arc::new(Float64Array::from(v.clone())),
+        Data::Float(v) => Arc::new(primitive::<Float64Type>(v)),
         Data::Time(t, v) => {
             let mut b = StringBuilder::with_capacity(v.len(), v.len() * 16);
             let mut text = TimeText::default();

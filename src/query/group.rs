@@ -1,0 +1,405 @@
+//! Groups of a rollup scan: each group-by column's value as a dense code that orders as
+//! the answer orders it (a text column by its text, NULL last), the codes of a row packed
+//! into one integer in group-by order, and the groups found from that integer.
+//!
+//! A small code space is a direct table (packed key → group); a larger one starts as a
+//! sorted list that rows append to while their keys ascend (the rollup's sort order often
+//! is the group order) and becomes a hash map only when a key comes out of order. Groups
+//! in a table or a sorted list come out in order without a sort.
+
+use std::ops::Range;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::model::schema::{Column, TimeCol, EVENT_TYPES};
+use crate::rollup::{Key, NULL_ID, NULL_TIME};
+
+/// The most entries of a direct table (4 bytes each).
+const DIRECT_MAX: u128 = 1 << 22;
+
+/// Per code the rank of its text among the non-NULL texts, and per rank its code; code 0
+/// (NULL) ranks last.
+pub fn ranks(names: &[String]) -> (Vec<u32>, Vec<u16>) {
+    let mut codes: Vec<u16> = (1..names.len() as u16).collect();
+    codes.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+    let mut rank = vec![codes.len() as u32; names.len()];
+    for (r, c) in codes.iter().enumerate() {
+        rank[*c as usize] = r as u32;
+    }
+    (rank, codes)
+}
+
+/// The event type names by code (code 0, NULL, empty).
+pub fn type_names() -> Vec<String> {
+    std::iter::once(String::new())
+        .chain(EVENT_TYPES.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+/// How one group-by column's value becomes its code (NULL: the last code).
+enum Code {
+    /// Buckets of `len` minutes from the first one (which starts at `base`).
+    Time { base: i32, len: u32 },
+    /// A text column's code → its rank.
+    Rank { country: bool, rank: Vec<u32> },
+    /// An id from the smallest one.
+    Id { publ: bool, min: i64 },
+    /// An id's position among the distinct ids (ids spread too far apart to offset).
+    Distinct { publ: bool, values: Vec<i64> },
+}
+
+impl Code {
+    #[inline]
+    fn of(&self, k: &Key, null: u64) -> u64 {
+        match self {
+            Code::Time { .. } if k.time == NULL_TIME => null,
+            Code::Time { base, len } => u64::from(k.time.abs_diff(*base) / len),
+            Code::Rank {
+                country: false,
+                rank,
+            } => u64::from(rank[k.typ as usize]),
+            Code::Rank {
+                country: true,
+                rank,
+            } => rank.get(k.country as usize).map_or(null, |r| u64::from(*r)),
+            Code::Id { publ, min } => match id(k, *publ) {
+                NULL_ID => null,
+                v => v.wrapping_sub(*min) as u64,
+            },
+            Code::Distinct { publ, values } => match id(k, *publ) {
+                NULL_ID => null,
+                v => values.binary_search(&v).map_or(null, |i| i as u64),
+            },
+        }
+    }
+}
+
+#[inline]
+fn id(k: &Key, publ: bool) -> i64 {
+    if publ {
+        k.publ
+    } else {
+        k.adv
+    }
+}
+
+/// Packs the group-by columns of a key into one integer that orders groups as the answer
+/// does (group-by columns in order, each ascending, NULL last).
+pub struct Coder {
+    codes: Vec<(Code, u64, u128)>,
+    /// Distinct packed keys possible.
+    pub space: u128,
+}
+
+impl Coder {
+    /// The coder of `group` over the rows `runs` of `keys` (their values bound the codes);
+    /// `too_large` if the codes cannot be packed in 128 bits.
+    pub fn new(
+        group: &[Column],
+        keys: &[Key],
+        runs: &[Range<usize>],
+        country_rank: &[u32],
+    ) -> Result<Coder> {
+        let mut cols: Vec<(Code, u64)> = Vec::with_capacity(group.len());
+        for c in group {
+            let col = match *c {
+                Column::Time(t) => time_code(t, keys, runs),
+                Column::Type => {
+                    let (rank, _) = ranks(&type_names());
+                    let card = rank.len() as u64;
+                    (
+                        Code::Rank {
+                            country: false,
+                            rank,
+                        },
+                        card,
+                    )
+                }
+                Column::Country => {
+                    let rank = country_rank.to_vec();
+                    let card = rank.len() as u64;
+                    (
+                        Code::Rank {
+                            country: true,
+                            rank,
+                        },
+                        card,
+                    )
+                }
+                Column::AdvertiserId => id_code(false, keys, runs),
+                Column::PublisherId => id_code(true, keys, runs),
+                c => unreachable!("{c} is not a rollup column"),
+            };
+            cols.push(col);
+        }
+        let mut space: u128 = 1;
+        let mut codes = Vec::with_capacity(cols.len());
+        for (code, card) in cols.into_iter().rev() {
+            codes.push((code, card - 1, space));
+            space = space.checked_mul(u128::from(card)).ok_or_else(|| {
+                Error::TooLarge(
+                    "the group-by columns take too many distinct values to group together; \
+                     group by fewer columns"
+                        .into(),
+                )
+            })?;
+        }
+        codes.reverse();
+        Ok(Coder { codes, space })
+    }
+
+    /// How group-by column `slot` sits in a packed key.
+    pub fn weight(&self, slot: usize) -> Weight {
+        let (_, null, radix) = &self.codes[slot];
+        Weight {
+            radix: *radix,
+            null: u128::from(*null),
+        }
+    }
+
+    /// The packed key of `k` (in 64-bit arithmetic when the key space allows).
+    #[inline]
+    pub fn key(&self, k: &Key) -> u128 {
+        if self.space <= u128::from(u64::MAX) {
+            let mut packed = 0u64;
+            for (code, null, radix) in &self.codes {
+                packed += code.of(k, *null) * *radix as u64;
+            }
+            return u128::from(packed);
+        }
+        self.codes
+            .iter()
+            .map(|(code, null, radix)| u128::from(code.of(k, *null)) * radix)
+            .sum()
+    }
+}
+
+/// A time column's code: buckets from the first one among the rows, NULL after the last.
+fn time_code(t: TimeCol, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
+    let len = crate::query::filter::bucket_len(t) as i32;
+    let first = runs.first().map(|r| keys[r.start].time);
+    let last = runs.iter().rev().find_map(|r| {
+        let non_null = keys[r.clone()].partition_point(|k| k.time != NULL_TIME);
+        (non_null > 0).then(|| keys[r.start + non_null - 1].time)
+    });
+    // Buckets are `len` minutes apart, so a bucket's index from the first is the
+    // distance from its start divided by `len` (every row is at or after the first).
+    let len = len as u32;
+    match (first, last) {
+        (Some(first), Some(last)) if first != NULL_TIME => {
+            let base = t.bucket(first);
+            let card = u64::from(last.abs_diff(base) / len) + 2;
+            (Code::Time { base, len }, card)
+        }
+        _ => (Code::Time { base: 0, len }, 1),
+    }
+}
+
+/// An id column's code: offsets from the smallest id when they fit 32 bits, else
+/// positions among the distinct ids.
+fn id_code(publ: bool, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
+    let ids = || {
+        runs.iter()
+            .flat_map(|r| keys[r.clone()].iter())
+            .map(move |k| id(k, publ))
+            .filter(|v| *v != NULL_ID)
+    };
+    let (min, max) = ids().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if min > max {
+        return (Code::Id { publ, min: 0 }, 1);
+    }
+    match max.checked_sub(min).filter(|span| *span < 1 << 32) {
+        Some(span) => (Code::Id { publ, min }, span as u64 + 2),
+        None => {
+            let mut values: Vec<i64> = ids().collect();
+            values.sort_unstable();
+            values.dedup();
+            let card = values.len() as u64 + 1;
+            (Code::Distinct { publ, values }, card)
+        }
+    }
+}
+
+/// One group-by column's place in a packed key.
+#[derive(Debug, Clone, Copy)]
+pub struct Weight {
+    radix: u128,
+    /// The column's NULL code (its largest).
+    pub null: u128,
+}
+
+impl Weight {
+    /// The column's code in packed key `key` (in 64-bit arithmetic when it fits).
+    #[inline]
+    pub fn code(&self, key: u128) -> u128 {
+        match (u64::try_from(key), u64::try_from(self.radix)) {
+            (Ok(k), Ok(r)) => u128::from(k / r % (self.null as u64 + 1)),
+            _ => key / self.radix % (self.null + 1),
+        }
+    }
+
+    /// An integer ordering the column's codes in a direction, NULL last either way.
+    pub fn sort_key(&self, key: u128, desc: bool) -> u128 {
+        match self.code(key) {
+            c if c == self.null => u128::MAX,
+            c if desc => self.null - 1 - c,
+            c => c,
+        }
+    }
+}
+
+/// How a packed key finds its group.
+enum Index {
+    /// Packed key → group + 1 (0: none yet).
+    Direct(Vec<u32>),
+    /// Groups were created in ascending key order (their keys are sorted).
+    Sorted,
+    Hash(FxHashMap<u128, u32>),
+}
+
+/// The groups found so far: their packed keys and the first row of each.
+pub struct Groups {
+    pub keys: Vec<u128>,
+    /// A row of each group (its group-by values are read from that row's key).
+    pub rows: Vec<u32>,
+    index: Index,
+    space: u128,
+}
+
+impl Groups {
+    /// Groups of `coder`'s keys over `matched` rows.
+    pub fn new(coder: &Coder, matched: usize) -> Groups {
+        let direct = coder.space <= DIRECT_MAX && coder.space <= 8 * matched as u128 + 1024;
+        let room = coder.space.min(matched as u128).min(DIRECT_MAX) as usize;
+        Groups {
+            keys: Vec::with_capacity(room),
+            rows: Vec::with_capacity(room),
+            index: if direct {
+                Index::Direct(vec![0; coder.space as usize])
+            } else {
+                Index::Sorted
+            },
+            space: coder.space,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// How many groups there is room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.keys.capacity()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The group of packed key `key` (first seen at `row`), and whether it is new.
+    #[inline]
+    pub fn find(&mut self, key: u128, row: usize) -> (u32, bool) {
+        let next = self.keys.len() as u32;
+        let found = match &mut self.index {
+            Index::Direct(table) => {
+                let slot = &mut table[key as usize];
+                if *slot == 0 {
+                    *slot = next + 1;
+                    None
+                } else {
+                    Some(*slot - 1)
+                }
+            }
+            Index::Sorted => match self.keys.last() {
+                None => None,
+                Some(last) if key > *last => None,
+                Some(_) => match self.keys.binary_search(&key) {
+                    Ok(g) => Some(g as u32),
+                    Err(_) => {
+                        let map = self.keys.iter().enumerate().map(|(g, k)| (*k, g as u32));
+                        let mut map: FxHashMap<u128, u32> = map.collect();
+                        map.insert(key, next);
+                        self.index = Index::Hash(map);
+                        None
+                    }
+                },
+            },
+            Index::Hash(map) => match map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(next);
+                    None
+                }
+            },
+        };
+        match found {
+            Some(g) => (g, false),
+            None => {
+                self.keys.push(key);
+                self.rows.push(row as u32);
+                (next, true)
+            }
+        }
+    }
+
+    /// Every group, in packed-key order when that comes without a sort; `None` when the
+    /// groups must be sorted.
+    pub fn in_order(&self) -> Option<Vec<u32>> {
+        match &self.index {
+            Index::Sorted => Some((0..self.keys.len() as u32).collect()),
+            Index::Direct(table) if self.space <= 16 * self.keys.len() as u128 + 1024 => {
+                Some(table.iter().filter(|g| **g != 0).map(|g| g - 1).collect())
+            }
+            Index::Direct(_) | Index::Hash(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(time: i32, typ: u8, adv: i64) -> Key {
+        Key {
+            time,
+            typ,
+            adv,
+            ..Key::default()
+        }
+    }
+
+    /// Packed keys order as the group-by columns do, NULLs last, and every way of
+    /// indexing finds the same groups.
+    #[test]
+    fn packed_keys_order_and_find_groups() {
+        let keys = vec![
+            key(0, 2, 5),
+            key(60, 1, NULL_ID),
+            key(60, 3, 7),
+            key(120, 0, 5),
+            key(NULL_TIME, 2, 1 << 40),
+        ];
+        let runs = vec![Range {
+            start: 0,
+            end: keys.len(),
+        }];
+        let group = [
+            Column::AdvertiserId,
+            Column::Time(TimeCol::Hour),
+            Column::Type,
+        ];
+        let coder = Coder::new(&group, &keys, &runs, &[]).unwrap();
+        let packed: Vec<u128> = keys.iter().map(|k| coder.key(k)).collect();
+        let mut by_key: Vec<usize> = (0..keys.len()).collect();
+        by_key.sort_by_key(|i| packed[*i]);
+        assert_eq!(by_key, vec![0, 3, 2, 4, 1]);
+        for matched in [0, 1 << 30] {
+            let mut groups = Groups::new(&coder, matched);
+            for (row, k) in keys.iter().chain(&keys).enumerate() {
+                let (g, new) = groups.find(coder.key(k), row);
+                assert_eq!((g as usize, new), (row % keys.len(), row < keys.len()));
+            }
+        }
+    }
+}
