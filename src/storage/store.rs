@@ -141,11 +141,7 @@ impl Store {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(64 << 20)
-            .open()
-            .map_err(err)?;
+        let db = open_unlocked(path).map_err(err)?;
         fs::create_dir_all(partials).map_err(|e| Error::io(partials, e))?;
         let store = Store {
             files: db.open_tree("files").map_err(err)?,
@@ -507,6 +503,28 @@ impl Store {
     }
 }
 
+/// Opens sled at `path`. sled's lock on its folder can outlive a store dropped in this
+/// process for a moment (its background threads let go of it last): a lock held is
+/// waited for, up to a second, rather than taken for a damaged store.
+fn open_unlocked(path: &Path) -> sled::Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(64 << 20)
+            .open()
+    };
+    for _ in 0..50 {
+        match open() {
+            // sled says so only in the error's text.
+            Err(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    open()
+}
+
 /// Checks a partials file's header against its size: magic, `rollups` partials, and
 /// exactly the bytes its lengths add up to.
 fn check_partials(path: &Path, rollups: usize) -> std::result::Result<(), String> {
@@ -685,7 +703,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, parts) = (dir.path().join("store"), dir.path().join("partials"));
         {
-            let sled = sled::open(&db).unwrap();
+            // No background flusher: it could still hold sled's lock on the folder
+            // when the store below opens it.
+            let sled = sled::Config::new()
+                .path(&db)
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
             let (files, old, meta) = (
                 sled.open_tree("files").unwrap(),
                 sled.open_tree("partials").unwrap(),
