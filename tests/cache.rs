@@ -3,8 +3,6 @@
 //! answer; the cache holds its byte bound, skips answers over its entry cap, and can be
 //! turned off per request or by config.
 
-use std::io::Write;
-
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
@@ -79,13 +77,7 @@ fn cached_answers_equal_fresh_ones_and_never_outlive_their_generation() {
             ws.write("added.csv", sample_file(1_500, 22));
         }
         "appended" => {
-            let tail = sample_file(700, 23);
-            let tail = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&initial[0])
-                .unwrap();
-            f.write_all(tail).unwrap();
+            crate::util::append_rows(&initial[0], 700, 23);
         }
         _ => std::fs::remove_file(&initial[1]).unwrap(),
     };

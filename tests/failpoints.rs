@@ -32,13 +32,7 @@ fn changed_folder(ws: &Workspace, seed: u64) -> (Vec<PathBuf>, tempfile::TempDir
 fn change_every_kind(ws: &Workspace, seed: u64) {
     let files = ws.files();
     ws.write("added.csv", sample_file(2_000, seed + 1));
-    let tail = sample_file(500, seed + 2);
-    let body = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&files[0])
-        .unwrap();
-    std::io::Write::write_all(&mut f, body).unwrap();
+    crate::util::append_rows(&files[0], 500, seed + 2);
     std::fs::write(&files[1], sample_file(1_500, seed + 3)).unwrap();
     std::fs::remove_file(&files[2]).unwrap();
 }

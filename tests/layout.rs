@@ -135,13 +135,7 @@ fn an_added_rollup_is_computed_from_the_table_without_reading_a_file() {
         ..EngineOptions::default()
     };
     let engine = ws.build_with(fewer);
-    let tail = rollupd::app::gen::sample_file(300, 79);
-    let body = &tail[tail.iter().position(|b| *b == b'\n').unwrap() + 1..];
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&files[0])
-        .unwrap();
-    std::io::Write::write_all(&mut f, body).unwrap();
+    crate::util::append_rows(&files[0], 300, 79);
     engine.update(&ws.watch()).unwrap();
     drop(engine);
     let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();

@@ -266,3 +266,11 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Appends `rows` sample rows (`sample_file` with `seed`, without its header) to `path`.
+pub fn append_rows(path: &Path, rows: usize, seed: u64) {
+    let text = rollupd::app::gen::sample_file(rows, seed);
+    let body = &text[text.iter().position(|b| *b == b'\n').unwrap() + 1..];
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut f, body).unwrap();
+}
