@@ -2,7 +2,8 @@
 //! time and peak RSS against DuckDB's `CREATE TABLE AS SELECT * FROM read_csv(...)` of the
 //! same files in the same run, rollup sizes and state size against the CSV bytes.
 //!
-//! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR] [--fold-only]`
+//! `cargo bench --bench build -- [--files 49] [--rows 500000] [--data DIR] [--fold-only]
+//! [--layout-only]`: `--layout-only` builds the state and times layout changes alone.
 //! Prints markdown for docs/BENCHMARKS.md. Timings are printed, never asserted.
 
 mod common;
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use rollupd::engine::Layout;
 use rollupd::model::schema::Zone;
-use rollupd::rollup::default_specs;
+use rollupd::rollup::{default_specs, RollupSpec};
 use rollupd::storage::manifest::Manifest;
 use rollupd::{Engine, EngineOptions};
 
@@ -271,7 +273,66 @@ fn incremental(files: &[PathBuf], work: &Path, state49: &Path, rows: usize, inse
     timed_update(&e49, &watch49).row("nothing changed", insert);
 }
 
+/// Layout changes on the open engine (as `reload` makes them): the time until the new
+/// layout is published, against the cold build the same change cost before (every file
+/// parsed again).
+fn layout_changes(state: &Path, cold_build: f64) {
+    let engine = Engine::open(state, EngineOptions::default()).unwrap();
+    let rows = engine.table().row_count().unwrap();
+    println!(
+        "\n| layout change (engine open, {rows} rows in the table) | until published | \
+         vs the cold build ({cold_build:.1} s) | rollups computed from the table |"
+    );
+    println!("|---|---|---|---|");
+    let utc = EngineOptions::default().layout();
+    let added = Layout {
+        specs: [
+            utc.specs.clone(),
+            vec![RollupSpec::from_name("hour_publisher").unwrap()],
+        ]
+        .concat(),
+        ..utc.clone()
+    };
+    let new_york = Layout {
+        zone: Zone::parse("America/New_York").unwrap(),
+        ..utc.clone()
+    };
+    for (label, to) in [
+        ("add a rollup (hour_publisher)", &added),
+        ("remove it", &utc),
+        ("another time zone (America/New_York)", &new_york),
+    ] {
+        let r = engine.relayout(to.clone()).unwrap();
+        let secs = r.elapsed.as_secs_f64();
+        let computed =
+            r.change.added.len() + r.change.time_zone.as_ref().map_or(0, |_| to.specs.len());
+        println!(
+            "| {label} | {secs:.2} s | {:.2}x | {computed} |",
+            secs / cold_build
+        );
+    }
+}
+
+/// `rollupd build` from an empty state in a child process, on a folder of hard links to
+/// the data: the state folder, wall seconds and peak RSS (MB).
+fn cold_build(files: &[PathBuf], work: &Path) -> (PathBuf, f64, f64) {
+    let state = work.join("state");
+    let watch = common::linked(files, &work.join("watch"));
+    let (secs, rss, _) = run_measured(
+        Command::new(env!("CARGO_BIN_EXE_rollupd"))
+            .args(["build", "--watch"])
+            .arg(&watch)
+            .arg("--state")
+            .arg(&state),
+    );
+    (state, secs, rss)
+}
+
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     if std::env::args().any(|a| a == "--reference") {
         return reference();
     }
@@ -295,6 +356,10 @@ fn main() {
     if std::env::args().any(|a| a == "--fold-only") {
         println!("fold alone, 1 core: {fold_mbps:.0} MB/s");
         return;
+    }
+    if std::env::args().any(|a| a == "--layout-only") {
+        let (state, secs, _) = cold_build(&files, &work);
+        return layout_changes(&state, secs);
     }
 
     // DuckDB references, in child processes so they get the machine as we do: stock
@@ -325,16 +390,7 @@ fn main() {
     let _ = std::fs::remove_file(&embedded_db);
     let engine_ratio = embedded.check_secs / stock.check_secs;
 
-    // rollupd's cold build, on a folder of hard links to the data.
-    let state = work.join("state");
-    let watch = common::linked(&files, &work.join("watch"));
-    let (our_secs, our_rss, _) = run_measured(
-        Command::new(env!("CARGO_BIN_EXE_rollupd"))
-            .args(["build", "--watch"])
-            .arg(&watch)
-            .arg("--state")
-            .arg(&state),
-    );
+    let (state, our_secs, our_rss) = cold_build(&files, &work);
 
     let manifest = Manifest::load(&state).unwrap().expect("manifest");
     let state_bytes = dir_bytes(&state);
@@ -419,4 +475,5 @@ fn main() {
         );
     }
     incremental(&files, &work, &state, a.rows, stock.insert_secs);
+    layout_changes(&state, our_secs);
 }

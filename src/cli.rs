@@ -18,8 +18,8 @@ use rollupd::daemon::client::{Client, ClientOptions};
 use rollupd::daemon::default_socket;
 use rollupd::daemon::limits::QueryLimits;
 use rollupd::daemon::protocol::{
-    error_line, query_response, AdviseReply, ExplainReply, FilesReply, Format, Head, Request,
-    StatusReply, SyncReply,
+    error_line, query_response, AdviseReply, ExplainReply, FilesReply, Format, Head, ReloadReply,
+    Request, StatusReply, SyncReply,
 };
 use rollupd::model::schema::Zone;
 use rollupd::storage::manifest::Manifest;
@@ -240,6 +240,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the daemon read its config again and apply its time zone and rollup set,
+    /// computed from its table (no CSV is read) while the old set keeps answering (SIGHUP
+    /// does the same). Waits until the new set answers (`--timeout`; the change goes on
+    /// if the wait ends first). Other settings take effect at the next start.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw protocol response.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (defaults, config file, flags) as TOML.
     Config {
         #[command(flatten)]
@@ -325,7 +336,18 @@ pub fn run() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Run { settings } => rollupd::daemon::run(settings.config()?.daemon_options()?)?,
+        Command::Run { settings } => {
+            let mut opts = settings.config()?.daemon_options()?;
+            // `reload` reads the same config file, under the same flags.
+            let again = settings.clone();
+            opts.reload = Some(rollupd::daemon::Reloader::new(move || {
+                let config = again
+                    .config()
+                    .map_err(|e| rollupd::Error::Internal(format!("{e:#}")))?;
+                config.layout()
+            }));
+            rollupd::daemon::run(opts)?
+        }
         Command::Build { settings, json } => build(&settings.config()?, json)?,
         Command::Query {
             target,
@@ -388,6 +410,9 @@ pub fn run() -> Result<()> {
             print_op(&target, &sync, json, |r: &SyncReply| {
                 format!("generation {}\n", r.generation)
             })?
+        }
+        Command::Reload { target, json } => {
+            print_op(&target, &Request::Reload {}, json, reload_text)?
         }
         Command::Config { settings } => print!("{}", settings.config()?.to_toml()),
         Command::Install {
@@ -705,6 +730,26 @@ fn print_op<T: serde::de::DeserializeOwned>(
     Ok(())
 }
 
+fn reload_text(r: &ReloadReply) -> String {
+    let mut out = match r.change.is_empty() {
+        true => "no change: the config names the time zone and rollups in place\n".to_string(),
+        false => format!(
+            "{}; generation {}, computed from {} rows of {} files in {:.1} s\n",
+            r.change,
+            r.generation,
+            r.rows,
+            r.files,
+            r.elapsed_ms as f64 / 1000.0
+        ),
+    };
+    out += &format!(
+        "time zone: {}\nrollups: {}\n",
+        r.time_zone,
+        r.rollups.join(", ")
+    );
+    out
+}
+
 fn status_text(s: &StatusReply) -> String {
     let mut out = format!(
         "generation {}, watching {}\n",
@@ -742,6 +787,12 @@ fn status_text(s: &StatusReply) -> String {
             f.error,
             f.attempts,
             f.next_retry.as_deref().unwrap_or("soon")
+        );
+    }
+    if let Some(p) = &s.layout_change {
+        out += &format!(
+            "changing the layout ({}): {}, {} of {} files\n",
+            p.change, p.step, p.files_done, p.files
         );
     }
     let (q, c) = (&s.queries, &s.connections);

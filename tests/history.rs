@@ -7,9 +7,8 @@ use std::time::{Duration, SystemTime};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rollupd::engine::Snapshot;
-use rollupd::model::schema::Zone;
-use rollupd::rollup::{default_specs, RollupRows};
+use rollupd::engine::{Layout, Snapshot};
+use rollupd::rollup::RollupRows;
 use rollupd::{Engine, EngineOptions};
 
 use crate::oracle::{assert_same, oracle, random_query, QueryContext};
@@ -88,12 +87,17 @@ fn touch(path: &Path, clock: &mut u64) {
 
 /// The rollups a fresh build of `files` produces.
 pub fn fresh_rollups(files: &[PathBuf]) -> Vec<RollupRows> {
-    let specs = default_specs();
+    fresh_rollups_in(files, &EngineOptions::default().layout())
+}
+
+/// The rollups of layout `layout` folded from scratch from `files`.
+pub fn fresh_rollups_in(files: &[PathBuf], layout: &Layout) -> Vec<RollupRows> {
+    let specs = &layout.specs;
     let parts: Vec<_> = files
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            rollupd::ingest::fold::fold_file(f, i as i32, Zone::Utc, &specs)
+            rollupd::ingest::fold::fold_file(f, i as i32, layout.zone, specs)
                 .unwrap()
                 .partial
         })
@@ -103,10 +107,11 @@ pub fn fresh_rollups(files: &[PathBuf]) -> Vec<RollupRows> {
         .collect()
 }
 
-/// Asserts the engine's rollups equal a fresh build of the folder, value for value.
+/// Asserts the engine's rollups equal a fresh build of the folder in the engine's
+/// layout, value for value.
 pub fn assert_fresh(engine: &Engine, files: &[PathBuf], what: &str) {
     let snap = engine.snapshot();
-    let fresh = fresh_rollups(files);
+    let fresh = fresh_rollups_in(files, &engine.layout());
     assert_eq!(
         snap.rollups.len(),
         fresh.len(),

@@ -15,7 +15,7 @@ use crate::daemon::limits::QueryLimits;
 use crate::daemon::server::ServerOptions;
 use crate::daemon::DaemonOptions;
 use crate::engine::failpoint::Failpoints;
-use crate::engine::EngineOptions;
+use crate::engine::{EngineOptions, Layout};
 use crate::error::{Error, Result};
 use crate::model::schema::Zone;
 use crate::rollup::{default_specs, RollupSpec};
@@ -256,11 +256,20 @@ impl Config {
             .unwrap_or_else(|| crate::daemon::default_socket(&self.state))
     }
 
-    pub fn engine_options(&self) -> Result<EngineOptions> {
-        Ok(EngineOptions {
+    /// The time zone and rollup set.
+    pub fn layout(&self) -> Result<Layout> {
+        Ok(Layout {
             zone: Zone::parse(&self.time_zone)?,
-            recursive: self.recursive,
             specs: self.specs().map_err(Error::invalid)?,
+        })
+    }
+
+    pub fn engine_options(&self) -> Result<EngineOptions> {
+        let Layout { zone, specs } = self.layout()?;
+        Ok(EngineOptions {
+            zone,
+            recursive: self.recursive,
+            specs,
             threads: self.fold_threads,
             batch_bytes: self.memory_budget_mb.max(1) << 20,
             chunk_bytes: ((self.memory_budget_mb.max(1) << 20) / 4).clamp(256 << 10, 64 << 20)
@@ -305,6 +314,7 @@ impl Config {
                 max_bytes: self.answer_cache_bytes,
                 max_entry_bytes: self.answer_cache_entry_bytes,
             },
+            reload: None,
         })
     }
 

@@ -23,9 +23,10 @@ use crate::daemon::ingest::IngestHandle;
 use crate::daemon::limits::{Cancel, QueryBudget, QueryLimits, Stop};
 use crate::daemon::protocol::{
     error_line, error_response, ok_line, ConnectionCounts, EncodedAnswer, ErrorKind, FileCounts,
-    FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, Request, RollupStatus, StateFault,
-    StatusReply, SyncReply, WatchState, WatchStatus,
+    FileEntry, FileState, FilesReply, Format, Pong, QueryCounts, ReloadReply, Request,
+    RollupStatus, StateFault, StatusReply, SyncReply, WatchState, WatchStatus,
 };
+use crate::daemon::Reloader;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::query::querylog::QueryLog;
@@ -50,6 +51,8 @@ pub struct Handle {
     pub log: Arc<QueryLog>,
     /// Answers of the published generation.
     pub cache: Arc<AnswerCache>,
+    /// Reads the layout from the config again, for `reload` (none: nothing to reload).
+    pub reload: Option<Reloader>,
 }
 
 /// Counters of the server, reported by `status`.
@@ -147,6 +150,10 @@ pub async fn execute(
             return run_query(handle, query, format, cached.flatten(), run_deadline, gone).await;
         }
         Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
+        Request::Reload {} => match reload(handle).await {
+            Ok(reply) => ok_line(&reply),
+            Err(e) => error_line(&e),
+        },
         // The server serves subscriptions itself (they need the connection).
         Request::Subscribe { .. } | Request::Unsubscribe {} => error_response(
             ErrorKind::BadRequest,
@@ -319,6 +326,33 @@ async fn sync(handle: &Handle, timeout_ms: Option<u64>) -> String {
     }
 }
 
+/// Reads the config's layout again and has ingest move to it; answers once the new
+/// layout is published (the change goes on if the client leaves before).
+pub async fn reload(handle: &Handle) -> Result<ReloadReply> {
+    let reloader = handle.reload.clone().ok_or_else(|| {
+        Error::InvalidQuery("this daemon was started without a config to read again".into())
+    })?;
+    let layout = tokio::task::spawn_blocking(move || reloader.layout())
+        .await
+        .map_err(|e| Error::Internal(format!("reading the config: {e}")))??;
+    let report = handle
+        .ingest
+        .relayout(layout)
+        .await
+        .map_err(|_| Error::Internal("ingest has stopped".into()))?
+        .map_err(Error::Internal)?;
+    let layout = handle.engine.layout();
+    Ok(ReloadReply {
+        change: report.change,
+        generation: report.generation,
+        time_zone: layout.zone.name(),
+        rollups: layout.specs.iter().map(|s| s.name()).collect(),
+        files: report.files as u64,
+        rows: report.rows,
+        elapsed_ms: report.elapsed.as_millis() as u64,
+    })
+}
+
 /// Waits until generation `n` is published, or answers with a timeout error line.
 async fn wait_for_generation(engine: &Engine, n: u64, wait: Duration) -> Result<(), String> {
     let mut published = engine.subscribe();
@@ -397,6 +431,8 @@ fn status(h: &Handle) -> String {
         queries,
         connections,
         answer_cache: h.cache.counts(),
+        time_zone: h.engine.layout().zone.name(),
+        layout_change: h.engine.layout_progress(),
     })
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 
-use crate::engine::{Engine, UpdateReport};
+use crate::engine::{Engine, Layout, LayoutReport, UpdateReport};
 use crate::error::{Error, Result};
 use crate::ingest::changes::Seen;
 use crate::ingest::regular::Skip;
@@ -104,6 +104,11 @@ pub struct Progress {
 enum Request {
     /// Reply with the generation once every change seen is folded and published.
     Sync(tokio::sync::oneshot::Sender<Result<u64, String>>),
+    /// Move to this layout (between passes), and reply with what that did.
+    Relayout(
+        Layout,
+        tokio::sync::oneshot::Sender<Result<LayoutReport, String>>,
+    ),
     Stop,
 }
 
@@ -129,6 +134,21 @@ impl IngestHandle {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Err(e) = self.requests.send(Request::Sync(tx)) {
             if let Request::Sync(tx) = e.into_inner() {
+                let _ = tx.send(Err("ingest has stopped".into()));
+            }
+        }
+        rx
+    }
+
+    /// Asks for a layout change, made between two passes (updates wait for it); the
+    /// answer comes once the new layout is published, or with why it was not.
+    pub fn relayout(
+        &self,
+        layout: Layout,
+    ) -> tokio::sync::oneshot::Receiver<Result<LayoutReport, String>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Err(e) = self.requests.send(Request::Relayout(layout, tx)) {
+            if let Request::Relayout(_, tx) = e.into_inner() {
                 let _ = tx.send(Err("ingest has stopped".into()));
             }
         }
@@ -327,6 +347,7 @@ impl Loop {
                 }
                 recv(requests) -> r => match r {
                     Ok(Request::Sync(tx)) => syncs.push(tx),
+                    Ok(Request::Relayout(layout, tx)) => self.relayout(layout, tx),
                     Ok(Request::Stop) | Err(_) => break,
                 },
                 default(timeout) => {}
@@ -335,6 +356,7 @@ impl Loop {
             while let Ok(r) = requests.try_recv() {
                 match r {
                     Request::Sync(tx) => syncs.push(tx),
+                    Request::Relayout(layout, tx) => self.relayout(layout, tx),
                     Request::Stop => return Ok(()),
                 }
             }
@@ -385,6 +407,19 @@ impl Loop {
             let _ = tx.send(Err("rollupd is shutting down".into()));
         }
         Ok(())
+    }
+
+    /// Makes a layout change and replies with its outcome.
+    fn relayout(
+        &self,
+        layout: Layout,
+        reply: tokio::sync::oneshot::Sender<Result<LayoutReport, String>>,
+    ) {
+        let outcome = self.engine.relayout(layout).map_err(|e| {
+            tracing::error!("changing the layout: {e}");
+            e.to_string()
+        });
+        let _ = reply.send(outcome);
     }
 
     /// Fails with `StateGone` when the state folder is no longer the one the daemon

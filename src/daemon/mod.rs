@@ -32,7 +32,7 @@ use crate::daemon::cmd::{Handle, ServeStats};
 use crate::daemon::ingest::{Ingest, IngestOptions};
 use crate::daemon::limits::QueryLimits;
 use crate::daemon::server::ServerOptions;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, Layout};
 use crate::error::{Error, Result};
 use crate::query::querylog::QueryLog;
 
@@ -56,6 +56,30 @@ pub struct DaemonOptions {
     pub server: ServerOptions,
     /// The answer cache's bounds.
     pub cache: CacheOptions,
+    /// How `reload` (and SIGHUP) reads the layout from the config again.
+    pub reload: Option<Reloader>,
+}
+
+/// Reads the time zone and rollup set from the daemon's configuration again (the config
+/// file and the command line it was started with), for `reload`.
+#[derive(Clone)]
+pub struct Reloader(Arc<dyn Fn() -> Result<Layout> + Send + Sync>);
+
+impl Reloader {
+    pub fn new(read: impl Fn() -> Result<Layout> + Send + Sync + 'static) -> Reloader {
+        Reloader(Arc::new(read))
+    }
+
+    /// The layout the configuration names now.
+    pub fn layout(&self) -> Result<Layout> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reloader")
+    }
 }
 
 /// The socket of a state folder unless configured otherwise.
@@ -151,8 +175,10 @@ impl Daemon {
             stats: Arc::new(ServeStats::default()),
             log: Arc::new(QueryLog::open(&state)),
             cache: Arc::new(AnswerCache::new(opts.cache)),
+            reload: opts.reload.clone(),
         };
         runtime.spawn(save_log_every(handle.log.clone(), LOG_SAVE_INTERVAL));
+        runtime.spawn(reload_on_hangup(handle.clone()));
         tracing::info!(
             watch = %watch.display(),
             state = %state.display(),
@@ -250,6 +276,21 @@ async fn save_log_every(log: Arc<QueryLog>, interval: Duration) {
             Ok(Err(e)) => tracing::warn!("saving the query log: {e}"),
             Err(e) => tracing::warn!("saving the query log: {e}"),
             Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Reloads the layout on each SIGHUP (as `reload` does), logging the outcome.
+async fn reload_on_hangup(handle: Handle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!("SIGHUP does not reload: {e}"),
+    };
+    while hangups.recv().await.is_some() {
+        match cmd::reload(&handle).await {
+            Ok(r) => tracing::info!(change = %r.change, generation = r.generation, "reloaded"),
+            Err(e) => tracing::error!("reload: {e}"),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::daemon::limits::{CappedWriter, QueryLimits};
-use crate::engine::Answer;
+use crate::engine::{Answer, LayoutChange, LayoutProgress};
 use crate::error::{Error, Result};
 use crate::query::output::write_ipc;
 
@@ -99,6 +99,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },
+    /// Reads the config again and applies its time zone and rollup set, from the table
+    /// (no CSV is read) while the old set keeps answering; answers once the new set is
+    /// published.
+    Reload {},
 }
 
 impl Request {
@@ -216,6 +220,22 @@ pub struct QueryReply<R = JsonRows> {
 pub struct SyncReply {
     /// The generation that holds every change seen.
     pub generation: u64,
+}
+
+/// The reply to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// What changed (nothing, when the config names the layout in place).
+    pub change: LayoutChange,
+    /// The generation the new layout was published in.
+    pub generation: u64,
+    /// The time zone and rollups in place now.
+    pub time_zone: String,
+    pub rollups: Vec<String>,
+    /// Files whose partials were computed from the table, and their rows.
+    pub files: u64,
+    pub rows: u64,
+    pub elapsed_ms: u64,
 }
 
 /// The reply to `explain`.
@@ -339,6 +359,12 @@ pub struct StatusReply {
     /// The answer cache.
     #[serde(default)]
     pub answer_cache: CacheCounts,
+    /// The time zone of the derived time columns.
+    #[serde(default)]
+    pub time_zone: String,
+    /// A change of time zone or rollup set in progress (`reload`), if one runs.
+    #[serde(default)]
+    pub layout_change: Option<LayoutProgress>,
 }
 
 /// The answer cache now, and its lookups since the daemon started.

@@ -33,6 +33,14 @@ pub const POINTS: [&str; 7] = [
     "manifest.publish",
 ];
 
+/// The steps of a layout change (`Engine::relayout`), in order.
+pub const LAYOUT_POINTS: [&str; 2] = [
+    // After the table's time columns are in the new zone, before any partial is derived.
+    "layout.table",
+    // After every file's partials are written, before the store's transaction.
+    "layout.commit",
+];
+
 /// Test hooks outside the commit path.
 pub const HOOKS: [&str; 2] = [
     // In a file's fold, after its bytes are read and before it is checked for changes.
@@ -88,10 +96,11 @@ impl Failpoints {
 
     /// Arms the failpoint `name`.
     pub fn arm(&self, name: &str, action: Action) -> Result<()> {
-        if !POINTS.contains(&name) && !HOOKS.contains(&name) {
+        if !known(name) {
             return Err(Error::Internal(format!(
-                "unknown failpoint {name:?}; known: {}, {}",
+                "unknown failpoint {name:?}; known: {}, {}, {}",
                 POINTS.join(", "),
+                LAYOUT_POINTS.join(", "),
                 HOOKS.join(", ")
             )));
         }
@@ -109,10 +118,7 @@ impl Failpoints {
 
     /// Called at step `name`: fails or aborts if it is armed.
     pub fn hit(&self, name: &str) -> Result<()> {
-        debug_assert!(
-            POINTS.contains(&name) || HOOKS.contains(&name),
-            "unlisted failpoint {name}"
-        );
+        debug_assert!(known(name), "unlisted failpoint {name}");
         let action = self.0.lock().expect("failpoints lock").get(name).copied();
         match action {
             None => Ok(()),
@@ -128,6 +134,11 @@ impl Failpoints {
             }
         }
     }
+}
+
+/// Whether `name` is a failpoint or hook.
+fn known(name: &str) -> bool {
+    POINTS.contains(&name) || LAYOUT_POINTS.contains(&name) || HOOKS.contains(&name)
 }
 
 /// Waits (at most a minute) until the test removes this step's marker file.

@@ -61,7 +61,7 @@ impl<'a> Gather<'a> {
                     generation,
                     ..Commit::default()
                 },
-                added: vec![RollupRows::default(); engine.opts.specs.len()],
+                added: vec![RollupRows::default(); engine.layout().specs.len()],
                 removed_ids: Vec::new(),
                 appended: Vec::new(),
                 pending: VecDeque::new(),

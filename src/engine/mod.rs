@@ -9,6 +9,7 @@
 
 pub mod failpoint;
 mod gather;
+pub mod layout;
 mod publish;
 mod recover;
 mod update;
@@ -32,6 +33,8 @@ use crate::storage::lock::StateLock;
 use crate::storage::manifest::Manifest;
 use crate::storage::store::{FileRecord, Store};
 use crate::storage::table::{Table, TableOptions, View};
+
+pub use layout::{Layout, LayoutChange, LayoutProgress, LayoutReport};
 
 /// How the engine folds and stores.
 #[derive(Debug, Clone)]
@@ -61,6 +64,16 @@ pub struct EngineOptions {
     pub line_hold: Duration,
     /// Steps of the commit path armed to fail, for tests (none by default).
     pub failpoints: Failpoints,
+}
+
+impl EngineOptions {
+    /// The layout to open with.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            zone: self.zone,
+            specs: self.specs.clone(),
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -336,6 +349,10 @@ pub struct Engine {
     cancelled: AtomicBool,
     /// The published generation, for waiters.
     generation: tokio::sync::watch::Sender<u64>,
+    /// The layout of the committed rollups (`EngineOptions::layout` until a change).
+    layout: RwLock<Arc<Layout>>,
+    /// The running layout change, if any.
+    layout_progress: Mutex<Option<LayoutProgress>>,
 }
 
 const DB_FILE: &str = "events.duckdb";
@@ -354,6 +371,8 @@ impl Engine {
             Table::open_or_rebuild(&state.join(DB_FILE), &opts.table, opts.failpoints.clone())?;
         let mut engine = Engine {
             state: state.to_path_buf(),
+            layout: RwLock::new(Arc::new(opts.layout())),
+            layout_progress: Mutex::new(None),
             opts,
             table,
             store,

@@ -39,8 +39,8 @@ impl Engine {
             .copied()
             .collect();
         let started = Instant::now();
-        let wanted: Vec<(&RollupSpec, &[Key])> = self
-            .opts
+        let layout = self.layout();
+        let wanted: Vec<(&RollupSpec, &[Key])> = layout
             .specs
             .iter()
             .zip(&pending)
@@ -88,7 +88,8 @@ impl Engine {
         rollups: &[Arc<RollupRows>],
         pending: &[bool],
     ) -> Result<Arc<View>> {
-        let specs = &self.opts.specs;
+        let layout = self.layout();
+        let specs = &layout.specs;
         let view = match &published.view {
             Some(view) if published.generation() == generation => {
                 if published.pending_flags() != pending {
@@ -120,7 +121,8 @@ impl Engine {
     /// that changed and the manifest. A crash before the manifest is replaced is repaired
     /// on open by merging the stored partials again; an error is retried by the next update.
     pub(super) fn catch_up(&self) -> Result<()> {
-        let specs = &self.opts.specs;
+        let layout = self.layout();
+        let (specs, zone) = (&layout.specs, layout.zone.name());
         let committed = self.committed.lock().expect("committed lock").clone();
         let (generation, pending) = (committed.generation, committed.pending_flags());
         let rollups = committed.rollups;
@@ -133,7 +135,7 @@ impl Engine {
         if pending.contains(&true)
             || manifest.generation == generation
                 && specs_of(&manifest) == *specs
-                && manifest.zone == self.opts.zone.name()
+                && manifest.zone == zone
         {
             return Ok(());
         }
@@ -142,20 +144,20 @@ impl Engine {
         let entries = specs
             .par_iter()
             .zip(&rollups)
-            .enumerate()
-            .map(|(i, (spec, rows))| {
+            .map(|(spec, rows)| {
+                // What the partitions of the same rollup hold, in the same zone.
                 let before = manifest
                     .rollups
-                    .get(i)
-                    .filter(|e| &e.spec == spec)
-                    .zip(written.get(i).map(|r| r.as_ref()));
+                    .iter()
+                    .position(|e| &e.spec == spec && manifest.zone == zone)
+                    .and_then(|i| Some((&manifest.rollups[i], written.get(i)?.as_ref())));
                 write_rollup(&self.state, spec, rows, generation, before)
             })
             .collect::<Result<Vec<_>>>()?;
         let manifest = Manifest {
             version: MANIFEST_VERSION,
             generation,
-            zone: self.opts.zone.name(),
+            zone,
             rollups: entries,
         };
         tracing::debug!(

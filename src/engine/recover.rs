@@ -6,14 +6,16 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::error::Result;
-use crate::rollup::{RollupRows, RollupSpec};
+use crate::error::{Error, Result};
+use crate::model::schema::Zone;
+use crate::rollup::RollupRows;
 use crate::storage::manifest::{read_rollup, Manifest};
 use crate::storage::store::{Commit, FileRecord};
 use crate::storage::table::{TableChange, TableFile};
 
+use super::layout::{Lacking, Layout};
 use super::publish::specs_of;
-use super::update::{encode_all, table_file};
+use super::update::table_file;
 use super::{Committed, Engine};
 
 impl Engine {
@@ -72,7 +74,7 @@ impl Engine {
     /// Forgets files whose partials file is missing or damaged (one store commit): the
     /// table drops their rows, and the next update folds them again from the CSVs.
     pub(super) fn drop_lost_partials(&self) -> Result<Option<String>> {
-        let lost = self.store.damaged_partials(self.opts.specs.len())?;
+        let lost = self.store.damaged_partials(self.layout().specs.len())?;
         let Some((_, first)) = lost.first() else {
             return Ok(None);
         };
@@ -89,108 +91,59 @@ impl Engine {
         )))
     }
 
-    /// A state folded with another time zone or rollup set is emptied (one store commit;
-    /// the table and rollups follow), so the next update folds every file again with the
-    /// configured one. The CSV files are the data; nothing else is lost.
+    /// Moves a state computed in another layout (time zone or rollup set) to the
+    /// configured one, from the table (`derive_layout`: no CSV is read; files whose rows
+    /// the table lacks are folded again). Only when that fails is the state emptied (one
+    /// store commit; the table and rollups follow) for the next update to fold every file
+    /// again. Returns what changed.
     pub(super) fn check_layout(&self) -> Result<Option<String>> {
-        let Some((zone, specs)) = self.store.layout()? else {
-            return Ok(None);
+        let to = self.layout();
+        let stored = match self.store.layout()? {
+            None => {
+                self.store.set_layout(&to.zone.name(), &to.specs)?;
+                return Ok(None);
+            }
+            Some((zone, specs)) => Zone::parse(&zone).map(|zone| Layout { zone, specs }),
         };
-        let mut changes = Vec::new();
-        if zone != self.opts.zone.name() {
-            changes.push(format!("time zone {zone} → {}", self.opts.zone.name()));
-        }
-        if specs != self.opts.specs {
-            let names = |s: &[RollupSpec]| s.iter().map(RollupSpec::name).collect::<Vec<_>>();
-            changes.push(format!(
-                "rollups {:?} → {:?}",
-                names(&specs),
-                names(&self.opts.specs)
-            ));
-        }
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        if zone == self.opts.zone.name() {
-            match self.derive_rollups(&specs) {
-                Ok(true) => {
-                    let reason = format!(
-                        "{}; the new rollups were computed from the table (no file was read \
-                         again)",
-                        changes.join(", ")
-                    );
-                    tracing::warn!("the state was built with another rollup set: {reason}");
-                    return Ok(Some(reason));
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!("computing the new rollups from the table: {e}"),
+        let derived = match &stored {
+            Ok(from) if *from == *to => {
+                // Only the table may be in another zone, after a change that did not land.
+                return self.table_to_zone(to.zone).map(|()| None);
+            }
+            Ok(from) => self
+                .derive_layout(from, &to, Lacking::Refold)
+                .map(|_| from.change_to(&to)),
+            Err(e) => Err(Error::Internal(e.to_string())),
+        };
+        match derived {
+            Ok(change) => {
+                let reason = format!(
+                    "{change}; the rollups were computed from the table (no file was read again)"
+                );
+                tracing::warn!("the state was built in another layout: {reason}");
+                Ok(Some(reason))
+            }
+            Err(e) => {
+                tracing::warn!("computing the new layout from the table: {e}");
+                self.refold_all(&to)
             }
         }
-        let reason = format!("{}; every file is folded again", changes.join(", "));
-        tracing::warn!("the state was built with another layout: {reason}");
-        let files = self.store.files()?;
+    }
+
+    /// Empties the store (one commit, with layout `to`): the next update folds every file
+    /// again.
+    fn refold_all(&self, to: &Layout) -> Result<Option<String>> {
         let commit = Commit {
             generation: self.store.generation()? + 1,
-            removed: files.iter().map(|r| r.id).collect(),
+            removed: self.store.files()?.iter().map(|r| r.id).collect(),
+            layout: Some((to.zone.name(), to.specs.clone())),
             ..Commit::default()
         };
         self.store.commit(&commit, self.store.next_id()?)?;
-        self.store
-            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
-        Ok(Some(reason))
-    }
-
-    /// Moves the store to the configured rollup set when only the set changed: each file's
-    /// partials of the rollups kept stay, those of new rollups come from the table (one
-    /// grouped statement per rollup), and the store is committed a few files at a time.
-    /// No CSV is read. False (nothing done) when the table does not hold exactly the
-    /// files the store knows.
-    fn derive_rollups(&self, old: &[RollupSpec]) -> Result<bool> {
-        let records = self.store.files()?;
-        let in_table: HashMap<i32, TableFile> =
-            self.table.files()?.into_iter().map(|f| (f.id, f)).collect();
-        let whole = |r: &FileRecord| {
-            in_table
-                .get(&(r.id as i32))
-                .is_some_and(|f| f.size == r.size && f.parts == r.parts as i32)
-        };
-        if !records.iter().all(whole) {
-            return Ok(false);
-        }
-        let specs = &self.opts.specs;
-        let mut derived: Vec<Option<HashMap<u32, RollupRows>>> = specs
-            .iter()
-            .map(|spec| match old.contains(spec) {
-                true => Ok(None),
-                false => self.table.file_partials(spec).map(Some),
-            })
-            .collect::<Result<_>>()?;
-        let mut commit = Commit::default();
-        let mut bytes = 0;
-        for (n, r) in records.iter().enumerate() {
-            let parts = specs
-                .iter()
-                .zip(&mut derived)
-                .map(|(spec, new)| match new {
-                    Some(files) => Ok(files.remove(&r.id).unwrap_or_default()),
-                    None => {
-                        let at = old.iter().position(|o| o == spec).expect("a kept rollup");
-                        self.store.partial(r.id, at)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let encoded = encode_all(&parts);
-            bytes += encoded.iter().map(Vec::len).sum::<usize>();
-            commit.folded.push((r.clone(), encoded));
-            if bytes >= 64 << 20 || n + 1 == records.len() {
-                commit.generation = self.store.generation()? + 1;
-                self.store.commit(&commit, self.store.next_id()?)?;
-                (commit, bytes) = (Commit::default(), 0);
-            }
-        }
-        self.store
-            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
-        Ok(true)
+        let reason = "the state was built in another layout that could not be computed from \
+                      the table; every file is folded again";
+        tracing::warn!("{reason}");
+        Ok(Some(reason.to_string()))
     }
 
     /// What this engine rebuilt on open, and why (a changed time zone or rollup set, or
@@ -245,10 +198,11 @@ impl Engine {
     /// why). Publishes them; a failure to write them out is left to the next update.
     pub(super) fn recover_rollups(&self, manifest: Option<Manifest>) -> Result<Option<String>> {
         let generation = self.store.generation()?;
+        let layout = self.layout();
         let current = manifest.filter(|m| {
             m.generation == generation
-                && specs_of(m) == self.opts.specs
-                && m.zone == self.opts.zone.name()
+                && specs_of(m) == layout.specs
+                && m.zone == layout.zone.name()
         });
         let mut why = None;
         if let Some(m) = current {
@@ -275,7 +229,7 @@ impl Engine {
         // The rollups lag the store (or are missing): merge them from the stored partials,
         // no CSV is read.
         let ids: Vec<u32> = self.store.files()?.iter().map(|r| r.id).collect();
-        let rollups = (0..self.opts.specs.len())
+        let rollups = (0..layout.specs.len())
             .into_par_iter()
             .map(|s| {
                 let parts = ids

@@ -217,8 +217,8 @@ impl Engine {
 
     /// Commits a batch to the store (with the layout it was folded in).
     fn commit_store(&self, commit: &Commit, next_id: u32) -> Result<()> {
-        self.store
-            .set_layout(&self.opts.zone.name(), &self.opts.specs)?;
+        let layout = self.layout();
+        self.store.set_layout(&layout.zone.name(), &layout.specs)?;
         self.opts.failpoints.hit("store.commit")?;
         self.store
             .commit(commit, next_id)
@@ -351,7 +351,7 @@ impl Engine {
                 body: &chunk.bytes,
                 first_line: chunk.first_line,
                 ids,
-                zone: self.opts.zone,
+                zone: self.layout().zone,
             };
             self.fold_chunk(&text, whole, emit)
         };
@@ -414,7 +414,7 @@ impl Engine {
         emit: &mut dyn FnMut(RecordBatch),
     ) -> Result<()> {
         let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
-        let piece = fold_text(text, &self.opts.specs, self.opts.max_bad_rows - bad)?;
+        let piece = fold_text(text, &self.layout().specs, self.opts.max_bad_rows - bad)?;
         let stats = &self.stats;
         stats.chunks_folded.fetch_add(1, Ordering::Relaxed);
         stats

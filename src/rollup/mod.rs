@@ -875,6 +875,33 @@ impl RollupRows {
     }
 }
 
+/// Sums sorted row sets given one at a time at the cost of a balanced merge tree: sets of
+/// equal rank are merged as they pair up (a binary counter), so each row is merged about
+/// log2(sets) times rather than once per set after it, and what is held stays within
+/// about twice the sum. The sum does not depend on the order the sets come in.
+#[derive(Debug, Default)]
+pub struct MergeStack {
+    /// Partial sums, each with its rank (it sums 2^rank sets), ranks decreasing.
+    sums: Vec<(u32, RollupRows)>,
+}
+
+impl MergeStack {
+    pub fn push(&mut self, mut rows: RollupRows) {
+        let mut rank = 0;
+        while self.sums.last().is_some_and(|(r, _)| *r == rank) {
+            let (_, top) = self.sums.pop().expect("a top");
+            rows = top.merge(&rows);
+            rank += 1;
+        }
+        self.sums.push((rank, rows));
+    }
+
+    /// The sum of every set pushed.
+    pub fn finish(self) -> RollupRows {
+        RollupRows::merge_tree(self.sums.into_iter().rev().map(|(_, r)| r).collect())
+    }
+}
+
 /// How many keys two sorted key lists share.
 fn count_common(a: &[Key], b: &[Key]) -> usize {
     let (mut i, mut j, mut n) = (0, 0, 0);
@@ -1110,6 +1137,17 @@ mod tests {
             RollupRows::merge_tree(vec![c.clone(), a.clone(), b.clone()])
         );
         assert_eq!(RollupRows::merge_tree(Vec::new()), RollupRows::default());
+        for n in 0..=6 {
+            let sets = [&a, &b, &c, &b, &a, &c];
+            let mut stack = MergeStack::default();
+            for s in &sets[..n] {
+                stack.push((*s).clone());
+            }
+            assert_eq!(
+                stack.finish(),
+                RollupRows::merge_all(sets[..n].iter().copied())
+            );
+        }
         let first = abc.agg(0);
         let (n, sum) = (first.bid.n, first.bid.sum);
         assert_eq!((first.rows, n, sum), (2, 2, -2));

@@ -22,10 +22,56 @@ pub type Partial = Vec<RollupRows>;
 /// Most cells a rollup is aggregated in directly (~23 MB of aggregates).
 const MAX_CELLS: usize = 1 << 18;
 
+/// Where a batch holds the columns a partial is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Positions {
+    day: usize,
+    minute: usize,
+    typ: usize,
+    country: usize,
+    adv: usize,
+    publ: usize,
+    bid: usize,
+    total: usize,
+}
+
+impl Positions {
+    /// In a batch of the `events` table's schema (`fold::table_schema`).
+    pub const TABLE: Positions = Positions {
+        day: col::DAY,
+        minute: col::MINUTE,
+        typ: col::TYPE,
+        country: col::COUNTRY,
+        adv: col::ADV,
+        publ: col::PUBL,
+        bid: col::BID,
+        total: col::TOTAL,
+    };
+    /// In a batch of the `events` table's columns `SELECT` names, in that order.
+    pub const SELECTED: Positions = Positions {
+        day: 0,
+        minute: 1,
+        typ: 2,
+        country: 3,
+        adv: 4,
+        publ: 5,
+        bid: 6,
+        total: 7,
+    };
+    /// The `events` table's columns a partial is built from, in `SELECTED` order.
+    pub const SELECT: &'static str = "day, local_minute, \"type\", country, advertiser_id, \
+                                      publisher_id, bid_price, total_price";
+}
+
 /// Folds table rows, sorted by day (NULL last) as `fold::sort_for_table` leaves them,
 /// into a partial for each spec.
 pub fn build(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
-    let rows = Rows::decode(batch)?;
+    build_at(batch, &Positions::TABLE, specs)
+}
+
+/// Like `build`, from a batch holding the columns at `at`.
+pub fn build_at(batch: &RecordBatch, at: &Positions, specs: &[RollupSpec]) -> Result<Partial> {
+    let rows = Rows::decode(batch, at)?;
     let days = rows.day_ranges();
     Ok(specs
         .iter()
@@ -79,14 +125,14 @@ struct Rows {
 }
 
 impl Rows {
-    fn decode(batch: &RecordBatch) -> Result<Rows> {
+    fn decode(batch: &RecordBatch, at: &Positions) -> Result<Rows> {
         let n = batch.num_rows();
-        let day = batch.column(col::DAY).as_primitive::<Date32Type>();
-        let minute = batch.column(col::MINUTE).as_primitive::<Int32Type>();
-        let types = batch.column(col::TYPE).as_string::<i32>();
-        let countries = batch.column(col::COUNTRY).as_string::<i32>();
-        let adv = batch.column(col::ADV).as_primitive::<Int32Type>();
-        let publ = batch.column(col::PUBL).as_primitive::<Int32Type>();
+        let day = batch.column(at.day).as_primitive::<Date32Type>();
+        let minute = batch.column(at.minute).as_primitive::<Int32Type>();
+        let types = batch.column(at.typ).as_string::<i32>();
+        let countries = batch.column(at.country).as_string::<i32>();
+        let adv = batch.column(at.adv).as_primitive::<Int32Type>();
+        let publ = batch.column(at.publ).as_primitive::<Int32Type>();
         let price = |a: &arrow::array::Decimal128Array| -> Vec<Option<i64>> {
             // Precision 18 at parse time guarantees the value fits an i64.
             (0..n)
@@ -143,8 +189,8 @@ impl Rows {
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
-            bid: price(batch.column(col::BID).as_primitive::<Decimal128Type>()),
-            total: price(batch.column(col::TOTAL).as_primitive::<Decimal128Type>()),
+            bid: price(batch.column(at.bid).as_primitive::<Decimal128Type>()),
+            total: price(batch.column(at.total).as_primitive::<Decimal128Type>()),
         })
     }
 
@@ -383,7 +429,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let rows = Rows::decode(&folded.table).unwrap();
+        let rows = Rows::decode(&folded.table, &Positions::TABLE).unwrap();
         let days = rows.day_ranges();
         let mut specs = default_specs();
         specs.push(RollupSpec::new(Some(TimeCol::Week), &[Dim::Country]));

@@ -68,12 +68,22 @@ pub struct Commit {
     pub moved: Vec<FileRecord>,
     /// Files no longer tracked.
     pub removed: Vec<u32>,
+    /// Files whose partials file of this generation [`Store::write_partials`] already
+    /// wrote (a layout change writes them one at a time): the registry names it alone.
+    pub prewritten: Vec<u32>,
+    /// The layout (time zone and rollup specs) the partials are in from this commit on,
+    /// when it changes.
+    pub layout: Option<(String, Vec<RollupSpec>)>,
 }
 
 impl Commit {
     /// Whether it changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.folded.is_empty() && self.moved.is_empty() && self.removed.is_empty()
+        self.folded.is_empty()
+            && self.moved.is_empty()
+            && self.removed.is_empty()
+            && self.prewritten.is_empty()
+            && self.layout.is_none()
     }
 }
 
@@ -243,9 +253,11 @@ impl Store {
         self.partials.join(format!("{id}.g{generation}.rp"))
     }
 
-    /// Writes a file's encoded partials (one per rollup) to its partials file (temp,
-    /// fsync, rename; the caller fsyncs the folder).
-    fn write_partials(&self, id: u32, generation: u64, parts: &[Vec<u8>]) -> Result<()> {
+    /// Writes a file's encoded partials (one per rollup) to its partials file of
+    /// `generation` (temp, fsync, rename), for a commit of that generation to name
+    /// (`Commit::prewritten`; it fsyncs the folder). A commit that does not land removes
+    /// it, and so does the next open.
+    pub fn write_partials(&self, id: u32, generation: u64, parts: &[Vec<u8>]) -> Result<()> {
         let path = self.partials_path(id, generation);
         let tmp = path.with_extension("rp.tmp");
         let mut head = PARTIALS_MAGIC.to_vec();
@@ -263,6 +275,17 @@ impl Store {
         };
         write().map_err(|e| Error::io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Removes the partials files of `generation` that `write_partials` wrote for `ids`
+    /// when their commit is not made (best effort: open removes what is left).
+    pub fn discard_partials(&self, ids: &[u32], generation: u64) {
+        for id in ids {
+            let path = self.partials_path(*id, generation);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!("removing {}: {e}", path.display());
+            }
+        }
     }
 
     /// Removes partials files (and temp files) that no registry entry names.
@@ -373,8 +396,23 @@ impl Store {
         Ok(RollupRows::merge_tree(parts))
     }
 
+    /// A file's partial for the spec at index `spec`, encoded (`codec::encode`): the
+    /// bytes its partials file holds, or, when its partials span several files, their
+    /// merge encoded again.
+    pub fn partial_bytes(&self, id: u32, spec: usize) -> Result<Vec<u8>> {
+        match self.partial_generation(id)?.as_slice() {
+            [generation] => self.read_partial_bytes(id, *generation, spec),
+            _ => Ok(codec::encode(&self.partial(id, spec)?)),
+        }
+    }
+
     /// The partial for the spec at index `spec` in one partials file.
     fn read_partial(&self, id: u32, generation: u64, spec: usize) -> Result<RollupRows> {
+        codec::decode(&self.read_partial_bytes(id, generation, spec)?)
+    }
+
+    /// The encoded partial for the spec at index `spec` in one partials file.
+    fn read_partial_bytes(&self, id: u32, generation: u64, spec: usize) -> Result<Vec<u8>> {
         let path = self.partials_path(id, generation);
         let read = || -> std::io::Result<Option<Vec<u8>>> {
             let mut f = File::open(&path)?;
@@ -393,13 +431,12 @@ impl Store {
             f.read_exact(&mut bytes)?;
             Ok(Some(bytes))
         };
-        match read().map_err(|e| Error::io(&path, e))? {
-            Some(bytes) => codec::decode(&bytes),
-            None => Err(Error::State {
+        read()
+            .map_err(|e| Error::io(&path, e))?
+            .ok_or_else(|| Error::State {
                 path,
                 reason: format!("not a partials file, or no partial for rollup {spec}"),
-            }),
-        }
+            })
     }
 
     /// Applies a change set atomically and makes it durable: new partials files first,
@@ -410,6 +447,7 @@ impl Store {
             .removed
             .iter()
             .chain(c.folded.iter().filter(|f| !f.1.is_empty()).map(|f| &f.0.id))
+            .chain(&c.prewritten)
             .map(|id| {
                 let gs = self.partial_generation(*id)?;
                 Ok(gs.into_iter().map(|g| (*id, g)).collect::<Vec<_>>())
@@ -424,6 +462,7 @@ impl Store {
             .filter(|(_, parts)| !parts.is_empty())
             .map(|(r, _)| r.id)
             .chain(c.tails.iter().map(|(id, _)| *id))
+            .chain(c.prewritten.iter().copied())
             .collect();
         let landed = self.write_and_commit(c, next_id);
         let (remove, outcome): (Vec<(u32, u64)>, _) = match landed {
@@ -479,6 +518,12 @@ impl Store {
                         .map_or_else(Vec::new, |v| v.to_vec());
                     gs.extend(c.generation.to_be_bytes());
                     partial_files.insert(&id.to_be_bytes(), gs)?;
+                }
+                for id in &c.prewritten {
+                    partial_files.insert(&id.to_be_bytes(), &c.generation.to_be_bytes())?;
+                }
+                if let Some(layout) = &c.layout {
+                    meta.insert("layout", serde_json::to_vec(layout).expect("layout"))?;
                 }
                 meta.insert("generation", &c.generation.to_be_bytes())?;
                 meta.insert("next_id", &(next_id as u64).to_be_bytes())?;

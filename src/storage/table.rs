@@ -8,7 +8,6 @@
 //! old rows, append the new ones, record the file), so after an error or a crash the
 //! table holds either the old or the new rows of a file, never a mix.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -25,12 +24,11 @@ use duckdb::{params, Config, Connection};
 use crate::daemon::limits::QueryBudget;
 use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::model::schema::{Column, TimeCol};
+use crate::model::schema::{Column, TimeCol, Zone};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
-use crate::rollup::{
-    country_code, Agg, Dim, Extremes, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
-};
+use crate::rollup::partial::Positions;
+use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -180,10 +178,11 @@ CREATE TABLE IF NOT EXISTS events (
     country VARCHAR,
     day DATE,
     local_minute INTEGER
-);";
+);
+CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);";
 
 /// The version of the tables' layout (`SCHEMA`), kept in `meta`; bump it when `SCHEMA`
-/// changes.
+/// changes (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
 const SCHEMA_VERSION: i64 = 1;
 
 /// Creates the tables if needed. A database of another schema version has its tables
@@ -206,7 +205,10 @@ fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
         })?;
     let rebuilt = match found {
         Some(v) if v != SCHEMA_VERSION => {
-            conn.execute_batch("DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files;")?;
+            conn.execute_batch(
+                "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files; \
+                 DROP TABLE IF EXISTS settings;",
+            )?;
             let why = format!(
                 "DuckDB table schema version {v} → {SCHEMA_VERSION}; every file is folded again"
             );
@@ -803,102 +805,109 @@ impl Table {
 }
 
 impl Table {
-    /// Every file's partial for `spec`, from the table's rows (one grouped statement):
-    /// what folding the files again would give, for a rollup added after they were
-    /// folded. Files without rows have none.
-    pub fn file_partials(&self, spec: &RollupSpec) -> Result<HashMap<u32, RollupRows>> {
-        let mut keys = vec!["file_id".to_string()];
-        keys.extend(spec.grain.map(|g| {
-            let t = crate::query::plan::column_sql(Column::Time(g));
-            format!("CAST({t} AS INTEGER)")
-        }));
-        keys.extend(
-            spec.dims
-                .iter()
-                .map(|d| format!("\"{}\"", d.column().name())),
-        );
-        let measures =
-            |c: &str| format!("count({c}), CAST(sum({c}) AS DECIMAL(38,9)), min({c}), max({c})",);
+    /// The rows of file `id` a partial is built from (`Positions::SELECT`), sorted by
+    /// day (NULL last) as `partial::build_at` wants them, queued on the DuckDB thread;
+    /// `None` for a file without rows. A file's rows are stored together, so DuckDB
+    /// reads only theirs.
+    pub fn file_rows(&self, id: u32) -> Result<Pending<Option<RecordBatch>>> {
         let sql = format!(
-            "SELECT {k}, count(*), {b}, {t} FROM events GROUP BY {k}",
-            k = keys.join(", "),
-            b = measures("bid_price"),
-            t = measures("total_price"),
+            "SELECT {} FROM events WHERE file_id = ? ORDER BY day NULLS LAST",
+            Positions::SELECT
         );
-        let spec = spec.clone();
-        self.call(move |conn| {
-            let mut out: HashMap<u32, RollupRows> = HashMap::new();
+        self.submit(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
-            for b in stmt.query_arrow([])? {
-                for (file, key, agg) in partial_rows(&spec, &b)? {
-                    out.entry(file).or_default().push(key, &agg);
-                }
-            }
-            for rows in out.values_mut() {
-                rows.sort();
-            }
-            Ok(out)
+            let batches: Vec<RecordBatch> = stmt.query_arrow(params![id as i32])?.collect();
+            let Some(first) = batches.first() else {
+                return Ok(None);
+            };
+            Ok(Some(arrow::compute::concat_batches(
+                &first.schema(),
+                &batches,
+            )?))
+        })
+    }
+
+    /// The time zone the rows' derived time columns (`day`, `local_minute`) are in, as
+    /// `set_zone` recorded it (`None`: never recorded).
+    pub fn zone(&self) -> Result<Option<String>> {
+        self.call(|conn| {
+            let zone = conn
+                .query_row("SELECT value FROM settings WHERE key = 'zone'", [], |r| {
+                    r.get(0)
+                })
+                .map(Some)
+                .or_else(|e| match e {
+                    duckdb::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            Ok(zone)
+        })
+    }
+
+    /// Computes every row's derived time columns again in `zone` and records it, in one
+    /// transaction: views pinned before it keep seeing the old values, and a crash leaves
+    /// the old ones. The zone's UTC offset is looked up here for each 15-minute slot the
+    /// rows' instants fall in (DuckDB needs no time zone database) and applied as one
+    /// expression over the offsets' runs.
+    pub fn set_zone(&self, zone: Zone) -> Result<()> {
+        let writes = self.inner.writes.clone();
+        self.call(move |conn| {
+            writes.fetch_add(1, Ordering::SeqCst);
+            let tx = conn.transaction()?;
+            let slots: Vec<i64> = {
+                let mut stmt = tx.prepare(
+                    "SELECT DISTINCT CAST(floor(ts / 900000) AS BIGINT) AS s FROM events \
+                     WHERE ts IS NOT NULL ORDER BY s",
+                )?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                rows.collect::<duckdb::Result<_>>()?
+            };
+            let offset = offset_sql(zone, &slots)?;
+            let minute = format!("(CAST(floor(ts / 60000) AS BIGINT) + {offset})");
+            tx.execute_batch(&format!(
+                "UPDATE events SET local_minute = CAST({minute} AS INTEGER), \
+                 day = DATE '1970-01-01' + CAST(floor({minute} / 1440) AS INTEGER) \
+                 WHERE ts IS NOT NULL"
+            ))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO settings VALUES ('zone', ?)",
+                params![zone.name()],
+            )?;
+            tx.commit()?;
+            Ok(())
         })
     }
 }
 
-/// The rows of a `file_partials` result batch: file id, rollup key, aggregates.
-fn partial_rows(spec: &RollupSpec, b: &RecordBatch) -> Result<Vec<(u32, Key, Agg)>> {
-    let int = |i: usize| b.column(i).as_primitive::<Int32Type>();
-    let count = |i: usize| b.column(i).as_primitive::<arrow::datatypes::Int64Type>();
-    let dec = |i: usize| b.column(i).as_primitive::<Decimal128Type>();
-    let first_dim = 1 + usize::from(spec.grain.is_some());
-    let at = first_dim + spec.dims.len();
-    let measure = |from: usize, r: usize| -> Measure {
-        let n = count(from).value(r) as u64;
-        match n {
-            0 => Measure::default(),
-            _ => Measure {
-                n,
-                sum: dec(from + 1).value(r),
-                min: dec(from + 2).value(r) as i64,
-                max: dec(from + 3).value(r) as i64,
-            },
+/// The UTC offset in minutes of `zone` at each of `slots` (sorted 15-minute slots of UTC
+/// time, as `ts // 900000`), as a SQL expression of `ts`: a `CASE` over the runs of
+/// slots sharing an offset (a few per year of data).
+fn offset_sql(zone: Zone, slots: &[i64]) -> Result<String> {
+    let mut clock = zone.clock();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &slot in slots {
+        let local = clock
+            .local_minute(slot * 900_000)
+            .ok_or_else(|| Error::Internal(format!("ts slot {slot} out of range")))?;
+        let offset = i64::from(local) - slot * 15;
+        if runs.last().is_none_or(|r| r.1 != offset) {
+            runs.push((slot, offset));
         }
+    }
+    let Some((&(_, first), rest)) = runs.split_first() else {
+        return Ok("0".into());
     };
-    (0..b.num_rows())
-        .map(|r| {
-            let mut key = Key::default();
-            if spec.grain.is_some() {
-                let t = int(1);
-                key.time = if t.is_null(r) { NULL_TIME } else { t.value(r) };
-            }
-            for (j, d) in spec.dims.iter().enumerate() {
-                let c = b.column(first_dim + j);
-                match d {
-                    Dim::Type | Dim::Country if c.is_null(r) => {}
-                    Dim::Type => {
-                        let name = c.as_string::<i32>().value(r);
-                        key.typ = crate::model::schema::type_code(name).ok_or_else(|| {
-                            Error::Internal(format!("an event type the fold never gives: {name}"))
-                        })?;
-                    }
-                    Dim::Country => key.country = country_code(c.as_string::<i32>().value(r))?,
-                    Dim::Advertiser | Dim::Publisher => {
-                        let id = match c.is_null(r) {
-                            true => NULL_ID,
-                            false => int(first_dim + j).value(r) as i64,
-                        };
-                        match d {
-                            Dim::Advertiser => key.adv = id,
-                            _ => key.publ = id,
-                        }
-                    }
-                }
-            }
-            let agg = Agg {
-                rows: count(at).value(r) as u64,
-                bid: measure(at + 1, r),
-                total: measure(at + 5, r),
-            };
-            Ok((int(0).value(r) as u32, key, agg))
-        })
-        .collect()
+    if rest.is_empty() {
+        return Ok(first.to_string());
+    }
+    let mut sql = format!("CASE WHEN ts < {} THEN {first}", rest[0].0 * 900_000);
+    for (i, (_, offset)) in rest.iter().enumerate() {
+        match rest.get(i + 1) {
+            Some((next, _)) => sql += &format!(" WHEN ts < {} THEN {offset}", next * 900_000),
+            None => sql += &format!(" ELSE {offset} END"),
+        }
+    }
+    Ok(sql)
 }
 
 /// The part of the extremes statement for rollup number `i`: its keys joined with the
