@@ -104,9 +104,10 @@ fn advise_proposes_a_rollup_that_then_answers_the_logged_shape() {
     daemon.request(json!({"op": "query", "query": users}));
     let by_day = json!({"select": ["day", {"COUNT": "*"}], "group_by": ["day"]});
     daemon.request(json!({"op": "query", "query": by_day}));
-    // The statistics outlive a restart.
+    // The statistics outlive a restart (into a config file, empty for now).
     daemon.stop();
-    let daemon = Daemon::start(&ws, &[]);
+    std::fs::write(ws.tmp.path().join("advised.toml"), "").unwrap();
+    let daemon = Daemon::start(&ws, &["--config", "advised.toml"]);
     let advice = daemon.request(json!({"op": "advise"})).line;
     let shapes = advice["shapes"].as_array().unwrap();
     assert_eq!(shapes.len(), 2, "only DuckDB-answered shapes: {advice}");
@@ -125,14 +126,13 @@ fn advise_proposes_a_rollup_that_then_answers_the_logged_shape() {
     );
     let text = ok_stdout(&ws.run(&["advise", "--state", "state"]));
     assert!(text.contains("add rollup hour_publisher"), "{text}");
-    daemon.stop();
 
-    // Added to the config, the proposed rollup answers the shape, and has the rows
-    // advise counted.
+    // Added to the config and reloaded, the proposed rollup answers the shape, and has
+    // the rows advise counted.
     let config = "rollups = [\"day_type_country\", \"hour_publisher\"]\n";
     std::fs::write(ws.tmp.path().join("advised.toml"), config).unwrap();
-    let daemon = Daemon::start(&ws, &["--config", "advised.toml"]);
-    daemon.sync();
+    let reload = ok_stdout(&ws.run(&["reload", "--state", "state"]));
+    assert!(reload.contains("rollups added: hour_publisher"), "{reload}");
     let reply = daemon.request(json!({"op": "query", "query": q}));
     assert_eq!(reply.line["source"], "rollup:hour_publisher");
     let status = daemon.status();
@@ -143,4 +143,5 @@ fn advise_proposes_a_rollup_that_then_answers_the_logged_shape() {
         .find(|r| r["name"] == "hour_publisher")
         .unwrap();
     assert_eq!(rollup["rows"], estimate, "{status}");
+    daemon.stop();
 }
