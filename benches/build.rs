@@ -348,7 +348,12 @@ fn main() {
     let start = Instant::now();
     let mut folded = 0;
     for (i, f) in sample.iter().enumerate() {
-        folded += rollupd::ingest::fold::fold_file(f, i as i32, Zone::Utc, &specs)
+        let with = rollupd::ingest::fold::FoldWith {
+            zone: Zone::Utc,
+            specs: &specs,
+            countries: &rollupd::rollup::Countries::default(),
+        };
+        folded += rollupd::ingest::fold::fold_file(f, i as i32, with)
             .unwrap()
             .bytes;
     }

@@ -268,7 +268,9 @@ fn same_rollups(state: &Path, watch: &Path, fresh: &Path) -> Result<(), String> 
         .ok_or("the daemon's state has no manifest")?;
     let want = built.snapshot();
     for (entry, rows) in manifest.rollups.iter().zip(&want.rollups) {
-        let got = read_rollup(state, entry).map_err(|e| e.to_string())?;
+        // Read under the fresh build's dictionary, to compare with its rows.
+        let countries = built.store().countries();
+        let got = read_rollup(state, entry, countries).map_err(|e| e.to_string())?;
         if got != **rows {
             return Err(format!("rollup {} differs from a fresh build", entry.name));
         }

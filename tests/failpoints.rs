@@ -120,7 +120,8 @@ fn an_error_at_any_commit_step_is_repaired_by_the_next_update() {
                 .map(|r| r.as_ref().clone())
                 .collect();
             assert!(
-                rollups == fresh_rollups(&old) || rollups == fresh_rollups(&ws.files()),
+                rollups == fresh_rollups(&old, &engine)
+                    || rollups == fresh_rollups(&ws.files(), &engine),
                 "{point}: the published rollups are neither the old nor the new folder's"
             );
         }

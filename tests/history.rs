@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rollupd::engine::{Layout, Snapshot};
+use rollupd::ingest::fold::{fold_file, FoldWith};
 use rollupd::rollup::RollupRows;
 use rollupd::{Engine, EngineOptions};
 
@@ -86,23 +87,24 @@ fn touch(path: &Path, clock: &mut u64) {
 }
 
 /// The rollups a fresh build of `files` produces.
-pub fn fresh_rollups(files: &[PathBuf]) -> Vec<RollupRows> {
-    fresh_rollups_in(files, &EngineOptions::default().layout())
+pub fn fresh_rollups(files: &[PathBuf], engine: &Engine) -> Vec<RollupRows> {
+    fresh_rollups_in(files, &EngineOptions::default().layout(), engine)
 }
 
-/// The rollups of layout `layout` folded from scratch from `files`.
-pub fn fresh_rollups_in(files: &[PathBuf], layout: &Layout) -> Vec<RollupRows> {
-    let specs = &layout.specs;
+/// The rollups of layout `layout` folded from scratch from `files`, their country codes
+/// those of `engine`'s dictionary (so that they compare with its rollups).
+pub fn fresh_rollups_in(files: &[PathBuf], layout: &Layout, engine: &Engine) -> Vec<RollupRows> {
+    let with = FoldWith {
+        zone: layout.zone,
+        specs: &layout.specs,
+        countries: engine.store().countries(),
+    };
     let parts: Vec<_> = files
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            rollupd::ingest::fold::fold_file(f, i as i32, layout.zone, specs)
-                .unwrap()
-                .partial
-        })
+        .map(|(i, f)| fold_file(f, i as i32, with).unwrap().partial)
         .collect();
-    (0..specs.len())
+    (0..layout.specs.len())
         .map(|s| RollupRows::merge_all(parts.iter().map(|p| &p[s])))
         .collect()
 }
@@ -111,7 +113,7 @@ pub fn fresh_rollups_in(files: &[PathBuf], layout: &Layout) -> Vec<RollupRows> {
 /// layout, value for value.
 pub fn assert_fresh(engine: &Engine, files: &[PathBuf], what: &str) {
     let snap = engine.snapshot();
-    let fresh = fresh_rollups_in(files, &engine.layout());
+    let fresh = fresh_rollups_in(files, &engine.layout(), engine);
     assert_eq!(
         snap.rollups.len(),
         fresh.len(),

@@ -377,7 +377,7 @@ impl Engine {
             }
             let started = Instant::now();
             for (r, partial) in step.iter().zip(self.derive_files(step, &fresh)?) {
-                let mut encoded = encode_all(&partial).into_iter();
+                let mut encoded = encode_all(&partial, self.store.countries()).into_iter();
                 sums.par_iter_mut()
                     .zip(partial)
                     .for_each(|(sum, rows)| sum.push(rows));
@@ -421,7 +421,9 @@ impl Engine {
         queued
             .into_par_iter()
             .map(|rows| match rows.wait()? {
-                Some(batch) => partial::build_at(&batch, &Positions::SELECTED, specs),
+                Some(batch) => {
+                    partial::build_at(&batch, &Positions::SELECTED, specs, self.store.countries())
+                }
                 None => Ok(vec![RollupRows::default(); specs.len()]),
             })
             .collect()

@@ -462,7 +462,7 @@ impl Engine {
         let plan = plan(&query, &snap.catalog);
         let (rollup, source) = match &plan.route {
             Route::Rollup(i) => (
-                Some(snap.rollups[*i].as_ref()),
+                Some((snap.rollups[*i].as_ref(), self.store.countries())),
                 format!("rollup:{}", snap.catalog[*i].spec.name()),
             ),
             Route::DuckDb { .. } => (None, "duckdb".to_string()),

@@ -46,7 +46,7 @@ impl Engine {
             .zip(&pending)
             .map(|(spec, keys)| (spec, keys.as_slice()))
             .collect();
-        let extremes = self.table.extremes(&wanted)?;
+        let extremes = self.table.extremes(&wanted, self.store.countries())?;
         tracing::debug!(
             keys = pending.iter().map(Vec::len).sum::<usize>(),
             ms = started.elapsed().as_millis() as u64,
@@ -151,7 +151,8 @@ impl Engine {
                     .iter()
                     .position(|e| &e.spec == spec && manifest.zone == zone)
                     .and_then(|i| Some((&manifest.rollups[i], written.get(i)?.as_ref())));
-                write_rollup(&self.state, spec, rows, generation, before)
+                let countries = self.store.countries();
+                write_rollup(&self.state, (spec, rows), generation, before, countries)
             })
             .collect::<Result<Vec<_>>>()?;
         let manifest = Manifest {

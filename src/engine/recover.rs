@@ -209,7 +209,7 @@ impl Engine {
             let read = m
                 .rollups
                 .par_iter()
-                .map(|r| read_rollup(&self.state, r).map(Arc::new))
+                .map(|r| read_rollup(&self.state, r, self.store.countries()).map(Arc::new))
                 .collect::<Result<Vec<_>>>();
             match read {
                 Ok(rollups) => {

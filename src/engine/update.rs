@@ -20,7 +20,7 @@ use crate::ingest::lines::{Chunk, Lines};
 use crate::ingest::regular::{open_as_seen, still_as_seen};
 use crate::ingest::watch::{line_held_until, scan};
 use crate::rollup::codec;
-use crate::rollup::{Key, RollupRows};
+use crate::rollup::{Countries, Key, RollupRows};
 use crate::storage::store::{Commit, FileRecord, MAX_PARTS};
 use crate::storage::table::TableFile;
 
@@ -197,7 +197,9 @@ impl Engine {
     ) -> Result<()> {
         for (id, tail) in appended {
             if self.store.parts(id)? < MAX_PARTS {
-                commit.tails.push((id, encode_all(&tail)));
+                commit
+                    .tails
+                    .push((id, encode_all(&tail, self.store.countries())));
                 continue;
             }
             let whole: Vec<RollupRows> = tail
@@ -210,7 +212,7 @@ impl Engine {
                 .iter_mut()
                 .find(|(r, _)| r.id == id)
                 .expect("appended record");
-            slot.1 = encode_all(&whole);
+            slot.1 = encode_all(&whole, self.store.countries());
         }
         Ok(())
     }
@@ -352,6 +354,7 @@ impl Engine {
                 first_line: chunk.first_line,
                 ids,
                 zone: self.layout().zone,
+                countries: self.store.countries(),
             };
             self.fold_chunk(&text, whole, emit)
         };
@@ -393,7 +396,7 @@ impl Engine {
             "folded"
         );
         let encoded = if from == 0 {
-            encode_all(&f.partial)
+            encode_all(&f.partial, self.store.countries())
         } else {
             Vec::new()
         };
@@ -519,8 +522,11 @@ pub(super) fn add_partial(added: &mut [RollupRows], partial: Vec<RollupRows>) {
         });
 }
 
-pub(super) fn encode_all(partial: &[RollupRows]) -> Vec<Vec<u8>> {
-    partial.iter().map(codec::encode).collect()
+pub(super) fn encode_all(partial: &[RollupRows], countries: &Countries) -> Vec<Vec<u8>> {
+    partial
+        .iter()
+        .map(|p| codec::encode(p, countries))
+        .collect()
 }
 
 /// Splits changes into batches of at most `limit` bytes to fold (at least one change each).

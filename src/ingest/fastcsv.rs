@@ -336,6 +336,7 @@ mod equivalence {
             first_line: 2,
             ids: (3, 1),
             zone: Zone::Utc,
+            countries: &crate::rollup::Countries::default(),
         };
         let (general, bad) = general_parse(&input, 0).unwrap();
         assert!(bad.is_empty());

@@ -17,9 +17,9 @@ use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::model::schema::{type_code, Zone, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS};
+use crate::model::schema::{type_code, Kind, TableCol, Zone, RAW_COLUMNS};
 use crate::rollup::partial::Partial;
-use crate::rollup::RollupSpec;
+use crate::rollup::{Countries, RollupSpec};
 
 /// Rows per Arrow batch while parsing.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -28,42 +28,20 @@ const BATCH_ROWS: usize = 64 * 1024;
 pub fn table_schema() -> SchemaRef {
     static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
     S.get_or_init(|| {
-        let price = DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE);
-        let uuid = Field::new("auction_id", DataType::FixedSizeBinary(16), true).with_metadata(
-            std::collections::HashMap::from([(
-                "ARROW:extension:name".to_string(),
-                "arrow.uuid".to_string(),
-            )]),
-        );
-        Arc::new(Schema::new(vec![
-            Field::new("file_id", DataType::Int32, false),
-            Field::new("part", DataType::Int32, false),
-            Field::new("ts", DataType::Int64, true),
-            Field::new("type", DataType::Utf8, true),
-            uuid,
-            Field::new("advertiser_id", DataType::Int32, true),
-            Field::new("publisher_id", DataType::Int32, true),
-            Field::new("bid_price", price.clone(), true),
-            Field::new("user_id", DataType::Int64, true),
-            Field::new("total_price", price, true),
-            Field::new("country", DataType::Utf8, true),
-            Field::new("day", DataType::Date32, true),
-            Field::new("local_minute", DataType::Int32, true),
-        ]))
+        let fields = TableCol::ALL.map(|c| {
+            let field = Field::new(c.name(), c.kind().arrow(), c.nullable());
+            match c.kind() {
+                // DuckDB takes 16 bytes tagged as the Arrow UUID extension as a UUID.
+                Kind::Uuid => field.with_metadata(std::collections::HashMap::from([(
+                    "ARROW:extension:name".to_string(),
+                    "arrow.uuid".to_string(),
+                )])),
+                _ => field,
+            }
+        });
+        Arc::new(Schema::new(fields.to_vec()))
     })
     .clone()
-}
-
-/// Column positions in `table_schema()`.
-pub(crate) mod col {
-    pub const TYPE: usize = 3;
-    pub const ADV: usize = 5;
-    pub const PUBL: usize = 6;
-    pub const BID: usize = 7;
-    pub const TOTAL: usize = 9;
-    pub const COUNTRY: usize = 10;
-    pub const DAY: usize = 11;
-    pub const MINUTE: usize = 12;
 }
 
 /// What folding one file produced.
@@ -98,9 +76,18 @@ impl Folded {
 ///
 /// Fails with `Error::BadFile` naming the line and reason when the file cannot be parsed;
 /// nothing is produced in that case.
-pub fn fold_file(path: &Path, file_id: i32, zone: Zone, specs: &[RollupSpec]) -> Result<Folded> {
+pub fn fold_file(path: &Path, file_id: i32, with: FoldWith) -> Result<Folded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    fold_bytes(path, &bytes, 0, (file_id, 0), zone, specs, 0)
+    fold_bytes(path, &bytes, 0, (file_id, 0), with, 0)
+}
+
+/// What rows are folded with: the time zone of the derived time columns, the rollups, and
+/// the dictionary giving country texts their codes.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldWith<'a> {
+    pub zone: Zone,
+    pub specs: &'a [RollupSpec],
+    pub countries: &'a Countries,
 }
 
 /// Longest line accepted, in bytes.
@@ -115,8 +102,7 @@ pub fn fold_bytes(
     bytes: &[u8],
     from: usize,
     ids: (i32, i32),
-    zone: Zone,
-    specs: &[RollupSpec],
+    with: FoldWith,
     max_bad_rows: u64,
 ) -> Result<Folded> {
     let bad = |line: usize, reason: String| Error::BadFile {
@@ -156,11 +142,12 @@ pub fn fold_bytes(
         body,
         first_line,
         ids,
-        zone,
+        zone: with.zone,
+        countries: with.countries,
     };
     Ok(Folded {
         bytes: parsed,
-        ..fold_text(&text, specs, max_bad_rows)?
+        ..fold_text(&text, with.specs, max_bad_rows)?
     })
 }
 
@@ -179,7 +166,7 @@ pub(crate) fn fold_text(text: &Text, specs: &[RollupSpec], max_bad_rows: u64) ->
             None => general_parse(text, max_bad_rows)?,
         };
     let t_parse = t.elapsed();
-    let partial = crate::rollup::partial::build(&table, specs)?;
+    let partial = crate::rollup::partial::build(&table, specs, text.countries)?;
     tracing::debug!(
         parse_ms = t_parse.as_millis() as u64,
         partial_ms = (t.elapsed() - t_parse).as_millis() as u64,
@@ -205,6 +192,8 @@ pub(crate) struct Text<'a> {
     /// The file id and part number the rows get in the table.
     pub ids: (i32, i32),
     pub zone: Zone,
+    /// Gives country texts their codes.
+    pub countries: &'a Countries,
 }
 
 impl Text<'_> {
@@ -311,12 +300,8 @@ pub fn parse_csv<R: Read>(
     let names = split_header(&header);
     let mut fields = Vec::with_capacity(names.len());
     for name in &names {
-        let ty = match name.as_str() {
-            "ts" | "user_id" => DataType::Int64,
-            "advertiser_id" | "publisher_id" => DataType::Int32,
-            "bid_price" | "total_price" => DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE),
-            _ => DataType::Utf8,
-        };
+        // Extra columns are read as text (and left out by the projection).
+        let ty = TableCol::raw(name).map_or(DataType::Utf8, |c| c.kind().parsed());
         fields.push(Field::new(name, ty, true));
     }
     let mut projection = Vec::with_capacity(RAW_COLUMNS.len());
@@ -533,10 +518,10 @@ fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
         return Ok(batch.clone());
     }
     let day = batch
-        .column(col::DAY)
+        .column(TableCol::Day.at())
         .as_primitive::<arrow::datatypes::Date32Type>();
-    let types = batch.column(col::TYPE).as_string::<i32>();
-    let countries = batch.column(col::COUNTRY).as_string::<i32>();
+    let types = batch.column(TableCol::Type.at()).as_string::<i32>();
+    let countries = batch.column(TableCol::Country.at()).as_string::<i32>();
     let mut codes: FxHashMap<&str, u64> = FxHashMap::default();
     let mut names: Vec<&str> = countries.iter().flatten().collect();
     names.sort_unstable();

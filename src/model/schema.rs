@@ -11,18 +11,166 @@ use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone as _};
 
 use crate::error::{Error, Result};
 
-/// The raw CSV columns, in the canonical header order of the input files.
-pub const RAW_COLUMNS: [&str; 9] = [
-    "ts",
-    "type",
-    "auction_id",
-    "advertiser_id",
-    "publisher_id",
-    "bid_price",
-    "user_id",
-    "total_price",
-    "country",
-];
+/// The columns of the DuckDB `events` table, in table order: the one place their names,
+/// types and positions come from (the Arrow schema of table batches, the table's DDL,
+/// the CSV parser's types and the positions code reads columns at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableCol {
+    FileId,
+    Part,
+    Ts,
+    Type,
+    AuctionId,
+    AdvertiserId,
+    PublisherId,
+    BidPrice,
+    UserId,
+    TotalPrice,
+    Country,
+    Day,
+    LocalMinute,
+}
+
+/// The kind of a table column's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int32,
+    Int64,
+    Text,
+    Uuid,
+    /// An exact price: `DECIMAL(PRICE_PRECISION, PRICE_SCALE)`.
+    Price,
+    Date,
+}
+
+impl TableCol {
+    pub const ALL: [TableCol; 13] = [
+        TableCol::FileId,
+        TableCol::Part,
+        TableCol::Ts,
+        TableCol::Type,
+        TableCol::AuctionId,
+        TableCol::AdvertiserId,
+        TableCol::PublisherId,
+        TableCol::BidPrice,
+        TableCol::UserId,
+        TableCol::TotalPrice,
+        TableCol::Country,
+        TableCol::Day,
+        TableCol::LocalMinute,
+    ];
+
+    /// The raw CSV columns, in the canonical header order of the input files.
+    pub const RAW: [TableCol; 9] = [
+        TableCol::Ts,
+        TableCol::Type,
+        TableCol::AuctionId,
+        TableCol::AdvertiserId,
+        TableCol::PublisherId,
+        TableCol::BidPrice,
+        TableCol::UserId,
+        TableCol::TotalPrice,
+        TableCol::Country,
+    ];
+
+    /// Its position in the table (and in table batches).
+    pub const fn at(self) -> usize {
+        self as usize
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            TableCol::FileId => "file_id",
+            TableCol::Part => "part",
+            TableCol::Ts => "ts",
+            TableCol::Type => "type",
+            TableCol::AuctionId => "auction_id",
+            TableCol::AdvertiserId => "advertiser_id",
+            TableCol::PublisherId => "publisher_id",
+            TableCol::BidPrice => "bid_price",
+            TableCol::UserId => "user_id",
+            TableCol::TotalPrice => "total_price",
+            TableCol::Country => "country",
+            TableCol::Day => "day",
+            TableCol::LocalMinute => "local_minute",
+        }
+    }
+
+    pub const fn kind(self) -> Kind {
+        match self {
+            TableCol::FileId | TableCol::Part | TableCol::AdvertiserId | TableCol::PublisherId => {
+                Kind::Int32
+            }
+            TableCol::LocalMinute => Kind::Int32,
+            TableCol::Ts | TableCol::UserId => Kind::Int64,
+            TableCol::Type | TableCol::Country => Kind::Text,
+            TableCol::AuctionId => Kind::Uuid,
+            TableCol::BidPrice | TableCol::TotalPrice => Kind::Price,
+            TableCol::Day => Kind::Date,
+        }
+    }
+
+    /// Whether it may be NULL (every column of the data may; the file id and part not).
+    pub const fn nullable(self) -> bool {
+        !matches!(self, TableCol::FileId | TableCol::Part)
+    }
+
+    /// The raw column called `name`, if there is one.
+    pub fn raw(name: &str) -> Option<TableCol> {
+        TableCol::RAW.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The column quoted for SQL.
+    pub fn sql_name(self) -> String {
+        format!("\"{}\"", self.name())
+    }
+}
+
+impl Kind {
+    /// The DuckDB type.
+    pub fn sql(self) -> String {
+        match self {
+            Kind::Int32 => "INTEGER".into(),
+            Kind::Int64 => "BIGINT".into(),
+            Kind::Text => "VARCHAR".into(),
+            Kind::Uuid => "UUID".into(),
+            Kind::Price => format!("DECIMAL({PRICE_PRECISION}, {PRICE_SCALE})"),
+            Kind::Date => "DATE".into(),
+        }
+    }
+
+    /// The Arrow type table batches carry (a UUID as its 16 bytes).
+    pub fn arrow(self) -> arrow::datatypes::DataType {
+        use arrow::datatypes::DataType;
+        match self {
+            Kind::Int32 => DataType::Int32,
+            Kind::Int64 => DataType::Int64,
+            Kind::Text => DataType::Utf8,
+            Kind::Uuid => DataType::FixedSizeBinary(16),
+            Kind::Price => DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE),
+            Kind::Date => DataType::Date32,
+        }
+    }
+
+    /// The Arrow type CSV text is parsed into (a UUID as text, checked afterwards).
+    pub fn parsed(self) -> arrow::datatypes::DataType {
+        match self {
+            Kind::Uuid => arrow::datatypes::DataType::Utf8,
+            k => k.arrow(),
+        }
+    }
+}
+
+/// The raw CSV columns' names, in the canonical header order of the input files.
+pub const RAW_COLUMNS: [&str; 9] = {
+    let mut names = [""; 9];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = TableCol::RAW[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// Decimal scale of prices: values are kept as exact integers of 10^-9 units.
 pub const PRICE_SCALE: i8 = 9;

@@ -24,21 +24,24 @@ use crate::query::group::{ranks, type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
-use crate::rollup::{country_names, Key, Measure, RollupRows, NULL_ID, NULL_TIME};
+use crate::rollup::{Countries, Key, Measure, RollupRows, NULL_ID, NULL_TIME};
 use crate::storage::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
-/// route is a rollup) or from the DuckDB `view` of the same generation, within `budget`
-/// (`too_large` past its row cap; its cancel stops the query).
+/// route is a rollup, and the dictionary of their country codes) or from the DuckDB
+/// `view` of the same generation, within `budget` (`too_large` past its row cap; its
+/// cancel stops the query).
 pub fn execute(
     query: &Query,
     plan: &Plan,
-    rollup: Option<&RollupRows>,
+    rollup: Option<(&RollupRows, &Countries)>,
     view: &View,
     budget: &QueryBudget,
 ) -> Result<ResultSet> {
     let rows = match (&plan.route, rollup) {
-        (Route::Rollup(_), Some(rows)) => aggregate_rollup(query, plan.time_range, rows, budget)?,
+        (Route::Rollup(_), Some(rollup)) => {
+            aggregate_rollup(query, plan.time_range, rollup, budget)?
+        }
         (Route::DuckDb { sql, params }, _) => {
             let times: Vec<Option<TimeCol>> = query.select.iter().map(time_shown).collect();
             view.query(sql, params, &plan.types, &times, budget)?
@@ -151,7 +154,7 @@ struct Scanned {
 fn aggregate_rollup(
     query: &Query,
     range: (i32, i32),
-    rollup: &RollupRows,
+    rollup: (&RollupRows, &Countries),
     budget: &QueryBudget,
 ) -> Result<Rows> {
     let needs = Needs::of(query);
@@ -176,7 +179,7 @@ fn aggregate_rollup(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
-    let (keys, _, _) = rollup.columns();
+    let (keys, _, _) = rollup.0.columns();
     let columns = query
         .select
         .iter()
@@ -235,10 +238,10 @@ fn scan(
     query: &Query,
     range: (i32, i32),
     needs: &Needs,
-    rollup: &RollupRows,
+    (rollup, countries): (&RollupRows, &Countries),
     budget: &QueryBudget,
 ) -> Result<Scanned> {
-    let countries: Arc<[String]> = country_names().into();
+    let countries: Arc<[String]> = countries.names().into();
     let filter = KeyFilter::compile(&query.filters, &countries);
     // All-time rollups (time 0) never get time filters, so their range is everything.
     let rows = if range.0 > range.1 {

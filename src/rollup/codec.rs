@@ -3,7 +3,7 @@
 //! set carries its own dictionary of country texts.
 
 use crate::error::{Error, Result};
-use crate::rollup::{country_code, country_name, Agg, Key, Measure, RollupRows};
+use crate::rollup::{Agg, Countries, Key, Measure, RollupRows};
 
 /// Rows encoded column by column.
 const MAGIC: &[u8; 4] = b"RPv3";
@@ -82,10 +82,11 @@ fn get_measure(r: &mut Reader<'_>) -> Result<Measure> {
 
 /// Encodes sorted rollup rows, column by column: the keys' parts as deltas from the
 /// row before, the counts, then each price's measures with the gaps between their rows.
-pub fn encode(rows: &RollupRows) -> Vec<u8> {
+/// Countries are written as their text (`countries` has the codes' texts).
+pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
     let (keys, counts, measures) = rows.columns();
     let mut out = Vec::with_capacity(rows.len() * 8);
-    let local = put_countries(&mut out, keys);
+    let local = put_countries(&mut out, keys, countries);
     put_u(&mut out, keys.len() as u128);
     let mut column = |part: &dyn Fn(&Key) -> i128| {
         let mut prev = 0;
@@ -121,22 +122,22 @@ pub fn encode(rows: &RollupRows) -> Vec<u8> {
 }
 
 /// Writes the country texts `keys` use, in code order; returns their codes.
-fn put_countries(out: &mut Vec<u8>, keys: &[Key]) -> Vec<u16> {
+fn put_countries(out: &mut Vec<u8>, keys: &[Key], countries: &Countries) -> Vec<u16> {
     let mut local: Vec<u16> = keys.iter().map(|k| k.country).filter(|c| *c != 0).collect();
     local.sort_unstable();
     local.dedup();
     put_u(out, local.len() as u128);
     for code in &local {
-        let name = country_name(*code);
+        let name = countries.name(*code);
         put_u(out, name.len() as u128);
         out.extend_from_slice(name.as_bytes());
     }
     local
 }
 
-/// Reads the country texts `put_countries` wrote, as this process's codes (index 0 is
+/// Reads the country texts `put_countries` wrote, as codes of `countries` (index 0 is
 /// NULL).
-fn get_countries(r: &mut Reader<'_>) -> Result<Vec<u16>> {
+fn get_countries(r: &mut Reader<'_>, countries: &Countries) -> Result<Vec<u16>> {
     let mut codes = vec![0u16];
     for _ in 0..r.u()? {
         let len = r.u()? as usize;
@@ -145,13 +146,14 @@ fn get_countries(r: &mut Reader<'_>) -> Result<Vec<u16>> {
             .get(r.at..r.at + len)
             .ok_or_else(|| Error::Internal("truncated partial".into()))?;
         r.at += len;
-        codes.push(country_code(&String::from_utf8_lossy(text))?);
+        codes.push(countries.code(&String::from_utf8_lossy(text))?);
     }
     Ok(codes)
 }
 
-/// Decodes rows written by `encode` (or by the row-by-row encoding before it).
-pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
+/// Decodes rows written by `encode` (or by the row-by-row encoding before it), their
+/// countries coded by `countries`.
+pub fn decode(bytes: &[u8], countries: &Countries) -> Result<RollupRows> {
     let (columnar, body) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_ROWS)) {
         (Some(body), _) => (true, body),
         (None, Some(body)) => (false, body),
@@ -160,7 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<RollupRows> {
     let raw = lz4_flex::decompress_size_prepended(body)
         .map_err(|e| Error::Internal(format!("partial: {e}")))?;
     let mut r = Reader { buf: &raw, at: 0 };
-    let codes = get_countries(&mut r)?;
+    let codes = get_countries(&mut r, countries)?;
     let n = r.u()? as usize;
     if n > raw.len() {
         return Err(Error::Internal("truncated partial".into()));
@@ -238,8 +240,7 @@ fn decode_rows(r: &mut Reader<'_>, codes: &[u16], n: usize) -> Result<RollupRows
         rows.push(key, &agg);
         prev = key;
     }
-    // Country codes are given out per process: rows written by another one may sort
-    // differently here.
+    // Rows written under another dictionary may sort differently under this one.
     rows.sort();
     rows.shrink_to_fit();
     Ok(rows)
@@ -259,7 +260,8 @@ mod tests {
         a.bid.add(1_234_567_890);
         a.bid.add(-5);
         a.total.add(i64::MAX);
-        let (jp, br) = (country_code("JP").unwrap(), country_code("BR").unwrap());
+        let countries = Countries::default();
+        let (jp, br) = (countries.code("JP").unwrap(), countries.code("BR").unwrap());
         let rows = RollupRows::from_iter([
             (
                 Key {
@@ -295,10 +297,15 @@ mod tests {
                 a,
             ),
         ]);
-        let encoded = encode(&rows);
-        assert_eq!(decode(&encoded).unwrap(), rows);
-        assert!(decode(b"RPv2xx").is_err());
-        assert!(decode(&encoded[..encoded.len() - 3]).is_err());
+        let encoded = encode(&rows, &countries);
+        assert_eq!(decode(&encoded, &countries).unwrap(), rows);
+        assert!(decode(b"RPv2xx", &countries).is_err());
+        assert!(decode(&encoded[..encoded.len() - 3], &countries).is_err());
+        // Another dictionary reads the same rows, in its own codes.
+        let other = Countries::from_names(&["BR".into()]).unwrap();
+        let read = decode(&encoded, &other).unwrap();
+        assert_eq!(read.keys()[0].country, 2, "JP is 2 in the other dictionary");
+        assert_eq!(decode(&encode(&read, &other), &countries).unwrap(), rows);
     }
 
     /// Partials stored row by row, before the columnar encoding, still decode.
@@ -327,11 +334,12 @@ mod tests {
         }
         let mut bytes = MAGIC_ROWS.to_vec();
         bytes.extend(lz4_flex::compress_prepend_size(&raw));
-        let rows = decode(&bytes).unwrap();
+        let countries = Countries::default();
+        let rows = decode(&bytes, &countries).unwrap();
         assert_eq!(rows.len(), 2);
         let (k, a) = rows.iter().next().unwrap();
         assert_eq!(
-            (k.time, k.typ, country_name(k.country), k.adv),
+            (k.time, k.typ, countries.name(k.country), k.adv),
             (60, 2, "NZ".into(), 5)
         );
         assert_eq!((a.rows, a.bid.n, a.bid.min, a.total.n), (3, 1, 7, 0));

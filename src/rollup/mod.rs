@@ -7,11 +7,12 @@
 //! partials in any order gives bit-identical rollups.
 
 pub mod codec;
+mod countries;
 pub mod partial;
 
-use std::collections::HashMap;
+pub use countries::Countries;
+
 use std::ops::Range;
-use std::sync::{OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -1022,59 +1023,6 @@ fn gallop(keys: &[Key], k: &Key) -> usize {
     let lo = hi / 2;
     let hi = hi.min(keys.len());
     lo + keys[lo..hi].partition_point(|x| x < k)
-}
-
-/// The process-wide country dictionary: country text ↔ a small code (0 = NULL).
-/// Codes never reach the disk; files store the text.
-pub struct Countries {
-    codes: HashMap<String, u16>,
-    names: Vec<String>,
-}
-
-fn countries() -> &'static RwLock<Countries> {
-    static C: OnceLock<RwLock<Countries>> = OnceLock::new();
-    C.get_or_init(|| {
-        RwLock::new(Countries {
-            codes: HashMap::new(),
-            names: vec![String::new()],
-        })
-    })
-}
-
-/// The code of country text, adding it to the dictionary if new.
-pub fn country_code(name: &str) -> Result<u16> {
-    if let Some(c) = countries().read().expect("country lock").codes.get(name) {
-        return Ok(*c);
-    }
-    let mut w = countries().write().expect("country lock");
-    if let Some(c) = w.codes.get(name) {
-        return Ok(*c);
-    }
-    let code = u16::try_from(w.names.len())
-        .map_err(|_| Error::Internal("more than 65535 distinct countries".into()))?;
-    w.names.push(name.to_string());
-    w.codes.insert(name.to_string(), code);
-    Ok(code)
-}
-
-/// The code of country text if it is known (no insertion).
-pub fn known_country_code(name: &str) -> Option<u16> {
-    countries()
-        .read()
-        .expect("country lock")
-        .codes
-        .get(name)
-        .copied()
-}
-
-/// The text of a non-NULL country code.
-pub fn country_name(code: u16) -> String {
-    countries().read().expect("country lock").names[code as usize].clone()
-}
-
-/// All country texts by code (index 0 is NULL's empty placeholder).
-pub fn country_names() -> Vec<String> {
-    countries().read().expect("country lock").names.clone()
 }
 
 #[cfg(test)]

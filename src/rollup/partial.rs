@@ -12,9 +12,8 @@ use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::Result;
-use crate::ingest::fold::col;
-use crate::model::schema::{type_code, TimeCol};
-use crate::rollup::{country_code, Agg, Dim, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
+use crate::model::schema::{type_code, TableCol, TimeCol};
+use crate::rollup::{Agg, Countries, Dim, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
 
 /// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
 pub type Partial = Vec<RollupRows>;
@@ -22,56 +21,63 @@ pub type Partial = Vec<RollupRows>;
 /// Most cells a rollup is aggregated in directly (~23 MB of aggregates).
 const MAX_CELLS: usize = 1 << 18;
 
-/// Where a batch holds the columns a partial is built from.
+/// Where a batch holds the table columns a partial is built from (`Positions::COLUMNS`).
 #[derive(Debug, Clone, Copy)]
-pub struct Positions {
-    day: usize,
-    minute: usize,
-    typ: usize,
-    country: usize,
-    adv: usize,
-    publ: usize,
-    bid: usize,
-    total: usize,
-}
+pub struct Positions([usize; 8]);
 
 impl Positions {
+    /// The table columns a partial is built from, in the order `SELECTED` has them.
+    pub const COLUMNS: [TableCol; 8] = [
+        TableCol::Day,
+        TableCol::LocalMinute,
+        TableCol::Type,
+        TableCol::Country,
+        TableCol::AdvertiserId,
+        TableCol::PublisherId,
+        TableCol::BidPrice,
+        TableCol::TotalPrice,
+    ];
     /// In a batch of the `events` table's schema (`fold::table_schema`).
-    pub const TABLE: Positions = Positions {
-        day: col::DAY,
-        minute: col::MINUTE,
-        typ: col::TYPE,
-        country: col::COUNTRY,
-        adv: col::ADV,
-        publ: col::PUBL,
-        bid: col::BID,
-        total: col::TOTAL,
+    pub const TABLE: Positions = {
+        let mut at = [0; 8];
+        let mut i = 0;
+        while i < at.len() {
+            at[i] = Positions::COLUMNS[i].at();
+            i += 1;
+        }
+        Positions(at)
     };
-    /// In a batch of the `events` table's columns `SELECT` names, in that order.
-    pub const SELECTED: Positions = Positions {
-        day: 0,
-        minute: 1,
-        typ: 2,
-        country: 3,
-        adv: 4,
-        publ: 5,
-        bid: 6,
-        total: 7,
-    };
-    /// The `events` table's columns a partial is built from, in `SELECTED` order.
-    pub const SELECT: &'static str = "day, local_minute, \"type\", country, advertiser_id, \
-                                      publisher_id, bid_price, total_price";
+    /// In a batch of `COLUMNS`, in that order (as `select` reads them).
+    pub const SELECTED: Positions = Positions([0, 1, 2, 3, 4, 5, 6, 7]);
+
+    /// The SQL select list of `COLUMNS`.
+    pub fn select() -> String {
+        let names: Vec<String> = Positions::COLUMNS.iter().map(|c| c.sql_name()).collect();
+        names.join(", ")
+    }
+
+    /// Where the batch holds column `c` (one of `COLUMNS`).
+    fn of(&self, c: TableCol) -> usize {
+        let i = Positions::COLUMNS.iter().position(|x| *x == c);
+        self.0[i.expect("a column partials are built from")]
+    }
 }
 
 /// Folds table rows, sorted by day (NULL last) as `fold::sort_for_table` leaves them,
 /// into a partial for each spec.
-pub fn build(batch: &RecordBatch, specs: &[RollupSpec]) -> Result<Partial> {
-    build_at(batch, &Positions::TABLE, specs)
+/// Country texts get their codes from `countries`.
+pub fn build(batch: &RecordBatch, specs: &[RollupSpec], countries: &Countries) -> Result<Partial> {
+    build_at(batch, &Positions::TABLE, specs, countries)
 }
 
 /// Like `build`, from a batch holding the columns at `at`.
-pub fn build_at(batch: &RecordBatch, at: &Positions, specs: &[RollupSpec]) -> Result<Partial> {
-    let rows = Rows::decode(batch, at)?;
+pub fn build_at(
+    batch: &RecordBatch,
+    at: &Positions,
+    specs: &[RollupSpec],
+    countries: &Countries,
+) -> Result<Partial> {
+    let rows = Rows::decode(batch, at, countries)?;
     let days = rows.day_ranges();
     Ok(specs
         .iter()
@@ -125,14 +131,15 @@ struct Rows {
 }
 
 impl Rows {
-    fn decode(batch: &RecordBatch, at: &Positions) -> Result<Rows> {
+    fn decode(batch: &RecordBatch, at: &Positions, countries: &Countries) -> Result<Rows> {
         let n = batch.num_rows();
-        let day = batch.column(at.day).as_primitive::<Date32Type>();
-        let minute = batch.column(at.minute).as_primitive::<Int32Type>();
-        let types = batch.column(at.typ).as_string::<i32>();
-        let countries = batch.column(at.country).as_string::<i32>();
-        let adv = batch.column(at.adv).as_primitive::<Int32Type>();
-        let publ = batch.column(at.publ).as_primitive::<Int32Type>();
+        let column = |c: TableCol| batch.column(at.of(c));
+        let day = column(TableCol::Day).as_primitive::<Date32Type>();
+        let minute = column(TableCol::LocalMinute).as_primitive::<Int32Type>();
+        let types = column(TableCol::Type).as_string::<i32>();
+        let country_text = column(TableCol::Country).as_string::<i32>();
+        let adv = column(TableCol::AdvertiserId).as_primitive::<Int32Type>();
+        let publ = column(TableCol::PublisherId).as_primitive::<Int32Type>();
         let price = |a: &arrow::array::Decimal128Array| -> Vec<Option<i64>> {
             // Precision 18 at parse time guarantees the value fits an i64.
             (0..n)
@@ -149,12 +156,12 @@ impl Rows {
         let mut local: FxHashMap<&str, u16> = FxHashMap::default();
         let mut country = Vec::with_capacity(n);
         for i in 0..n {
-            country.push(if countries.is_valid(i) {
-                let text = countries.value(i);
+            country.push(if country_text.is_valid(i) {
+                let text = country_text.value(i);
                 match local.get(text) {
                     Some(c) => i64::from(*c),
                     None => {
-                        let c = country_code(text)?;
+                        let c = countries.code(text)?;
                         local.insert(text, c);
                         i64::from(c)
                     }
@@ -189,8 +196,8 @@ impl Rows {
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
-            bid: price(batch.column(at.bid).as_primitive::<Decimal128Type>()),
-            total: price(batch.column(at.total).as_primitive::<Decimal128Type>()),
+            bid: price(column(TableCol::BidPrice).as_primitive::<Decimal128Type>()),
+            total: price(column(TableCol::TotalPrice).as_primitive::<Decimal128Type>()),
         })
     }
 
@@ -419,17 +426,22 @@ mod tests {
         text.extend_from_slice(b",serve,,,,,,,\n");
         text.extend_from_slice(b"1717249500000,,,7,,0.5,,,\n");
         text.extend_from_slice(b"1717249500000,purchase,,,9,,,1.25,ZZ\n");
+        let countries = Countries::default();
+        let with = crate::ingest::fold::FoldWith {
+            zone: Zone::Utc,
+            specs: &[],
+            countries: &countries,
+        };
         let folded = crate::ingest::fold::fold_bytes(
             std::path::Path::new("t.csv"),
             &text,
             0,
             (0, 0),
-            Zone::Utc,
-            &[],
+            with,
             0,
         )
         .unwrap();
-        let rows = Rows::decode(&folded.table, &Positions::TABLE).unwrap();
+        let rows = Rows::decode(&folded.table, &Positions::TABLE, &countries).unwrap();
         let days = rows.day_ranges();
         let mut specs = default_specs();
         specs.push(RollupSpec::new(Some(TimeCol::Week), &[Dim::Country]));

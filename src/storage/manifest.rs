@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::schema::{type_code, type_name, TimeCol, PRICE_PRECISION, PRICE_SCALE};
 use crate::rollup::{
-    country_code, country_name, Agg, Dim, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
+    Agg, Countries, Dim, Key, Measure, RollupRows, RollupSpec, NULL_ID, NULL_TIME,
 };
 
 /// Version of the manifest format: 2 added deltas (a version 1 manifest reads as one
@@ -202,12 +202,13 @@ fn partition_of(grain: Option<TimeCol>, time: i32) -> (String, i32) {
 /// `previous` (the rollup's last entry and the rows it holds), what was added since goes
 /// to a delta when nothing was taken away and the rollup's deltas stay small; otherwise
 /// the partitions are written, those whose rows equal the previous entry's kept.
+/// Countries are written as the text `countries` gives their codes.
 pub fn write_rollup(
     state: &Path,
-    spec: &RollupSpec,
-    rows: &RollupRows,
+    (spec, rows): (&RollupSpec, &RollupRows),
     generation: u64,
     previous: Option<(&RollupEntry, &RollupRows)>,
+    countries: &Countries,
 ) -> Result<RollupEntry> {
     let name = spec.name();
     let dir = state.join(ROLLUP_DIR).join(&name);
@@ -228,7 +229,7 @@ pub fn write_rollup(
             }
             let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
             let all = 0..changes.len();
-            let bytes = write_ipc(&state.join(&file), spec, &changes, all)?;
+            let bytes = write_ipc(&state.join(&file), (spec, &changes), all, countries)?;
             sync_dir(&dir)?;
             let mut entry = entry.clone();
             entry.deltas.push(PartitionEntry {
@@ -272,7 +273,7 @@ pub fn write_rollup(
         }
 
         let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
-        let bytes = write_ipc(&state.join(&file), spec, rows, part.clone())?;
+        let bytes = write_ipc(&state.join(&file), (spec, rows), part.clone(), countries)?;
         wrote = true;
         entries.push(PartitionEntry {
             key,
@@ -318,7 +319,12 @@ const FILE_BATCH_ROWS: usize = 1 << 16;
 
 /// Writes rows `part` of a rollup to an Arrow IPC file (temp, fsync, rename), in record
 /// batches of `FILE_BATCH_ROWS`; returns its size.
-fn write_ipc(path: &Path, spec: &RollupSpec, rows: &RollupRows, part: Range<usize>) -> Result<u64> {
+fn write_ipc(
+    path: &Path,
+    (spec, rows): (&RollupSpec, &RollupRows),
+    part: Range<usize>,
+    countries: &Countries,
+) -> Result<u64> {
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     // An I/O error while writing (a full disk) names the file.
@@ -335,7 +341,8 @@ fn write_ipc(path: &Path, spec: &RollupSpec, rows: &RollupRows, part: Range<usiz
     .map_err(io)?;
     for start in part.clone().step_by(FILE_BATCH_ROWS) {
         let end = (start + FILE_BATCH_ROWS).min(part.end);
-        w.write(&to_batch(spec, rows, start..end)?).map_err(io)?;
+        w.write(&to_batch(spec, rows, start..end, countries)?)
+            .map_err(io)?;
     }
     w.finish().map_err(io)?;
     let file = w
@@ -349,16 +356,17 @@ fn write_ipc(path: &Path, spec: &RollupSpec, rows: &RollupRows, part: Range<usiz
     Ok(bytes)
 }
 
-/// Reads a rollup's rows back from its files: the partitions, with the deltas merged in.
-pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
+/// Reads a rollup's rows back from its files: the partitions, with the deltas merged in;
+/// their countries coded by `countries`.
+pub fn read_rollup(state: &Path, entry: &RollupEntry, countries: &Countries) -> Result<RollupRows> {
     let mut rows = RollupRows::with_capacity(entry.rows as usize);
     for p in &entry.partitions {
-        read_ipc(state, &entry.spec, p, &mut rows)?;
+        read_ipc(state, (&entry.spec, p), &mut rows, countries)?;
     }
     rows.sort();
     for d in &entry.deltas {
         let mut changes = RollupRows::with_capacity(d.rows as usize);
-        read_ipc(state, &entry.spec, d, &mut changes)?;
+        read_ipc(state, (&entry.spec, d), &mut changes, countries)?;
         changes.sort();
         rows = rows.merge(&changes);
     }
@@ -369,15 +377,15 @@ pub fn read_rollup(state: &Path, entry: &RollupEntry) -> Result<RollupRows> {
 /// Appends the rows of one rollup file to `out` (in file order).
 fn read_ipc(
     state: &Path,
-    spec: &RollupSpec,
-    p: &PartitionEntry,
+    (spec, p): (&RollupSpec, &PartitionEntry),
     out: &mut RollupRows,
+    countries: &Countries,
 ) -> Result<()> {
     let path = state.join(&p.file);
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let reader = arrow_ipc::reader::FileReader::try_new(std::io::BufReader::new(file), None)?;
     for batch in reader {
-        from_batch(spec, &batch?, out)?;
+        from_batch(spec, &batch?, out, countries)?;
     }
     Ok(())
 }
@@ -440,7 +448,12 @@ fn measure_arrays(aggs: &[Agg], pick: fn(&Agg) -> &Measure) -> Result<[ArrayRef;
     ])
 }
 
-fn to_batch(spec: &RollupSpec, all: &RollupRows, part: Range<usize>) -> Result<RecordBatch> {
+fn to_batch(
+    spec: &RollupSpec,
+    all: &RollupRows,
+    part: Range<usize>,
+    countries: &Countries,
+) -> Result<RecordBatch> {
     let keys = &all.keys()[part.clone()];
     let aggs: Vec<Agg> = all.range(part).map(|r| r.1).collect();
     let mut cols: Vec<ArrayRef> = Vec::new();
@@ -461,7 +474,7 @@ fn to_batch(spec: &RollupSpec, all: &RollupRows, part: Range<usize>) -> Result<R
             )),
             Dim::Country => Arc::new(StringArray::from_iter(
                 keys.iter()
-                    .map(|k| (k.country != 0).then(|| country_name(k.country))),
+                    .map(|k| (k.country != 0).then(|| countries.name(k.country))),
             )),
             Dim::Advertiser => Arc::new(Int32Array::from_iter(
                 keys.iter()
@@ -487,7 +500,12 @@ fn bad_file(what: &str) -> Error {
 }
 
 /// Appends a batch's rows to `out` (in file order; the caller sorts them).
-fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut RollupRows) -> Result<()> {
+fn from_batch(
+    spec: &RollupSpec,
+    batch: &RecordBatch,
+    out: &mut RollupRows,
+    countries: &Countries,
+) -> Result<()> {
     let col = |name: &str| {
         batch
             .column_by_name(name)
@@ -523,7 +541,7 @@ fn from_batch(spec: &RollupSpec, batch: &RecordBatch, out: &mut RollupRows) -> R
                     k.country = if c.is_null(i) {
                         0
                     } else {
-                        country_code(c.as_string::<i32>().value(i))?
+                        countries.code(c.as_string::<i32>().value(i))?
                     }
                 }
                 Dim::Advertiser | Dim::Publisher => {
@@ -597,7 +615,8 @@ mod tests {
             Some(TimeCol::Hour),
             &[Dim::Type, Dim::Country, Dim::Publisher],
         );
-        let us = country_code("US").unwrap();
+        let countries = Countries::default();
+        let us = countries.code("US").unwrap();
         let mut a = Agg {
             rows: 3,
             ..Agg::default()
@@ -642,11 +661,18 @@ mod tests {
                 },
             ),
         ]);
-        let entry = write_rollup(dir.path(), &spec, &rows, 7, None).unwrap();
-        let again = write_rollup(dir.path(), &spec, &rows, 8, Some((&entry, &rows))).unwrap();
+        let entry = write_rollup(dir.path(), (&spec, &rows), 7, None, &countries).unwrap();
+        let again = write_rollup(
+            dir.path(),
+            (&spec, &rows),
+            8,
+            Some((&entry, &rows)),
+            &countries,
+        )
+        .unwrap();
         assert_eq!(again, entry, "unchanged partitions are kept");
         assert_eq!(entry.partitions.len(), 3);
-        assert_eq!(read_rollup(dir.path(), &entry).unwrap(), rows);
+        assert_eq!(read_rollup(dir.path(), &entry, &countries).unwrap(), rows);
         let m = Manifest {
             version: MANIFEST_VERSION,
             generation: 7,
@@ -663,6 +689,7 @@ mod tests {
     #[test]
     fn additions_go_to_deltas_until_the_partitions_are_written_again() {
         let dir = tempfile::tempdir().unwrap();
+        let countries = Countries::default();
         let spec = RollupSpec::new(Some(TimeCol::Day), &[Dim::Advertiser]);
         let rows_of = |range: std::ops::Range<i64>| -> RollupRows {
             range
@@ -684,7 +711,7 @@ mod tests {
                 .collect()
         };
         let mut rows = rows_of(0..20_000);
-        let mut entry = write_rollup(dir.path(), &spec, &rows, 1, None).unwrap();
+        let mut entry = write_rollup(dir.path(), (&spec, &rows), 1, None, &countries).unwrap();
         let (mut compacted, mut removals) = (0, 0);
         for g in 2..40u64 {
             // Each generation adds to 500 keys and adds 100 new ones; every tenth one
@@ -702,7 +729,14 @@ mod tests {
                 assert!(affected.is_empty());
                 next = rest;
             }
-            let e = write_rollup(dir.path(), &spec, &next, g, Some((&entry, &rows))).unwrap();
+            let e = write_rollup(
+                dir.path(),
+                (&spec, &next),
+                g,
+                Some((&entry, &rows)),
+                &countries,
+            )
+            .unwrap();
             match e.deltas.is_empty() {
                 true => compacted += 1,
                 false => assert_eq!(e.partitions, entry.partitions, "a delta leaves them"),
@@ -712,7 +746,11 @@ mod tests {
                 removals += 1;
             }
             assert!(e.deltas.len() <= MAX_DELTAS);
-            assert_eq!(read_rollup(dir.path(), &e).unwrap(), next, "generation {g}");
+            assert_eq!(
+                read_rollup(dir.path(), &e, &countries).unwrap(),
+                next,
+                "generation {g}"
+            );
             (entry, rows) = (e, next);
         }
         assert!(

@@ -17,6 +17,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -24,7 +25,7 @@ use sled::Transactional;
 
 use crate::error::{Error, Result};
 use crate::rollup::codec;
-use crate::rollup::{RollupRows, RollupSpec};
+use crate::rollup::{Countries, RollupRows, RollupSpec};
 
 /// Version of the store's on-disk format: 3 lets a file's partials span several files
 /// (its appended tails), 2 kept one partials file per file, 1 kept partials in sled (moved
@@ -97,6 +98,10 @@ pub struct Store {
     path: PathBuf,
     /// The folder of partials files.
     partials: PathBuf,
+    /// The state's country dictionary (kept in `meta`, grown by folds, saved by commits).
+    countries: Countries,
+    /// How many of its codes `meta` holds.
+    countries_kept: AtomicUsize,
 }
 
 /// Key of a file's partial in the sled tree of a version 1 store.
@@ -160,6 +165,17 @@ impl Store {
             db,
             path: path.to_path_buf(),
             partials: partials.to_path_buf(),
+            countries: Countries::default(),
+            countries_kept: AtomicUsize::new(1),
+        };
+        let kept: Vec<String> = match store.meta.get("countries").map_err(err)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| store.sled_err(e))?,
+            None => Vec::new(),
+        };
+        let store = Store {
+            countries: Countries::from_names(&kept)?,
+            countries_kept: AtomicUsize::new(kept.len() + 1),
+            ..store
         };
         store.files()?;
         store.partial_generations()?;
@@ -383,6 +399,12 @@ impl Store {
             .collect()
     }
 
+    /// The state's country dictionary: the codes of the rollups' keys. Codes given since
+    /// the last commit are saved by the next one.
+    pub fn countries(&self) -> &Countries {
+        &self.countries
+    }
+
     /// A file's partial for the spec at index `spec`: the merge of its partials files'.
     pub fn partial(&self, id: u32, spec: usize) -> Result<RollupRows> {
         let generations = self.partial_generation(id)?;
@@ -402,13 +424,16 @@ impl Store {
     pub fn partial_bytes(&self, id: u32, spec: usize) -> Result<Vec<u8>> {
         match self.partial_generation(id)?.as_slice() {
             [generation] => self.read_partial_bytes(id, *generation, spec),
-            _ => Ok(codec::encode(&self.partial(id, spec)?)),
+            _ => Ok(codec::encode(&self.partial(id, spec)?, &self.countries)),
         }
     }
 
     /// The partial for the spec at index `spec` in one partials file.
     fn read_partial(&self, id: u32, generation: u64, spec: usize) -> Result<RollupRows> {
-        codec::decode(&self.read_partial_bytes(id, generation, spec)?)
+        codec::decode(
+            &self.read_partial_bytes(id, generation, spec)?,
+            &self.countries,
+        )
     }
 
     /// The encoded partial for the spec at index `spec` in one partials file.
@@ -493,6 +518,9 @@ impl Store {
             }
         }
         crate::storage::manifest::sync_dir(&self.partials)?;
+        let names = self.countries.names();
+        let countries = (names.len() > self.countries_kept.load(Ordering::SeqCst))
+            .then(|| serde_json::to_vec(&names[1..]).expect("names"));
         let res: std::result::Result<(), TransactionError<()>> = (
             &self.files,
             &self.partial_files,
@@ -525,12 +553,16 @@ impl Store {
                 if let Some(layout) = &c.layout {
                     meta.insert("layout", serde_json::to_vec(layout).expect("layout"))?;
                 }
+                if let Some(countries) = &countries {
+                    meta.insert("countries", countries.as_slice())?;
+                }
                 meta.insert("generation", &c.generation.to_be_bytes())?;
                 meta.insert("next_id", &(next_id as u64).to_be_bytes())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         res.map_err(|e| self.sled_err(format!("{e:?}")))?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.countries_kept.store(names.len(), Ordering::SeqCst);
         Ok(())
     }
 
@@ -658,7 +690,10 @@ mod tests {
     fn folded(id: u32, time: i32) -> (FileRecord, Vec<Vec<u8>>) {
         (
             record(id),
-            vec![codec::encode(&rows(time)), codec::encode(&rows(time + 1))],
+            vec![
+                codec::encode(&rows(time), &Countries::default()),
+                codec::encode(&rows(time + 1), &Countries::default()),
+            ],
         )
     }
 
@@ -673,6 +708,28 @@ mod tests {
 
     /// Each commit writes the partials it folded to a file of its generation and removes
     /// the files it superseded; files nothing names are removed on open.
+    /// Country codes given by folds are saved by the next commit and read back on open,
+    /// so a state's codes stay the same across restarts.
+    #[test]
+    fn the_country_dictionary_is_kept_by_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, parts) = (dir.path().join("store"), dir.path().join("partials"));
+        {
+            let store = Store::open(&db, &parts).unwrap();
+            assert_eq!(store.countries().code("JP").unwrap(), 1);
+            assert_eq!(store.countries().code("BR").unwrap(), 2);
+            let commit = Commit {
+                generation: 1,
+                ..Commit::default()
+            };
+            store.commit(&commit, 1).unwrap();
+            store.countries().code("NZ").unwrap();
+        }
+        let store = Store::open(&db, &parts).unwrap();
+        assert_eq!(store.countries().names(), ["", "JP", "BR"]);
+        assert_eq!(store.countries().code("NZ").unwrap(), 3);
+    }
+
     #[test]
     fn partials_files_follow_the_registry() {
         let dir = tempfile::tempdir().unwrap();
@@ -764,8 +821,11 @@ mod tests {
                 .insert(4u32.to_be_bytes(), serde_json::to_vec(&record(4)).unwrap())
                 .unwrap();
             for s in 0..3 {
-                old.insert(partial_key(4, s), codec::encode(&rows(s as i32)))
-                    .unwrap();
+                old.insert(
+                    partial_key(4, s),
+                    codec::encode(&rows(s as i32), &Countries::default()),
+                )
+                .unwrap();
             }
             meta.insert("version", &1u64.to_be_bytes()).unwrap();
             meta.insert("generation", &6u64.to_be_bytes()).unwrap();

@@ -24,11 +24,11 @@ use duckdb::{params, Config, Connection};
 use crate::daemon::limits::QueryBudget;
 use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::model::schema::{Column, TimeCol, Zone};
+use crate::model::schema::{Column, TableCol, TimeCol, Zone};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
-use crate::rollup::{Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
+use crate::rollup::{Countries, Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -156,6 +156,7 @@ impl Drop for Inner {
     }
 }
 
+/// The tables besides `events` (whose DDL comes from `TableCol`, `events_ddl`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS files (
     file_id INTEGER PRIMARY KEY,
@@ -164,25 +165,25 @@ CREATE TABLE IF NOT EXISTS files (
     parts INTEGER NOT NULL,
     rows BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
-    file_id INTEGER NOT NULL,
-    part INTEGER NOT NULL,
-    ts BIGINT,
-    \"type\" VARCHAR,
-    auction_id UUID,
-    advertiser_id INTEGER,
-    publisher_id INTEGER,
-    bid_price DECIMAL(18, 9),
-    user_id BIGINT,
-    total_price DECIMAL(18, 9),
-    country VARCHAR,
-    day DATE,
-    local_minute INTEGER
-);
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);";
 
-/// The version of the tables' layout (`SCHEMA`), kept in `meta`; bump it when `SCHEMA`
-/// changes (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
+/// The `events` table's DDL, from its columns.
+fn events_ddl() -> String {
+    let columns: Vec<String> = TableCol::ALL
+        .iter()
+        .map(|c| {
+            let null = if c.nullable() { "" } else { " NOT NULL" };
+            format!("{} {}{null}", c.sql_name(), c.kind().sql())
+        })
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS events ({});",
+        columns.join(", ")
+    )
+}
+
+/// The version of the tables' layout (`SCHEMA`, `TableCol`), kept in `meta`; bump it when
+/// they change (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
 const SCHEMA_VERSION: i64 = 1;
 
 /// Creates the tables if needed. A database of another schema version has its tables
@@ -217,6 +218,7 @@ fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
         }
         _ => None,
     };
+    conn.execute_batch(&events_ddl())?;
     conn.execute_batch(SCHEMA)?;
     conn.execute(
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
@@ -752,7 +754,11 @@ impl Table {
     /// temporary table inside a transaction that is rolled back, so nothing is written.
     /// This is how a removed file's minima and maxima are taken out of the rollups
     /// without reading any other file's partial.
-    pub fn extremes(&self, wanted: &[(&RollupSpec, &[Key])]) -> Result<Vec<Vec<Extremes>>> {
+    pub fn extremes(
+        &self,
+        wanted: &[(&RollupSpec, &[Key])],
+        countries: &Countries,
+    ) -> Result<Vec<Vec<Extremes>>> {
         let mut out: Vec<Vec<Extremes>> = wanted
             .iter()
             .map(|(_, keys)| vec![Extremes::default(); keys.len()])
@@ -772,7 +778,7 @@ impl Table {
              WHERE bid_price IS NOT NULL OR total_price IS NOT NULL) {}",
             branches.join(" UNION ALL ")
         );
-        let batch = key_batch(wanted)?;
+        let batch = key_batch(wanted, countries)?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute_batch(AFFECTED)?;
@@ -812,7 +818,7 @@ impl Table {
     pub fn file_rows(&self, id: u32) -> Result<Pending<Option<RecordBatch>>> {
         let sql = format!(
             "SELECT {} FROM events WHERE file_id = ? ORDER BY day NULLS LAST",
-            Positions::SELECT
+            Positions::select()
         );
         self.submit(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
@@ -936,10 +942,10 @@ fn extremes_branch(i: usize, spec: &RollupSpec) -> String {
 
 /// Rollup keys as rows of `affected_keys`, tagged with their rollup's number and their
 /// position; dimensions a key does not keep are NULL there and not joined on.
-fn key_batch(wanted: &[(&RollupSpec, &[Key])]) -> Result<RecordBatch> {
+fn key_batch(wanted: &[(&RollupSpec, &[Key])], countries: &Countries) -> Result<RecordBatch> {
     let time = |k: &Key| (k.time != NULL_TIME).then_some(k.time);
     let id = |v: i64| (v != NULL_ID).then_some(v as i32);
-    let countries = crate::rollup::country_names();
+    let countries = countries.names();
     let keys = || wanted.iter().flat_map(|(_, keys)| keys.iter());
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int32Array::from_iter_values(
