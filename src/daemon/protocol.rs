@@ -14,7 +14,6 @@ use serde_json::Value as Json;
 use crate::daemon::limits::{CappedWriter, QueryLimits};
 use crate::engine::Answer;
 use crate::error::{Error, Result};
-use crate::query::output::write_ipc;
 
 /// The requested result encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -585,10 +584,10 @@ impl EncodedAnswer {
             Format::Json => serde_json::to_writer(&mut out, &answer.result.rows)
                 .map_err(|_| limits.too_many_bytes())?,
             Format::Csv => answer.result.write_csv(&mut out).map_err(too_large)?,
-            Format::Arrow => {
-                let batch = answer.result.to_batch()?;
-                write_ipc(&batch, &mut out).map_err(|_| limits.too_many_bytes())?
-            }
+            Format::Arrow => answer
+                .result
+                .write_arrow_ipc(&mut out)
+                .map_err(|_| limits.too_many_bytes())?,
         }
         let (rows, payload) = match format {
             Format::Json => (
