@@ -121,6 +121,50 @@ fn reference_queries_come_from_rollups_and_equal_duckdb() {
     }
 }
 
+/// `ts` spans of whole hours, days and minutes are answered from rollups (as spans of a
+/// time column), spans cut inside a minute from DuckDB, and all equal DuckDB over the
+/// CSVs.
+#[test]
+fn ts_spans_of_whole_buckets_come_from_rollups_and_equal_duckdb() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 20_000, 4);
+    let engine = ws.build();
+    let ctx = query_context(&files);
+    let day = crate::oracle::parse_day(&ctx.days[ctx.days.len() / 2]).unwrap();
+    let t = |h: i64, m: i64| (day * 24 + h) * 3_600_000 + m * 60_000;
+    let by_country = |lo: i64, hi: i64| {
+        json!({"select": ["country", {"COUNT": "*"}, {"SUM": "bid_price"}, {"MAX": "total_price"}],
+               "where": [{"col": "ts", "op": "between", "val": [lo, hi]}],
+               "group_by": ["country"]})
+    };
+    let by_type = |lo: i64, hi: i64| {
+        json!({"select": ["type", {"COUNT": "*"}, {"AVG": "bid_price"}],
+               "where": [{"col": "ts", "op": "between", "val": [lo, hi]},
+                         {"col": "type", "op": "neq", "val": "serve"}],
+               "group_by": ["type"]})
+    };
+    let cases = [
+        (
+            by_country(t(13, 0), t(14, 0) - 1),
+            "rollup:hour_type_country",
+        ),
+        (
+            by_country(t(-24, 0), t(24, 0) - 1),
+            "rollup:day_type_country",
+        ),
+        (by_type(t(9, 17), t(11, 3) - 1), "rollup:minute_type"),
+        (by_country(t(13, 0), t(14, 0)), "duckdb"),
+        (by_type(t(9, 17) + 1, t(11, 3) - 1), "duckdb"),
+    ];
+    for (q, source) in cases {
+        let answer = engine.query(&q).unwrap();
+        assert_eq!(answer.source, source, "{q}");
+        assert!(!answer.result.rows.is_empty(), "{q}");
+        let want = oracle(&files, &q).unwrap();
+        assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
+    }
+}
+
 #[test]
 fn rollups_are_identical_whatever_the_fold_order() {
     let ws = Workspace::new();

@@ -26,7 +26,7 @@ use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
 use crate::model::schema::Zone;
 use crate::query::exec::execute;
-use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
+use crate::query::{plan_in, CatalogEntry, Query, ResultSet, Route};
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::storage::lock::StateLock;
 use crate::storage::manifest::Manifest;
@@ -440,7 +440,7 @@ impl Engine {
         budget.limits.check_request(json)?;
         let query = Query::parse(json)?;
         let snap = self.snapshot();
-        let plan = plan(&query, &snap.catalog);
+        let (query, plan, _) = plan_in(query, &snap.catalog, self.opts.zone);
         let (rollup, source) = match &plan.route {
             Route::Rollup(i) => (
                 Some(snap.rollups[*i].as_ref()),
