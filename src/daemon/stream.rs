@@ -53,15 +53,15 @@ pub async fn serve(conn: &mut Connection, handle: &Handle, request: Request) -> 
     let (gone, mut out) = conn.split();
     if let Some((hit, elapsed_us)) = cached(handle, &run, &query) {
         let line = hit.line(elapsed_us, true, true);
-        let rows = hit.streamed();
+        let body = hit.streamed();
         out.send(&[line.as_bytes(), b"\n"]).await?;
-        send_chunk(&mut out, rows).await?;
-        let done = stream_end(rows.len(), hit.count as usize);
+        send_chunk(&mut out, body).await?;
+        let done = stream_end(body.len(), hit.count as usize);
         return end(&mut out, true, &ok_line(&done)).await;
     }
     let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
     let (log, cache, key) = (handle.log.clone(), handle.cache.clone(), run.key);
-    let keep = (key.is_some()).then(|| cache.max_entry_bytes());
+    let keep = key.is_some().then(|| cache.max_entry_bytes());
     let rt = tokio::runtime::Handle::current();
     let job = move |engine: &Engine, budget: &QueryBudget| -> Result<StreamEnd> {
         let answer = engine.query_within(&query, budget)?;
@@ -96,6 +96,7 @@ pub async fn serve(conn: &mut Connection, handle: &Handle, request: Request) -> 
     end(&mut out, started, &last).await
 }
 
+/// The end line's fields: `bytes` of chunks holding `rows` rows.
 fn stream_end(bytes: usize, rows: usize) -> StreamEnd {
     StreamEnd {
         rows: rows as u64,
