@@ -648,7 +648,7 @@ fn query_socket(client: &mut Client, queries: Vec<Json>, format: Format) -> Resu
     queries
         .into_iter()
         .map(|q| {
-            let reply = client.send(&Request::query(q, format))?;
+            let reply = client.send(&Request::query(q, format).streamed())?;
             Ok(match reply.error() {
                 None => Ok((reply.line.to_string(), reply.payload)),
                 Some(_) => Err(reply.line.to_string()),

@@ -219,11 +219,25 @@ fn relayout_changes_rollups_and_zone_on_an_open_engine_without_reading_a_file() 
             .unwrap();
     }
 
+    // A span of whole UTC hours of `ts` is an `hour` span in UTC only: a rollup answers
+    // it here, DuckDB once the zone is another, with the same answer.
+    let hours = json!({"select": ["country", {"COUNT": "*"}], "group_by": ["country"],
+        "where": [{"col": "ts", "op": "between", "val": [1_717_243_200_000_i64, 1_717_250_399_999_i64]}]});
+    let utc_hours = engine.query(&hours).unwrap();
+    assert!(
+        utc_hours.source.starts_with("rollup:"),
+        "{}",
+        utc_hours.source
+    );
+
     let tokyo_all = Layout {
         zone: tokyo(),
         specs: all.clone(),
     };
     let report = engine.relayout(tokyo_all.clone()).unwrap();
+    let tokyo_hours = engine.query(&hours).unwrap();
+    assert_eq!(tokyo_hours.source, "duckdb");
+    assert_eq!(answer_rows(&tokyo_hours), answer_rows(&utc_hours));
     let zone = report.change.time_zone.expect("a zone change");
     assert_eq!(
         (zone.from.as_str(), zone.to.as_str()),

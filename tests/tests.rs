@@ -20,6 +20,7 @@ mod invalid;
 mod layout;
 mod service;
 mod serving;
+mod stream;
 mod subscribe;
 
 #[test]

@@ -113,6 +113,11 @@ impl AnswerCache {
         self.opts.max_bytes > 0
     }
 
+    /// The largest answer it keeps (`answer_cache_entry_bytes`).
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.opts.max_entry_bytes
+    }
+
     /// The answer of `key` cached for `generation` (the published one), if there is one.
     pub fn get(&self, key: &str, generation: u64) -> Option<EncodedAnswer> {
         if !self.enabled() {
@@ -186,6 +191,7 @@ mod tests {
             payload: vec![7; payload],
             source: "duckdb".into(),
             generation,
+            count: 1,
         }
     }
 

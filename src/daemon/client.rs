@@ -4,7 +4,8 @@
 //! its own user (the kernel's peer credentials), so a socket another user put at the path
 //! never sees a query. Connecting and each reply are bounded in time, and a reply in size:
 //! a line or payload over `max_reply_bytes` is an error, and a payload is read as it
-//! arrives, never allocated from the size the reply claims.
+//! arrives, never allocated from the size the reply claims. A streamed reply (chunks
+//! after the line, then an end line) is read whole into the same `Reply`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
-use crate::daemon::protocol::{ErrorBody, Head, Request};
+use crate::daemon::protocol::{ErrorBody, Format, Head, Request};
 use crate::error::{Error, Result};
 
 /// How long and how much the client waits for and reads.
@@ -103,9 +104,29 @@ impl Client {
             .map_err(|e| Error::io(&self.socket, e))
     }
 
-    /// Sends one request and reads its reply.
+    /// Sends one request and reads its reply. A streamed reply is read whole: its chunks
+    /// are the payload, except for a json query, whose rows go into the line as `rows`
+    /// (as in a reply that is not streamed).
     pub fn send(&mut self, request: &Request) -> Result<Reply> {
-        self.exchange(request.to_line())
+        let mut reply = self.exchange(request.to_line())?;
+        let json_rows = matches!(
+            request,
+            Request::Query {
+                format: Format::Json,
+                stream: Some(true),
+                ..
+            }
+        );
+        if json_rows && reply.error().is_none() {
+            let rows: Json = serde_json::from_slice(&reply.payload)
+                .map_err(|e| not_rollupd(&format!("rows that are not JSON ({e})")))?;
+            if let Json::Object(fields) = &mut reply.line {
+                fields.remove("stream");
+                fields.insert("rows".into(), rows);
+            }
+            reply.payload = Vec::new();
+        }
+        Ok(reply)
     }
 
     /// Sends one request and reads its reply as `T` (an error reply is `Error::Remote`).
@@ -135,34 +156,16 @@ impl Client {
     /// Reads one reply; `sent` is how writing its request went (reported only when no
     /// reply comes).
     fn read_reply(&mut self, sent: std::io::Result<()>) -> Result<Reply> {
-        let socket = self.socket.clone();
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Error::Timeout(
-                format!("{}: the daemon did not answer in time", socket.display()),
-            ),
-            _ => Error::io(&socket, e),
-        };
         let cap = self.opts.max_reply_bytes;
-        let mut text = Vec::new();
-        (&mut self.reader)
-            .take(cap.saturating_add(1))
-            .read_until(b'\n', &mut text)
-            .map_err(io)?;
-        if text.is_empty() {
-            sent.map_err(io)?;
-            return Err(Error::Internal(
-                "the daemon closed the connection without answering".into(),
-            ));
-        }
-        if text.last() != Some(&b'\n') {
-            return Err(if text.len() as u64 > cap {
-                not_rollupd(&format!("a reply line longer than {cap} bytes"))
-            } else {
-                not_rollupd("a reply cut off before its end")
-            });
-        }
-        let line: Json = serde_json::from_slice(&text)
-            .map_err(|e| not_rollupd(&format!("a reply that is not JSON ({e})")))?;
+        let line = match self.read_line()? {
+            Some(line) => line,
+            None => {
+                sent.map_err(|e| self.io_error(e))?;
+                return Err(Error::Internal(
+                    "the daemon closed the connection without answering".into(),
+                ));
+            }
+        };
         let head = head(&line).ok_or_else(|| not_rollupd("a reply without \"ok\""))?;
         let mut payload = Vec::new();
         if let Some(n) = head.bytes {
@@ -171,17 +174,102 @@ impl Client {
                     "a payload of {n} bytes announced, over the client's cap of {cap}"
                 )));
             }
-            (&mut self.reader)
-                .take(n)
-                .read_to_end(&mut payload)
-                .map_err(io)?;
-            if payload.len() as u64 != n {
-                return Err(not_rollupd("a payload cut off before its end"));
-            }
+            self.read_exactly(n, &mut payload)?;
+        }
+        if head.stream {
+            return self.read_chunks(line, payload);
         }
         Ok(Reply { line, payload })
     }
+
+    /// The chunks of a streamed reply and its end line: the reply line with the chunks
+    /// as payload, or the end line when it is an error.
+    fn read_chunks(&mut self, line: Json, mut payload: Vec<u8>) -> Result<Reply> {
+        let cap = self.opts.max_reply_bytes;
+        loop {
+            let mut size = Vec::new();
+            (&mut self.reader)
+                .take(CHUNK_SIZE_LINE)
+                .read_until(b'\n', &mut size)
+                .map_err(|e| self.io_error(e))?;
+            let n: u64 = std::str::from_utf8(&size)
+                .ok()
+                .and_then(|s| s.strip_suffix('\n')?.parse().ok())
+                .ok_or_else(|| not_rollupd("a chunk without its size"))?;
+            if n == 0 {
+                break;
+            }
+            if payload.len() as u64 + n > cap {
+                return Err(not_rollupd(&format!(
+                    "chunks of more than {cap} bytes, the client's cap"
+                )));
+            }
+            self.read_exactly(n, &mut payload)?;
+        }
+        let end = self
+            .read_line()?
+            .ok_or_else(|| not_rollupd("a streamed reply without its end line"))?;
+        let end_head = head(&end).ok_or_else(|| not_rollupd("an end line without \"ok\""))?;
+        Ok(match end_head.ok {
+            true => Reply { line, payload },
+            false => Reply {
+                line: end,
+                payload: Vec::new(),
+            },
+        })
+    }
+
+    /// Reads one JSON line (`None` at the end of the connection).
+    fn read_line(&mut self) -> Result<Option<Json>> {
+        let cap = self.opts.max_reply_bytes;
+        let mut text = Vec::new();
+        (&mut self.reader)
+            .take(cap.saturating_add(1))
+            .read_until(b'\n', &mut text)
+            .map_err(|e| self.io_error(e))?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if text.last() != Some(&b'\n') {
+            return Err(if text.len() as u64 > cap {
+                not_rollupd(&format!("a reply line longer than {cap} bytes"))
+            } else {
+                not_rollupd("a reply cut off before its end")
+            });
+        }
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| not_rollupd(&format!("a reply that is not JSON ({e})")))
+    }
+
+    /// Appends the next `n` bytes to `buf` (read as they arrive).
+    fn read_exactly(&mut self, n: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let before = buf.len();
+        (&mut self.reader)
+            .take(n)
+            .read_to_end(buf)
+            .map_err(|e| self.io_error(e))?;
+        if (buf.len() - before) as u64 != n {
+            return Err(not_rollupd("a payload cut off before its end"));
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                Error::Timeout(format!(
+                    "{}: the daemon did not answer in time",
+                    self.socket.display()
+                ))
+            }
+            _ => Error::io(&self.socket, e),
+        }
+    }
 }
+
+/// The longest line a chunk's size comes on.
+const CHUNK_SIZE_LINE: u64 = 24;
 
 /// Connects, giving up after `timeout` (a daemon that stopped accepting leaves a connect
 /// waiting; the attempt is then left to finish on its own thread).

@@ -126,28 +126,12 @@ pub async fn execute(
 ) -> Response {
     let line = match request {
         Request::Ping {} => ok_line(&Pong {}),
-        Request::Query {
-            query,
-            format,
-            min_generation,
-            timeout_ms,
-            cache,
-        } => {
-            let start = Instant::now();
-            let deadline = timeout_ms.and_then(|ms| start.checked_add(Duration::from_millis(ms)));
-            if let Some(n) = min_generation {
-                let wait = timeout_ms.map_or(handle.wait_timeout, Duration::from_millis);
-                if let Err(line) = wait_for_generation(&handle.engine, n, wait).await {
-                    return (line, Vec::new());
-                }
-            }
-            let now = Instant::now();
-            let run_deadline = now.checked_add(handle.limits.query_timeout).unwrap_or(now);
-            let run_deadline = deadline.map_or(run_deadline, |d| d.min(run_deadline));
-            let cached = cache
-                .unwrap_or(true)
-                .then(|| cache_key(handle, &query, format));
-            return run_query(handle, query, format, cached.flatten(), run_deadline, gone).await;
+        request @ Request::Query { .. } => {
+            let (query, format, asked) = query_parts(request);
+            return match prepare(handle, &query, format, asked).await {
+                Ok(run) => run_query(handle, query, format, run, gone).await,
+                Err(line) => (line, Vec::new()),
+            };
         }
         Request::Sync { timeout_ms } => sync(handle, timeout_ms).await,
         Request::Reload {} => match reload(handle).await {
@@ -204,27 +188,98 @@ fn cache_key(handle: &Handle, query: &Json, format: Format) -> Option<String> {
     Some(cache::cache_key(&query, format))
 }
 
-/// Answers a query from the cache (under `key`, if given) or runs it on the blocking
-/// pool, in one of the query slots, until `deadline`; stops it (DuckDB's interrupt) at
-/// the deadline or when `gone` completes. A new answer is cached under `key`.
+/// What a query request asks of its run besides the query and the format.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryAsk {
+    pub min_generation: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub cache: Option<bool>,
+}
+
+/// A query request's query, format and the rest of what it asks.
+pub fn query_parts(request: Request) -> (Json, Format, QueryAsk) {
+    let Request::Query {
+        query,
+        format,
+        min_generation,
+        timeout_ms,
+        cache,
+        stream: _,
+    } = request
+    else {
+        unreachable!("a query request")
+    };
+    let ask = QueryAsk {
+        min_generation,
+        timeout_ms,
+        cache,
+    };
+    (query, format, ask)
+}
+
+/// How a query runs once its generation is there.
+pub struct QueryRun {
+    /// When it must be answered.
+    pub deadline: Instant,
+    /// Its key in the answer cache, if the cache may answer it.
+    pub key: Option<String>,
+}
+
+/// Waits for the request's `min_generation` (within its time), then works out the
+/// query's deadline and cache key; an error line when the wait fails.
+pub async fn prepare(
+    handle: &Handle,
+    query: &Json,
+    format: Format,
+    ask: QueryAsk,
+) -> std::result::Result<QueryRun, String> {
+    let start = Instant::now();
+    let deadline = ask
+        .timeout_ms
+        .and_then(|ms| start.checked_add(Duration::from_millis(ms)));
+    if let Some(n) = ask.min_generation {
+        let wait = ask
+            .timeout_ms
+            .map_or(handle.wait_timeout, Duration::from_millis);
+        wait_for_generation(&handle.engine, n, wait).await?;
+    }
+    let now = Instant::now();
+    let run_deadline = now.checked_add(handle.limits.query_timeout).unwrap_or(now);
+    let key = ask
+        .cache
+        .unwrap_or(true)
+        .then(|| cache_key(handle, query, format));
+    Ok(QueryRun {
+        deadline: deadline.map_or(run_deadline, |d| d.min(run_deadline)),
+        key: key.flatten(),
+    })
+}
+
+/// The answer the cache holds for `run`'s key in the published generation, with the time
+/// the lookup took (logged as the query's).
+pub fn cached(handle: &Handle, run: &QueryRun, query: &Json) -> Option<(EncodedAnswer, u64)> {
+    let start = Instant::now();
+    let generation = handle.engine.snapshot().generation();
+    let hit = handle.cache.get(run.key.as_ref()?, generation)?;
+    let elapsed = start.elapsed();
+    handle.log.record(query, &hit.source, elapsed);
+    Some((hit, elapsed.as_micros() as u64))
+}
+
+/// Answers a query from the cache (under `run`'s key, if any) or runs it on the blocking
+/// pool, in one of the query slots, until `run`'s deadline; stops it (DuckDB's interrupt)
+/// at the deadline or when `gone` completes. A new answer is cached under the key.
 async fn run_query(
     handle: &Handle,
     query: Json,
     format: Format,
-    key: Option<String>,
-    deadline: Instant,
+    run: QueryRun,
     gone: impl Future<Output = ()>,
 ) -> Response {
-    let start = Instant::now();
-    if let Some(key) = &key {
-        let generation = handle.engine.snapshot().generation();
-        if let Some(hit) = handle.cache.get(key, generation) {
-            let elapsed = start.elapsed();
-            handle.log.record(&query, &hit.source, elapsed);
-            return hit.into_reply(elapsed.as_micros() as u64, true);
-        }
+    if let Some((hit, elapsed_us)) = cached(handle, &run, &query) {
+        return hit.into_reply(elapsed_us, true);
     }
-    let (log, cache) = (handle.log.clone(), handle.cache.clone());
+    let (log, cache, key) = (handle.log.clone(), handle.cache.clone(), run.key);
     let job = move |engine: &Engine, budget: &QueryBudget| {
         let answer = engine.query_within(&query, budget)?;
         budget.cancel.check()?;
@@ -235,7 +290,7 @@ async fn run_query(
         }
         Ok(encoded.into_reply(answer.elapsed.as_micros() as u64, false))
     };
-    match run_limited(handle, deadline, gone, job).await {
+    match run_limited(handle, run.deadline, gone, job).await {
         Ok(response) => response,
         Err(line) => (line, Vec::new()),
     }

@@ -2,6 +2,7 @@
 //! in size, and response lines (plus payload bytes) out, each write bounded in time so a
 //! client that stops reading cannot hold the connection's task forever.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -78,47 +79,78 @@ impl Connection {
     /// client's next request pending also makes it readable). A client that only shut
     /// down its writing half still waits for its answer and does not count.
     pub async fn hung_up(&self) {
-        let stream = self.reader.get_ref().as_ref();
-        let fd = stream.as_raw_fd();
-        let gone = || {
-            let mut poll = libc::pollfd {
-                fd,
-                events: 0,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, a descriptor this connection owns, no wait.
-            let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-            ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+        hung_up(self.reader.get_ref().as_ref()).await
+    }
+
+    /// The connection's two sides apart, for a reply written in pieces while its query
+    /// runs: a future that completes when the client hangs up (as `hung_up`), and the
+    /// writing side.
+    pub fn split(&mut self) -> (impl Future<Output = ()> + '_, Out<'_>) {
+        let out = Out {
+            writer: &mut self.writer,
+            timeout: self.write_timeout,
         };
-        loop {
-            if gone() {
-                return;
-            }
-            let wait = Duration::from_millis(50);
-            if let Ok(Ok(())) = tokio::time::timeout(wait, stream.readable()).await {
-                if gone() {
-                    return;
-                }
-                tokio::time::sleep(wait).await;
-            }
-        }
+        (hung_up(self.reader.get_ref().as_ref()), out)
     }
 
     /// Writes a response line and its payload, failing with `TimedOut` if the client does
     /// not take them within the write timeout.
     pub async fn respond(&mut self, line: &str, payload: &[u8]) -> io::Result<()> {
+        let (_, mut out) = self.split();
+        out.send(&[line.as_bytes(), b"\n", payload]).await
+    }
+}
+
+/// The writing side of a connection.
+pub struct Out<'a> {
+    writer: &'a mut BufWriter<OwnedWriteHalf>,
+    timeout: Duration,
+}
+
+impl Out<'_> {
+    /// Writes `parts` and flushes them, failing with `TimedOut` if the client does not
+    /// take them within the write timeout.
+    pub async fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let write = async {
-            self.writer.write_all(line.as_bytes()).await?;
-            self.writer.write_all(b"\n").await?;
-            self.writer.write_all(payload).await?;
+            for part in parts {
+                self.writer.write_all(part).await?;
+            }
             self.writer.flush().await
         };
-        match tokio::time::timeout(self.write_timeout, write).await {
+        match tokio::time::timeout(self.timeout, write).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client did not read its response",
             )),
+        }
+    }
+}
+
+/// Completes once the client at the other end of `stream` has hung up (see
+/// `Connection::hung_up`).
+async fn hung_up(stream: &UnixStream) {
+    let fd = stream.as_raw_fd();
+    let gone = || {
+        let mut poll = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a descriptor this connection owns, no wait.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    };
+    loop {
+        if gone() {
+            return;
+        }
+        let wait = Duration::from_millis(50);
+        if let Ok(Ok(())) = tokio::time::timeout(wait, stream.readable()).await {
+            if gone() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod limits;
 pub mod protocol;
 pub mod server;
+pub mod stream;
 pub mod subscribe;
 
 use std::path::PathBuf;

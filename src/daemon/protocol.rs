@@ -6,6 +6,7 @@
 //! `{"ok":false,"error":{"kind":...,"message":...}}`; csv and arrow answers are followed
 //! by the `bytes` of their payload.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use serde_json::Value as Json;
 use crate::daemon::limits::{CappedWriter, QueryLimits};
 use crate::engine::{Answer, LayoutChange, LayoutProgress};
 use crate::error::{Error, Result};
-use crate::query::output::write_ipc;
+use crate::query::output::ResultSet;
 
 /// The requested result encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub enum Request {
         /// Whether the answer cache may answer it and keep its answer (default: yes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache: Option<bool>,
+        /// Whether the rows come in chunks after the reply line, sent as they are
+        /// encoded (default: no; see `StreamEnd`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<bool>,
     },
     /// The daemon's state.
     Status {},
@@ -114,7 +119,16 @@ impl Request {
             min_generation: None,
             timeout_ms: None,
             cache: None,
+            stream: None,
         }
+    }
+
+    /// This request with its rows streamed in chunks, if it is a query.
+    pub fn streamed(mut self) -> Request {
+        if let Request::Query { stream, .. } = &mut self {
+            *stream = Some(true);
+        }
+        self
     }
 
     /// Parses a request line; the error message says what is wrong with it.
@@ -189,6 +203,19 @@ pub struct Head {
     /// Payload bytes that follow the line (csv and arrow answers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Whether chunks and an end line follow (a streamed query reply).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+/// The line that ends a streamed query reply, after its last chunk, when every row was
+/// sent (else an error line ends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Rows sent.
+    pub rows: u64,
+    /// Bytes of the chunks.
+    pub bytes: u64,
 }
 
 /// Rows of a JSON answer as a client reads them: JSON values (a sum of a 64-bit column
@@ -213,6 +240,9 @@ pub struct QueryReply<R = JsonRows> {
     /// Whether the answer came from the answer cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Whether the rows (json) or the payload (csv, arrow) follow in chunks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// The reply to `sync`.
@@ -573,6 +603,8 @@ pub struct EncodedAnswer {
     /// Where it was answered (`rollup:<name>` or `duckdb`).
     pub source: String,
     pub generation: u64,
+    /// Rows of the answer.
+    pub count: u64,
 }
 
 /// The fields of a query reply that `EncodedAnswer::head` holds.
@@ -581,6 +613,30 @@ struct AnswerHead<'a> {
     columns: &'a [String],
     source: &'a str,
     generation: u64,
+}
+
+/// The fields of a query reply that say what answered it (`columns`, `source`,
+/// `generation`), as JSON without braces.
+pub fn answer_head(answer: &Answer) -> String {
+    let head = serde_json::to_string(&AnswerHead {
+        columns: &answer.result.columns,
+        source: &answer.source,
+        generation: answer.generation,
+    })
+    .expect("replies serialize");
+    head[1..head.len() - 1].to_string()
+}
+
+/// Writes the answer's rows in `format` to `w`: the `rows` array of a json reply, or the
+/// payload of a csv or arrow one. Fails with `w`'s first error (a byte cap).
+pub fn write_payload(result: &ResultSet, format: Format, w: &mut impl Write) -> Result<()> {
+    let failed = |e: std::io::Error| Error::Internal(format!("writing an answer: {e}"));
+    match format {
+        Format::Json => serde_json::to_writer(w, &result.rows)
+            .map_err(|e| failed(std::io::Error::other(e.to_string()))),
+        Format::Csv => result.write_csv(w).map_err(failed),
+        Format::Arrow => result.write_arrow_ipc(w),
+    }
 }
 
 /// Bytes an encoded cell is expected to take, to size an answer's buffer up front.
@@ -593,43 +649,42 @@ impl EncodedAnswer {
     /// Encodes `answer` in `format`; `too_large` when the encoded answer is over
     /// `limits.max_answer_bytes` (encoding stops at the cap).
     pub fn encode(answer: &Answer, format: Format, limits: &QueryLimits) -> Result<EncodedAnswer> {
-        let head = serde_json::to_string(&AnswerHead {
-            columns: &answer.result.columns,
-            source: &answer.source,
-            generation: answer.generation,
-        })
-        .expect("replies serialize");
-        let head = head[1..head.len() - 1].to_string();
+        let head = answer_head(answer);
         let room = limits
             .max_answer_bytes
             .saturating_sub(head.len() as u64 + REPLY_FIELDS);
         let result = &answer.result;
         let expected = result.rows.len() * result.columns.len() * BYTES_PER_CELL + 4096;
         let mut out = CappedWriter::with_room(room, expected);
-        let too_large = |_| limits.too_many_bytes();
-        match format {
-            Format::Json => serde_json::to_writer(&mut out, &answer.result.rows)
-                .map_err(|_| limits.too_many_bytes())?,
-            Format::Csv => answer.result.write_csv(&mut out).map_err(too_large)?,
-            Format::Arrow => {
-                let batch = answer.result.to_batch()?;
-                write_ipc(&batch, &mut out).map_err(|_| limits.too_many_bytes())?
-            }
-        }
+        write_payload(result, format, &mut out).map_err(|_| limits.too_many_bytes())?;
+        Ok(EncodedAnswer::new(answer, head, format, out.buf))
+    }
+
+    /// The answer whose reply head is `head` and whose encoded rows (`write_payload` in
+    /// `format`) are `encoded`.
+    pub fn new(answer: &Answer, head: String, format: Format, encoded: Vec<u8>) -> EncodedAnswer {
         let (rows, payload) = match format {
             Format::Json => (
-                Some(String::from_utf8(out.buf).expect("serde_json writes UTF-8")),
+                Some(String::from_utf8(encoded).expect("serde_json writes UTF-8")),
                 Vec::new(),
             ),
-            Format::Csv | Format::Arrow => (None, out.buf),
+            Format::Csv | Format::Arrow => (None, encoded),
         };
-        Ok(EncodedAnswer {
+        EncodedAnswer {
             head,
             rows,
             payload,
             source: answer.source.clone(),
             generation: answer.generation,
-        })
+            count: answer.result.rows.len() as u64,
+        }
+    }
+
+    /// What follows the reply line of a streamed reply: the rows (json) or the payload.
+    pub fn streamed(&self) -> &[u8] {
+        self.rows
+            .as_ref()
+            .map_or(&self.payload, |rows| rows.as_bytes())
     }
 
     /// Bytes it holds.
@@ -640,6 +695,12 @@ impl EncodedAnswer {
     /// The reply: its line (the answer took `elapsed_us` in the daemon; `cached` if it
     /// came from the cache) and its payload.
     pub fn into_reply(self, elapsed_us: u64, cached: bool) -> (String, Vec<u8>) {
+        (self.line(elapsed_us, cached, false), self.payload)
+    }
+
+    /// The reply line; a streamed one (`stream`) says so instead of holding the rows or
+    /// the payload's size.
+    pub fn line(&self, elapsed_us: u64, cached: bool, stream: bool) -> String {
         use std::fmt::Write as _;
         let rows = self.rows.as_ref().map_or(0, String::len);
         let mut line = String::with_capacity(self.head.len() + rows + REPLY_FIELDS as usize);
@@ -647,6 +708,7 @@ impl EncodedAnswer {
         line.push_str(&self.head);
         let _ = write!(line, ",\"elapsed_us\":{elapsed_us}");
         match &self.rows {
+            _ if stream => line.push_str(",\"stream\":true"),
             Some(rows) => {
                 line.push_str(",\"rows\":");
                 line.push_str(rows);
@@ -659,7 +721,7 @@ impl EncodedAnswer {
             line.push_str(",\"cached\":true");
         }
         line.push('}');
-        (line, self.payload)
+        line
     }
 }
 
@@ -689,6 +751,7 @@ mod tests {
                 min_generation: Some(3),
                 timeout_ms: None,
                 cache: None,
+                stream: None,
             })
         );
         let err = |line: &[u8]| Request::parse(line).unwrap_err();

@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use crate::daemon::cmd::{execute, Gauge, Handle};
 use crate::daemon::connection::{Connection, Frame};
 use crate::daemon::protocol::{error_response, ErrorKind, Request};
+use crate::daemon::stream;
 use crate::daemon::subscribe::{self, Ended};
 use crate::error::{Error, Result};
 
@@ -255,6 +256,17 @@ async fn serve(
                         Ended::Closed => return conn,
                     }
                 }
+                Ok(
+                    request @ Request::Query {
+                        stream: Some(true), ..
+                    },
+                ) => match stream::serve(&mut conn, handle, request).await {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::debug!("client dropped: {e}");
+                        return conn;
+                    }
+                },
                 Ok(request) => execute(request, handle, conn.hung_up()).await,
                 Err(msg) => (error_response(ErrorKind::BadRequest, &msg), Vec::new()),
             },

@@ -27,7 +27,7 @@ use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
 use crate::model::schema::Zone;
 use crate::query::exec::execute;
-use crate::query::{plan, CatalogEntry, Query, ResultSet, Route};
+use crate::query::{plan_in, CatalogEntry, Query, ResultSet, Route};
 use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
 use crate::storage::lock::StateLock;
 use crate::storage::manifest::Manifest;
@@ -119,6 +119,8 @@ impl FileFailure {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub generation: u64,
+    /// The time zone its rollups and the table's time columns are in.
+    pub zone: Zone,
     pub catalog: Vec<CatalogEntry>,
     pub rollups: Vec<Arc<RollupRows>>,
     /// `None` only before the first publish.
@@ -150,11 +152,12 @@ impl Snapshot {
 
     fn new(
         generation: u64,
-        specs: &[RollupSpec],
+        layout: &Layout,
         rollups: Vec<Arc<RollupRows>>,
         view: Arc<View>,
     ) -> Snapshot {
-        let catalog = specs
+        let catalog = layout
+            .specs
             .iter()
             .zip(&rollups)
             .map(|(spec, rows)| CatalogEntry {
@@ -165,6 +168,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             generation,
+            zone: layout.zone,
             catalog,
             rollups,
             view: Some(view),
@@ -459,7 +463,7 @@ impl Engine {
         budget.limits.check_request(json)?;
         let query = Query::parse(json)?;
         let snap = self.snapshot();
-        let plan = plan(&query, &snap.catalog);
+        let (query, plan, _) = plan_in(query, &snap.catalog, snap.zone);
         let (rollup, source) = match &plan.route {
             Route::Rollup(i) => (
                 Some((snap.rollups[*i].as_ref(), self.store.countries())),

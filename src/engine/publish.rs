@@ -89,11 +89,11 @@ impl Engine {
         pending: &[bool],
     ) -> Result<Arc<View>> {
         let layout = self.layout();
-        let specs = &layout.specs;
         let view = match &published.view {
             Some(view) if published.generation() == generation => {
                 if published.pending_flags() != pending {
-                    let snapshot = Snapshot::new(generation, specs, rollups.to_vec(), view.clone());
+                    let snapshot =
+                        Snapshot::new(generation, &layout, rollups.to_vec(), view.clone());
                     self.publish(snapshot.with_pending(pending));
                 }
                 view.clone()
@@ -103,7 +103,7 @@ impl Engine {
                     self.opts.failpoints.hit("publish")?;
                 }
                 let view = Arc::new(self.view()?);
-                let snapshot = Snapshot::new(generation, specs, rollups.to_vec(), view.clone());
+                let snapshot = Snapshot::new(generation, &layout, rollups.to_vec(), view.clone());
                 tracing::debug!(
                     generation,
                     rollup_mb = snapshot.rollup_bytes() >> 20,

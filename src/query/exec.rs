@@ -24,7 +24,7 @@ use crate::query::group::{ranks, type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
-use crate::rollup::{Countries, Key, Measure, RollupRows, NULL_ID, NULL_TIME};
+use crate::rollup::{Countries, Key, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME};
 use crate::storage::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
@@ -141,12 +141,11 @@ impl Needs {
 /// Rows between two checks of the cancel while scanning.
 const CANCEL_CHECK_ROWS: usize = 1 << 16;
 
-/// What a scan found: the groups, their aggregates, and the texts of coded columns.
+/// What a scan found: the groups and their aggregates.
 struct Scanned {
     coder: Coder,
     groups: Groups,
     accs: Accs,
-    countries: Arc<[String]>,
 }
 
 /// Aggregates rollup rows into the query's result (ordered and limited); `too_large`
@@ -158,7 +157,20 @@ fn aggregate_rollup(
     budget: &QueryBudget,
 ) -> Result<Rows> {
     let needs = Needs::of(query);
-    let mut found = scan(query, range, &needs, rollup, budget)?;
+    let selected = select(query, range, rollup, budget)?;
+    let rollup = rollup.0;
+    let mut found = match leading_time(query) {
+        Some(lead) => scan_leading(query, lead, &selected, &needs, rollup, budget)?,
+        None => {
+            let coder = selected.coder(query, rollup, &selected.runs)?;
+            let alone = !query.group_by.is_empty() && query.order_by.is_empty();
+            if alone && row_per_group(&coder, rollup, &selected.runs) {
+                return answer_rows(query, &selected, rollup, budget);
+            }
+            let chunks = vec![selected.runs.clone()];
+            scan(coder, chunks, usize::MAX, &needs, rollup, budget)?
+        }
+    };
     if query.group_by.is_empty() && found.groups.is_empty() {
         found.groups.find(0, 0);
         found.accs.push(needs.prices);
@@ -179,7 +191,7 @@ fn aggregate_rollup(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
-    let (keys, _, _) = rollup.0.columns();
+    let (keys, _, _) = rollup.columns();
     let columns = query
         .select
         .iter()
@@ -189,7 +201,7 @@ fn aggregate_rollup(
                 let rows = order
                     .iter()
                     .map(|&g| &keys[groups.rows[g as usize] as usize]);
-                group_column(*c, rows, &found.countries)
+                group_column(*c, rows, &selected.countries)
             }
             (Item::Agg(_), Some(data)) => data.gather(&order),
             (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
@@ -232,15 +244,48 @@ fn group_column<'a>(
     }
 }
 
-/// Finds the matching rows of the query's time range, groups them and sums their counts
-/// and the measures `needs`.
-fn scan(
+/// The rows of a rollup a query reads.
+struct Selected {
+    /// Runs of matching rows, ascending.
+    runs: Vec<Range<usize>>,
+    countries: Arc<[String]>,
+}
+
+impl Selected {
+    fn matched(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum()
+    }
+
+    /// The coder of the query's groups over the rows `runs` (ascending).
+    fn coder(&self, query: &Query, rollup: &RollupRows, runs: &[Range<usize>]) -> Result<Coder> {
+        let (keys, _, _) = rollup.columns();
+        let (country_rank, _) = ranks(&self.countries);
+        Coder::new(&query.group_by, keys, runs, &country_rank)
+    }
+}
+
+/// Whether every row of `runs` is a group of its own, the rows already in the groups'
+/// order (their packed keys strictly ascend; most queries fail this at their second row).
+fn row_per_group(coder: &Coder, rollup: &RollupRows, runs: &[Range<usize>]) -> bool {
+    let (keys, _, _) = rollup.columns();
+    let mut last = None;
+    for k in runs.iter().flat_map(|r| &keys[r.clone()]) {
+        let key = coder.key(k);
+        if last.is_some_and(|l| l >= key) {
+            return false;
+        }
+        last = Some(key);
+    }
+    true
+}
+
+/// Finds the matching rows of the query's time range.
+fn select(
     query: &Query,
     range: (i32, i32),
-    needs: &Needs,
     (rollup, countries): (&RollupRows, &Countries),
     budget: &QueryBudget,
-) -> Result<Scanned> {
+) -> Result<Selected> {
     let countries: Arc<[String]> = countries.names().into();
     let filter = KeyFilter::compile(&query.filters, &countries);
     // All-time rollups (time 0) never get time filters, so their range is everything.
@@ -252,9 +297,117 @@ fn scan(
     let (keys, _, _) = rollup.columns();
     let runs = filter.runs(keys, rows);
     budget.cancel.check()?;
-    let (country_rank, _) = ranks(&countries);
-    let coder = Coder::new(&query.group_by, keys, &runs, &country_rank)?;
-    let matched = runs.iter().map(|r| r.len()).sum();
+    Ok(Selected { runs, countries })
+}
+
+/// The answer when each matching row is a group of its own, in order: the first `limit`
+/// rows, their aggregates read straight off the rollup's columns.
+fn answer_rows(
+    query: &Query,
+    selected: &Selected,
+    rollup: &RollupRows,
+    budget: &QueryBudget,
+) -> Result<Rows> {
+    budget.limits.check_rows(selected.matched(), query.limit)?;
+    let limit = query.limit.map_or(usize::MAX, |l| l as usize);
+    let rows: Vec<u32> = (selected.runs.iter().flat_map(Range::clone))
+        .take(limit)
+        .map(|r| r as u32)
+        .collect();
+    budget.cancel.check()?;
+    let (keys, counts, prices) = rollup.columns();
+    let count = |c: Option<Column>| {
+        let n = |r: &u32| {
+            let r = *r as usize;
+            match c {
+                Some(c) if is_null(c, &keys[r]) => 0,
+                _ => counts[r],
+            }
+        };
+        Data::Int(rows.iter().map(|r| Some(n(r) as i64)).collect())
+    };
+    let columns = query.select.iter().map(|item| match item {
+        Item::Column(c) => {
+            let keys = rows.iter().map(|&r| &keys[r as usize]);
+            group_column(*c, keys, &selected.countries)
+        }
+        Item::Agg(a) => match (a.arg, price_index(a.arg)) {
+            (_, Some(p)) => price_column(a.func, measures_at(prices[p], &rows)),
+            (arg, None) => count(arg),
+        },
+    });
+    Ok(Rows::new(columns.collect()))
+}
+
+/// Which price (bid, total) a column is, if it is one.
+fn price_index(c: Option<Column>) -> Option<usize> {
+    match c {
+        Some(Column::BidPrice) => Some(0),
+        Some(Column::TotalPrice) => Some(1),
+        _ => None,
+    }
+}
+
+/// The measures of a sparse price column at rows `rows` (ascending): `None` where a row
+/// has none.
+fn measures_at<'a>(
+    (at, values): SparseColumn<'a>,
+    rows: &'a [u32],
+) -> impl Iterator<Item = Option<&'a Measure>> + 'a {
+    let mut j = 0;
+    rows.iter().map(move |&r| {
+        j = gallop(at, j, at.len(), |&a| a < r);
+        at.get(j).filter(|&&a| a == r).map(|_| &values[j])
+    })
+}
+
+/// A limited answer led by a time column (`lead`: the column, its direction, the limit):
+/// the selected rows cut at that column's buckets, in the answer's order, and scanned
+/// from the first bucket on with a coder of the buckets taken: one, then four times as
+/// many each time until they hold `limit` groups (or are all the buckets). Groups never
+/// span buckets, so later buckets only hold groups that come after these.
+fn scan_leading(
+    query: &Query,
+    (t, desc, limit): (TimeCol, bool, usize),
+    selected: &Selected,
+    needs: &Needs,
+    rollup: &RollupRows,
+    budget: &QueryBudget,
+) -> Result<Scanned> {
+    let (keys, _, _) = rollup.columns();
+    let chunks = by_bucket(keys, selected.runs.clone(), t, desc);
+    let mut take = 1;
+    loop {
+        let taken = take.min(chunks.len());
+        let mut runs = chunks[..taken].concat();
+        runs.sort_unstable_by_key(|r| r.start);
+        let coder = selected.coder(query, rollup, &runs)?;
+        let found = scan(
+            coder,
+            chunks[..taken].to_vec(),
+            limit,
+            needs,
+            rollup,
+            budget,
+        )?;
+        if found.groups.len() >= limit || taken == chunks.len() {
+            return Ok(found);
+        }
+        take *= 4;
+    }
+}
+
+/// Groups the rows of `chunks` (in order, stopping after the chunk that brings `enough`
+/// groups) and sums their counts and the measures `needs`.
+fn scan(
+    coder: Coder,
+    chunks: Vec<Vec<Range<usize>>>,
+    enough: usize,
+    needs: &Needs,
+    rollup: &RollupRows,
+    budget: &QueryBudget,
+) -> Result<Scanned> {
+    let matched = chunks.iter().flatten().map(|r| r.len()).sum();
     let groups = Groups::new(&coder, matched);
     let accs = Accs::with_capacity(groups.capacity(), needs);
     let mut fold = Fold {
@@ -265,10 +418,6 @@ fn scan(
         accs,
         cursors: [0; 2],
         last: None,
-    };
-    let (chunks, enough) = match leading_time(query) {
-        Some((t, desc, limit)) => (by_bucket(keys, runs, t, desc), limit),
-        None => (vec![runs], usize::MAX),
     };
     let mut seen = 0;
     for chunk in chunks {
@@ -289,7 +438,6 @@ fn scan(
         coder,
         groups,
         accs,
-        countries,
     })
 }
 
@@ -426,23 +574,34 @@ fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs, only: Option<&[u3
         }
     }
     let count = |v: &[u64]| Data::Int(cells(v, only, |n| Some(*n as i64)));
-    let m = match a.arg {
-        None => return count(&accs.rows),
-        Some(Column::BidPrice) => &accs.prices[0],
-        Some(Column::TotalPrice) => &accs.prices[1],
-        Some(c) => {
+    let m = match (a.arg, price_index(a.arg)) {
+        (None, _) => return count(&accs.rows),
+        (_, Some(p)) => &accs.prices[p],
+        (Some(c), None) => {
             let i = needs.counted.iter().position(|x| *x == c).expect("counted");
             return count(&accs.non_null[i]);
         }
     };
-    let of = |f: fn(&Measure) -> f64| Data::Float(cells(m, only, |m| (m.n > 0).then(|| f(m))));
-    match a.func {
-        Func::Count => Data::Int(cells(m, only, |m| Some(m.n as i64))),
-        Func::Sum => of(|m| price_to_f64(m.sum)),
-        Func::Avg => of(|m| m.sum as f64 / m.n as f64 / PRICE_UNIT),
-        Func::Min => of(|m| price_to_f64(m.min.into())),
-        Func::Max => of(|m| price_to_f64(m.max.into())),
+    match only {
+        Some(groups) => price_column(a.func, groups.iter().map(|&g| Some(&m[g as usize]))),
+        None => price_column(a.func, m.iter().map(Some)),
     }
+}
+
+/// The column of `func` over price measures (`None`: no price there).
+fn price_column<'a>(func: Func, measures: impl Iterator<Item = Option<&'a Measure>>) -> Data {
+    let f: fn(&Measure) -> f64 = match func {
+        Func::Count => {
+            let n = |m: Option<&Measure>| Some(m.map_or(0, |m| m.n as i64));
+            return Data::Int(measures.map(n).collect());
+        }
+        Func::Sum => |m| price_to_f64(m.sum),
+        Func::Avg => |m| m.sum as f64 / m.n as f64 / PRICE_UNIT,
+        Func::Min => |m| price_to_f64(m.min.into()),
+        Func::Max => |m| price_to_f64(m.max.into()),
+    };
+    let cell = |m: Option<&Measure>| m.filter(|m| m.n > 0).map(f);
+    Data::Float(measures.map(cell).collect())
 }
 
 /// The answer's groups in order (order_by keys, then the group-by columns ascending,
@@ -465,24 +624,25 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         order.truncate(limit);
         return order;
     }
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    // The first order key as one integer per group, so most comparisons are one compare.
+    // The first order key as one integer beside each group, so most comparisons are one
+    // compare of adjacent memory.
     let first = query.order_by[0];
-    let lead: Vec<u128> = match &aggs[first.item] {
-        Some(data) => (0..n).map(|g| data.sort_key(g, first.desc)).collect(),
+    let mut order: Vec<(u128, u32)> = match &aggs[first.item] {
+        Some(data) => (0..n)
+            .map(|g| (data.sort_key(g, first.desc), g as u32))
+            .collect(),
         None => {
             let weight = coder.weight(group_slot(query, first.item));
-            keys.iter()
-                .map(|k| weight.sort_key(*k, first.desc))
-                .collect()
+            let lead = keys.iter().map(|k| weight.sort_key(*k, first.desc));
+            lead.zip(0..n as u32).collect()
         }
     };
-    let cmp = |a: &u32, b: &u32| {
-        let (x, y) = (*a as usize, *b as usize);
-        let o = lead[x].cmp(&lead[y]);
+    let cmp = |a: &(u128, u32), b: &(u128, u32)| {
+        let o = a.0.cmp(&b.0);
         if o != Ordering::Equal {
             return o;
         }
+        let (x, y) = (a.1 as usize, b.1 as usize);
         for k in &query.order_by {
             let o = match &aggs[k.item] {
                 Some(data) => data.compare(x, y, k.desc),
@@ -500,7 +660,7 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
     };
     top(&mut order, limit, cmp);
     order.truncate(limit);
-    order
+    order.into_iter().map(|(_, g)| g).collect()
 }
 
 /// The group-by position of select item `item` (a plain column).
@@ -516,7 +676,7 @@ fn group_slot(query: &Query, item: usize) -> usize {
 }
 
 /// Puts the first `k` of `v` in order at its front.
-fn top(v: &mut [u32], k: usize, cmp: impl Fn(&u32, &u32) -> Ordering) {
+fn top<T>(v: &mut [T], k: usize, cmp: impl Fn(&T, &T) -> Ordering) {
     if k == 0 {
         return;
     }

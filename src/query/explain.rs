@@ -8,7 +8,7 @@ use crate::daemon::protocol::{ExplainReply, Reason, ReasonKind, RollupVerdict};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::query::output::{Data, OutType};
-use crate::query::plan::{plan_checked, Rejection};
+use crate::query::plan::{plan_in, Rejection};
 use crate::query::{Query, Route};
 use crate::storage::table::View;
 
@@ -18,7 +18,7 @@ pub fn explain(engine: &Engine, json: &Json, budget: &QueryBudget) -> Result<Exp
     budget.limits.check_request(json)?;
     let query = Query::parse(json)?;
     let snap = engine.snapshot();
-    let (plan, verdicts) = plan_checked(&query, &snap.catalog);
+    let (_, plan, verdicts) = plan_in(query, &snap.catalog, snap.zone);
     let chosen = match &plan.route {
         Route::Rollup(i) => Some(*i),
         Route::DuckDb { .. } => None,

@@ -13,5 +13,5 @@ pub mod querylog;
 pub mod request;
 
 pub use output::{Data, OutType, ResultSet, Rows, Value};
-pub use plan::{plan, CatalogEntry, Plan, Route};
+pub use plan::{plan, plan_in, CatalogEntry, Plan, Route};
 pub use request::Query;

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 use std::io::Write;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
@@ -320,15 +321,21 @@ impl Serialize for RowRef<'_, '_> {
 }
 
 /// Formats time buckets as their canonical text (`2024-06-01`, `2024-06-01 13:00:00`,
-/// `2024-06-01 13:05`) without allocating: the date is written once per day, the time of
-/// day digit by digit.
+/// `2024-06-01 13:05`) without allocating: a day's date is computed once and kept (the
+/// dates of the last 512 distinct days, so rows in any order reuse them), the time of day
+/// is written digit by digit.
 #[derive(Default)]
 pub struct TimeText {
     buf: [u8; 24],
     len: usize,
     /// The day whose date `buf` starts with, and the date's length.
     day: Option<(i64, usize)>,
+    /// Dates of four-digit years by day, at the day's slot modulo `DATE_SLOTS`.
+    dates: Vec<(i64, [u8; 10])>,
 }
+
+/// Slots of `TimeText`'s dates.
+const DATE_SLOTS: usize = 512;
 
 impl TimeText {
     /// The text of bucket `m` (local minutes) of column `t`.
@@ -337,23 +344,7 @@ impl TimeText {
         let date = match self.day {
             Some((d, len)) if d == day => len,
             _ => {
-                let (y, mo, d) = civil_from_days(day);
-                let len = match u16::try_from(y).ok().filter(|y| *y <= 9999) {
-                    Some(y) => {
-                        let (y, mo, d) = (i64::from(y), i64::from(mo), i64::from(d));
-                        let (c, yy, m2, d2) = (two(y / 100), two(y % 100), two(mo), two(d));
-                        self.buf[..10].copy_from_slice(&[
-                            c[0], c[1], yy[0], yy[1], b'-', m2[0], m2[1], b'-', d2[0], d2[1],
-                        ]);
-                        10
-                    }
-                    None => {
-                        let size = self.buf.len();
-                        let mut w = &mut self.buf[..];
-                        let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
-                        size - w.len()
-                    }
-                };
+                let len = self.date(day);
                 self.day = Some((day, len));
                 len
             }
@@ -367,6 +358,37 @@ impl TimeText {
         self.buf[date..date + time.len()].copy_from_slice(time);
         self.len = date + time.len();
         std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+    }
+
+    /// Writes the date of `day` at the start of `buf`; its length.
+    fn date(&mut self, day: i64) -> usize {
+        if self.dates.is_empty() {
+            self.dates = vec![(i64::MIN, [0; 10]); DATE_SLOTS];
+        }
+        let slot = &mut self.dates[day.rem_euclid(DATE_SLOTS as i64) as usize];
+        if slot.0 == day {
+            self.buf[..10].copy_from_slice(&slot.1);
+            return 10;
+        }
+        let (y, mo, d) = civil_from_days(day);
+        match u16::try_from(y).ok().filter(|y| *y <= 9999) {
+            Some(y) => {
+                let (y, mo, d) = (i64::from(y), i64::from(mo), i64::from(d));
+                let (c, yy, m2, d2) = (two(y / 100), two(y % 100), two(mo), two(d));
+                let text = [
+                    c[0], c[1], yy[0], yy[1], b'-', m2[0], m2[1], b'-', d2[0], d2[1],
+                ];
+                *slot = (day, text);
+                self.buf[..10].copy_from_slice(&text);
+                10
+            }
+            None => {
+                let size = self.buf.len();
+                let mut w = &mut self.buf[..];
+                let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
+                size - w.len()
+            }
+        }
     }
 }
 
@@ -432,16 +454,30 @@ impl ResultSet {
         w.write_all(&line)
     }
 
-    /// The result as one Arrow record batch.
-    pub fn to_batch(&self) -> Result<RecordBatch> {
+    /// The result's Arrow schema.
+    fn schema(&self) -> SchemaRef {
         let fields: Vec<Field> = self
             .columns
             .iter()
             .zip(&self.rows.columns)
             .map(|(name, c)| Field::new(name, arrow_type(c), true))
             .collect();
-        let arrays = self.rows.columns.iter().map(arrow_array).collect();
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The result as one Arrow record batch.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        self.batch(self.schema(), 0..self.rows.len)
+    }
+
+    /// Rows `rows` of the result as an Arrow record batch of `schema`.
+    fn batch(&self, schema: SchemaRef, rows: Range<usize>) -> Result<RecordBatch> {
+        let arrays = self
+            .rows
+            .columns
+            .iter()
+            .map(|c| arrow_array(c, rows.clone()))
+            .collect();
         Ok(RecordBatch::try_new(schema, arrays)?)
     }
 
@@ -452,19 +488,28 @@ impl ResultSet {
         Ok(out)
     }
 
-    /// Writes the result as an Arrow IPC stream to `w`.
+    /// Writes the result as an Arrow IPC stream to `w`: record batches of at most
+    /// `BATCH_ROWS` rows, each built and written before the next (one batch when the
+    /// result is empty).
     pub fn write_arrow_ipc(&self, w: &mut impl Write) -> Result<()> {
-        write_ipc(&self.to_batch()?, w)
+        let schema = self.schema();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &schema)?;
+        let mut start = 0;
+        loop {
+            let end = (start + BATCH_ROWS).min(self.rows.len);
+            writer.write(&self.batch(schema.clone(), start..end)?)?;
+            start = end;
+            if start == self.rows.len {
+                break;
+            }
+        }
+        writer.finish()?;
+        Ok(())
     }
 }
 
-/// Writes `batch` as an Arrow IPC stream to `w`.
-pub fn write_ipc(batch: &RecordBatch, w: &mut impl Write) -> Result<()> {
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()?;
-    Ok(())
-}
+/// The most rows of one Arrow record batch of an answer.
+pub const BATCH_ROWS: usize = 1 << 16;
 
 fn csv_field(out: &mut Vec<u8>, f: &str) {
     if f.contains([',', '"', '\n', '\r']) {
@@ -519,14 +564,16 @@ fn primitive<T: ArrowPrimitiveType>(v: &[Option<T::Native>]) -> PrimitiveArray<T
     PrimitiveArray::new(values.into(), nulls)
 }
 
-fn arrow_array(c: &Data) -> ArrayRef {
+/// Rows `rows` of column `c` as an Arrow array.
+fn arrow_array(c: &Data, rows: Range<usize>) -> ArrayRef {
     match c {
-        Data::Int(v) => Arc::new(primitive::<Int64Type>(v)),
-        Data::BigInt(v) => {
-            Arc::new(primitive::<Decimal128Type>(v).with_data_type(DataType::Decimal128(38, 0)))
-        }
-        Data::Float(v) => Arc::new(primitive::<Float64Type>(v)),
+        Data::Int(v) => Arc::new(primitive::<Int64Type>(&v[rows])),
+        Data::BigInt(v) => Arc::new(
+            primitive::<Decimal128Type>(&v[rows]).with_data_type(DataType::Decimal128(38, 0)),
+        ),
+        Data::Float(v) => Arc::new(primitive::<Float64Type>(&v[rows])),
         Data::Time(t, v) => {
+            let v = &v[rows];
             let mut b = StringBuilder::with_capacity(v.len(), v.len() * 16);
             let mut text = TimeText::default();
             for &m in v {
@@ -538,6 +585,7 @@ fn arrow_array(c: &Data) -> ArrayRef {
             Arc::new(b.finish())
         }
         Data::Code(n, v) => {
+            let v = &v[rows];
             let mut b = StringBuilder::with_capacity(v.len(), v.len() * 4);
             for &code in v {
                 match code {
@@ -549,7 +597,7 @@ fn arrow_array(c: &Data) -> ArrayRef {
         }
         Data::Text(v) => {
             let mut b = StringBuilder::new();
-            for t in v {
+            for t in &v[rows] {
                 b.append_option(t.as_deref());
             }
             Arc::new(b.finish())

@@ -6,7 +6,7 @@
 //! parameter, never spliced into the text. [`plan_checked`] also gives each rollup's
 //! verdict, which `explain` reports: the rules are only here.
 
-use crate::model::schema::{Column, ColumnKind, TimeCol};
+use crate::model::schema::{Column, ColumnKind, TimeCol, Zone};
 use crate::query::filter::bucket_len;
 use crate::query::output::OutType;
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
@@ -95,6 +95,64 @@ impl std::fmt::Display for Rejection {
 /// Plans `query` against the rollups in `catalog`.
 pub fn plan(query: &Query, catalog: &[CatalogEntry]) -> Plan {
     plan_checked(query, catalog).0
+}
+
+/// Plans `query` in time zone `zone` as `plan_checked` does, except that a query no rollup
+/// covers whose `ts` filters all span whole time buckets goes to the rollup that covers
+/// it with those filters on a time column instead (`ts_as_buckets`), if one does. Gives
+/// back the query to execute (rewritten or not) with its plan and verdicts.
+pub fn plan_in(
+    query: Query,
+    catalog: &[CatalogEntry],
+    zone: Zone,
+) -> (Query, Plan, Vec<Result<(), Rejection>>) {
+    let (plan, verdicts) = plan_checked(&query, catalog);
+    if let (Route::DuckDb { .. }, Some(buckets)) = (&plan.route, ts_as_buckets(&query, zone)) {
+        let (by_bucket, checked) = plan_checked(&buckets, catalog);
+        if matches!(by_bucket.route, Route::Rollup(_)) {
+            return (buckets, by_bucket, checked);
+        }
+    }
+    (query, plan, verdicts)
+}
+
+/// The query with each `ts` filter as a filter on the coarsest time column whose buckets
+/// it spans whole, when every `ts` filter is a `between` from the first millisecond of a
+/// bucket to the last of one; `None` otherwise. In UTC only: there a row's local minute
+/// is its epoch minute, so the two filters hold for the same rows (a zone's changes of
+/// offset would map one local bucket to two spans of `ts`).
+fn ts_as_buckets(query: &Query, zone: Zone) -> Option<Query> {
+    if zone != Zone::Utc || !query.filters.iter().any(|f| f.col == Column::Ts) {
+        return None;
+    }
+    let mut out = query.clone();
+    for f in out.filters.iter_mut().filter(|f| f.col == Column::Ts) {
+        *f = ts_span_as_buckets(f)?;
+    }
+    Some(out)
+}
+
+/// A `ts` `between` spanning whole buckets as a `between` on the coarsest time column
+/// (day, hour, minute) whose buckets it spans.
+fn ts_span_as_buckets(f: &Filter) -> Option<Filter> {
+    const MINUTE_MS: i64 = 60_000;
+    let (Op::Between, [Lit::Int(lo), Lit::Int(hi)]) = (f.op, f.lits.as_slice()) else {
+        return None;
+    };
+    let end = hi.checked_add(1)?;
+    if lo >= &end || lo.rem_euclid(MINUTE_MS) != 0 || end.rem_euclid(MINUTE_MS) != 0 {
+        return None;
+    }
+    let first = i32::try_from(lo.div_euclid(MINUTE_MS)).ok()?;
+    let after = i32::try_from(end.div_euclid(MINUTE_MS)).ok()?;
+    let t = [TimeCol::Day, TimeCol::Hour, TimeCol::Minute]
+        .into_iter()
+        .find(|t| t.bucket(first) == first && t.bucket(after) == after)?;
+    Some(Filter {
+        col: Column::Time(t),
+        op: Op::Between,
+        lits: vec![Lit::Time(first), Lit::Time(t.bucket(after - 1))],
+    })
 }
 
 /// Plans `query`, and gives each rollup's verdict (in catalog order): `Ok` for those that
@@ -401,11 +459,59 @@ mod tests {
     }
 
     fn route(q: &str) -> String {
+        route_in(q, Zone::Utc).1
+    }
+
+    /// The filters `plan_in` runs `q` with in `zone`, and its route.
+    fn route_in(q: &str, zone: Zone) -> (Vec<Filter>, String) {
         let cat = catalog();
-        match plan(&Query::parse_text(q).unwrap(), &cat).route {
+        let (query, plan, _) = plan_in(Query::parse_text(q).unwrap(), &cat, zone);
+        let route = match plan.route {
             Route::Rollup(i) => cat[i].spec.name(),
             Route::DuckDb { .. } => "duckdb".into(),
+        };
+        (query.filters, route)
+    }
+
+    /// A `ts` span of whole buckets is a span of a time column when a rollup then answers
+    /// it (in UTC only); any other `ts` filter stays with DuckDB.
+    #[test]
+    fn ts_spans_of_whole_buckets_go_to_rollups() {
+        let q = |lo: i64, hi: i64| {
+            format!(
+                r#"{{"select":["country",{{"COUNT":"*"}},{{"SUM":"bid_price"}}],
+                    "where":[{{"col":"ts","op":"between","val":[{lo},{hi}]}}],
+                    "group_by":["country"]}}"#
+            )
+        };
+        let hour = 1_717_243_200_000; // 2024-06-01 12:00 UTC
+        let bucket = |t: TimeCol, lo: i32, hi: i32| Filter {
+            col: Column::Time(t),
+            op: Op::Between,
+            lits: vec![Lit::Time(lo), Lit::Time(hi)],
+        };
+        let m = (hour / 60_000) as i32;
+        let (filters, r) = route_in(&q(hour, hour + 3_600_000 - 1), Zone::Utc);
+        assert_eq!(r, "hour_type_country");
+        assert_eq!(filters, vec![bucket(TimeCol::Hour, m, m)]);
+        let day = hour - 12 * 3_600_000;
+        let (filters, r) = route_in(&q(day, day + 2 * 86_400_000 - 1), Zone::Utc);
+        assert_eq!(r, "day_type_country");
+        assert_eq!(filters, vec![bucket(TimeCol::Day, m - 720, m + 720)]);
+        let q5 = r#"{"select":[{"COUNT":"*"}],"where":[{"col":"ts","op":"between","val":[1717243200000,1717243499999]},{"col":"type","op":"eq","val":"click"}]}"#;
+        assert_eq!(route_in(q5, Zone::Utc).1, "minute_type");
+        // Not whole minutes, or whole minutes that no rollup with countries holds.
+        for (lo, hi) in [
+            (hour, hour + 3_600_000),
+            (hour + 1, hour + 3_600_000 - 1),
+            (hour, hour + 59_999),
+        ] {
+            let (filters, r) = route_in(&q(lo, hi), Zone::Utc);
+            assert_eq!(r, "duckdb", "{lo} {hi}");
+            assert_eq!(filters[0].col, Column::Ts);
         }
+        let paris = Zone::parse("Europe/Paris").unwrap();
+        assert_eq!(route_in(&q(hour, hour + 3_599_999), paris).1, "duckdb");
     }
 
     #[test]
