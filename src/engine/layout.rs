@@ -12,7 +12,6 @@
 //! the old layout whole (the table's zone, if it changed, is put right on the next open or
 //! change, which compares it with the store's).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +25,6 @@ use crate::model::schema::Zone;
 use crate::rollup::partial::{self, Partial, Positions};
 use crate::rollup::{MergeStack, RollupRows, RollupSpec};
 use crate::storage::store::{Commit, FileRecord};
-use crate::storage::table::TableFile;
 
 use super::update::encode_all;
 use super::{Committed, Engine};
@@ -145,9 +143,16 @@ pub(super) enum Lacking {
     Refold,
 }
 
-/// Derived from the table: per rollup of the new layout, its merged rows when it was
-/// computed anew (`None` for a rollup kept as it was).
-type Derived = (u64, Vec<Option<RollupRows>>);
+/// What a layout change derived from the table and committed.
+pub(super) struct Derived {
+    generation: u64,
+    /// Per rollup of the new layout, its merged rows when it was computed anew (`None`
+    /// for a rollup kept as it was).
+    rollups: Vec<Option<RollupRows>>,
+    /// Files whose partials were derived, and their rows.
+    files: usize,
+    rows: u64,
+}
 
 impl Engine {
     /// The layout of the published rollups.
@@ -188,15 +193,14 @@ impl Engine {
             ));
         }
         let _progress = self.track(&change);
-        let records = self.store.files()?;
-        let rows = records.iter().map(|r| r.rows).sum();
-        let (generation, derived) = self.derive_layout(&from, &to, Lacking::Refuse)?;
+        let derived = self.derive_layout(&from, &to, Lacking::Refuse)?;
+        let generation = derived.generation;
         let mut committed = self.committed.lock().expect("committed lock");
         let same_zone = from.zone == to.zone;
         let (rollups, pending) = to
             .specs
             .iter()
-            .zip(derived)
+            .zip(derived.rollups)
             .map(|(spec, rows)| match rows {
                 Some(rows) => (Arc::new(rows), Vec::new()),
                 None => {
@@ -221,8 +225,8 @@ impl Engine {
         Ok(LayoutReport {
             change,
             generation,
-            files: records.len(),
-            rows,
+            files: derived.files,
+            rows: derived.rows,
             elapsed: started.elapsed(),
         })
     }
@@ -260,16 +264,11 @@ impl Engine {
         to: &Layout,
         lacking: Lacking,
     ) -> Result<Derived> {
-        let in_table: HashMap<u32, TableFile> = self
-            .table
-            .files()?
-            .into_iter()
-            .map(|f| (f.id as u32, f))
-            .collect();
+        let in_table = self.table.files()?;
         let (whole, lost): (Vec<FileRecord>, Vec<FileRecord>) =
             self.store.files()?.into_iter().partition(|r| {
                 in_table
-                    .get(&r.id)
+                    .get(&(r.id as i32))
                     .is_some_and(|f| f.size == r.size && f.parts == r.parts as i32)
             });
         if !lost.is_empty() && lacking == Lacking::Refuse {
@@ -327,7 +326,12 @@ impl Engine {
             // What a commit that did not land wrote: the store removes it on open too.
             self.store.discard_partials(&commit.prewritten, generation);
         }
-        Ok((generation, landed?))
+        Ok(Derived {
+            generation,
+            rollups: landed?,
+            files: whole.len(),
+            rows: whole.iter().map(|r| r.rows).sum(),
+        })
     }
 
     /// Puts the table's time columns in `zone` if they are in another one (the store's

@@ -11,7 +11,7 @@ use crate::model::schema::Zone;
 use crate::rollup::RollupRows;
 use crate::storage::manifest::{read_rollup, Manifest};
 use crate::storage::store::{Commit, FileRecord};
-use crate::storage::table::{TableChange, TableFile};
+use crate::storage::table::TableChange;
 
 use super::layout::{Lacking, Layout};
 use super::publish::specs_of;
@@ -168,8 +168,7 @@ impl Engine {
             .map(|r| (r.id as i32, r))
             .collect();
         let mut repairs = Vec::new();
-        let in_table: HashMap<i32, TableFile> =
-            self.table.files()?.into_iter().map(|f| (f.id, f)).collect();
+        let in_table = self.table.files()?;
         for (id, f) in &in_table {
             match records.get(id) {
                 None => self.table.apply(TableChange::Remove { id: *id })?,

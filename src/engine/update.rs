@@ -217,10 +217,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Commits a batch to the store (with the layout it was folded in).
+    /// Commits a batch to the store (in the store's layout: open records it, and only a
+    /// layout change, under the same lock as updates, changes it).
     fn commit_store(&self, commit: &Commit, next_id: u32) -> Result<()> {
-        let layout = self.layout();
-        self.store.set_layout(&layout.zone.name(), &layout.specs)?;
         self.opts.failpoints.hit("store.commit")?;
         self.store
             .commit(commit, next_id)

@@ -8,6 +8,7 @@
 //! old rows, append the new ones, record the file), so after an error or a crash the
 //! table holds either the old or the new rows of a file, never a mix.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -409,8 +410,8 @@ impl Table {
         })
     }
 
-    /// The files the table holds rows of.
-    pub fn files(&self) -> Result<Vec<TableFile>> {
+    /// The files the table holds rows of, by id.
+    pub fn files(&self) -> Result<HashMap<i32, TableFile>> {
         self.call(|conn| {
             let mut stmt = conn.prepare("SELECT file_id, path, size, parts, rows FROM files")?;
             let rows = stmt.query_map([], |r| {
@@ -422,7 +423,8 @@ impl Table {
                     rows: r.get::<_, i64>(4)? as u64,
                 })
             })?;
-            Ok(rows.collect::<duckdb::Result<Vec<_>>>()?)
+            let files = rows.collect::<duckdb::Result<Vec<TableFile>>>()?;
+            Ok(files.into_iter().map(|f| (f.id, f)).collect())
         })
     }
 
@@ -811,7 +813,7 @@ impl Table {
 }
 
 impl Table {
-    /// The rows of file `id` a partial is built from (`Positions::SELECT`), sorted by
+    /// The rows of file `id` a partial is built from (`Positions::select`), sorted by
     /// day (NULL last) as `partial::build_at` wants them, queued on the DuckDB thread;
     /// `None` for a file without rows. A file's rows are stored together, so DuckDB
     /// reads only theirs.
