@@ -140,6 +140,8 @@ impl Engine {
             ..Commit::default()
         };
         self.store.commit(&commit, self.store.next_id()?)?;
+        // The table's rows go next (`reconcile_table`); those folded again are in `to`.
+        self.table.record_zone(to.zone)?;
         let reason = "the state was built in another layout that could not be computed from \
                       the table; every file is folded again";
         tracing::warn!("{reason}");

@@ -877,15 +877,24 @@ impl Table {
                  day = DATE '1970-01-01' + CAST(floor({minute} / 1440) AS INTEGER) \
                  WHERE ts IS NOT NULL"
             ))?;
-            tx.execute(
-                "INSERT OR REPLACE INTO settings VALUES ('zone', ?)",
-                params![zone.name()],
-            )?;
+            tx.execute(RECORD_ZONE, params![zone.name()])?;
             tx.commit()?;
             Ok(())
         })
     }
+
+    /// Records `zone` as the time columns' zone without computing them again: for a
+    /// table whose rows all go before any is read (the store forgot their files).
+    pub fn record_zone(&self, zone: Zone) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(RECORD_ZONE, params![zone.name()])?;
+            Ok(())
+        })
+    }
 }
+
+/// Records the zone of the time columns (`settings`).
+const RECORD_ZONE: &str = "INSERT OR REPLACE INTO settings VALUES ('zone', ?)";
 
 /// The UTC offset in minutes of `zone` at each of `slots` (sorted 15-minute slots of UTC
 /// time, as `ts // 900000`), as a SQL expression of `ts`: a `CASE` over the runs of
