@@ -333,17 +333,25 @@ impl Column {
 
     pub fn name(self) -> &'static str {
         match self {
-            Column::Ts => "ts",
-            Column::Type => "type",
-            Column::AuctionId => "auction_id",
-            Column::AdvertiserId => "advertiser_id",
-            Column::PublisherId => "publisher_id",
-            Column::BidPrice => "bid_price",
-            Column::UserId => "user_id",
-            Column::TotalPrice => "total_price",
-            Column::Country => "country",
             Column::Time(t) => t.name(),
+            raw => raw.raw().expect("a raw column").name(),
         }
+    }
+
+    /// The table column a raw column is (`None` for the derived time columns).
+    pub fn raw(self) -> Option<TableCol> {
+        Some(match self {
+            Column::Ts => TableCol::Ts,
+            Column::Type => TableCol::Type,
+            Column::AuctionId => TableCol::AuctionId,
+            Column::AdvertiserId => TableCol::AdvertiserId,
+            Column::PublisherId => TableCol::PublisherId,
+            Column::BidPrice => TableCol::BidPrice,
+            Column::UserId => TableCol::UserId,
+            Column::TotalPrice => TableCol::TotalPrice,
+            Column::Country => TableCol::Country,
+            Column::Time(_) => return None,
+        })
     }
 
     pub fn kind(self) -> ColumnKind {
