@@ -168,8 +168,19 @@ pub struct KeyFilter {
     allowed: [Option<Ranges>; 5],
 }
 
-/// Failing rows checked one by one before the next candidate key is sought.
+/// Failing rows checked one by one before the next candidate key is sought (while the
+/// skips are short).
 const LINEAR_PROBE: usize = 8;
+
+/// Rows of a filtered range per thread searching it (below twice this, one thread: a
+/// thread costs tens of microseconds, searching this many rows up to about a millisecond).
+const PARALLEL_ROWS: usize = 1 << 17;
+
+/// The cores this process may run on.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 impl KeyFilter {
     /// Compiles `filters` (all on rollup columns); `countries` are the country texts by
@@ -183,16 +194,26 @@ impl KeyFilter {
         )
     }
 
+    /// The conjunction of `preds`, one predicate per key column (the predicates on a
+    /// column combined into one, so a row is checked once per column).
     fn of(preds: Vec<Pred>) -> KeyFilter {
         let mut allowed: [Option<Ranges>; 5] = Default::default();
-        for p in &preds {
+        let mut merged: Vec<Pred> = Vec::with_capacity(preds.len());
+        for p in preds {
             let (col, r) = p.allowed();
             allowed[col] = Some(match &allowed[col] {
                 Some(before) => before.intersect(&r),
                 None => r,
             });
+            match merged.iter_mut().find(|m| m.allowed().0 == col) {
+                Some(m) => m.and(p, allowed[col].clone().expect("set above")),
+                None => merged.push(p),
+            }
         }
-        KeyFilter { preds, allowed }
+        KeyFilter {
+            preds: merged,
+            allowed,
+        }
     }
 
     #[inline]
@@ -200,7 +221,9 @@ impl KeyFilter {
         self.preds.iter().all(|p| p.matches(k))
     }
 
-    /// The runs of rows of `range` whose keys match, in order; `keys` sorted.
+    /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A long
+    /// range is cut in parts searched on threads of their own (the runs found do not
+    /// depend on where the cuts fall).
     pub fn runs(&self, keys: &[Key], range: Range<usize>) -> Vec<Range<usize>> {
         if self.preds.is_empty() {
             return if range.is_empty() {
@@ -209,8 +232,52 @@ impl KeyFilter {
                 vec![range]
             };
         }
+        self.runs_cut(keys, range, PARALLEL_ROWS, cores())
+    }
+
+    /// `runs`, in parts of at least `per_part` rows searched by up to `threads` threads.
+    fn runs_cut(
+        &self,
+        keys: &[Key],
+        range: Range<usize>,
+        per_part: usize,
+        threads: usize,
+    ) -> Vec<Range<usize>> {
+        let parts = (range.len() / per_part).min(threads);
+        if parts < 2 {
+            return self.runs_in(keys, range);
+        }
+        let step = range.len().div_ceil(parts);
+        let cuts: Vec<Range<usize>> = (range.start..range.end)
+            .step_by(step)
+            .map(|a| a..(a + step).min(range.end))
+            .collect();
+        let found: Vec<Vec<Range<usize>>> = std::thread::scope(|s| {
+            let rest: Vec<_> = cuts[1..]
+                .iter()
+                .map(|c| s.spawn(|| self.runs_in(keys, c.clone())))
+                .collect();
+            let first = self.runs_in(keys, cuts[0].clone());
+            std::iter::once(first)
+                .chain(rest.into_iter().map(|h| h.join().expect("filter thread")))
+                .collect()
+        });
+        let mut out: Vec<Range<usize>> = Vec::with_capacity(found.iter().map(Vec::len).sum());
+        for run in found.into_iter().flatten() {
+            match out.last_mut() {
+                Some(last) if last.end == run.start => last.end = run.end,
+                _ => out.push(run),
+            }
+        }
+        out
+    }
+
+    /// `runs`, on the calling thread.
+    fn runs_in(&self, keys: &[Key], range: Range<usize>) -> Vec<Range<usize>> {
         let (mut i, end) = (range.start, range.end);
         let mut out: Vec<Range<usize>> = Vec::new();
+        // Rows to probe one by one: none after a long skip (the matches are sparse).
+        let mut probe = LINEAR_PROBE;
         while i < end {
             if self.matches(&keys[i]) {
                 let j = match self.run_bound(&keys[i]) {
@@ -230,7 +297,7 @@ impl KeyFilter {
                 i = j;
                 continue;
             }
-            let stop = (i + LINEAR_PROBE).min(end);
+            let stop = (i + probe).min(end);
             let mut j = i + 1;
             while j < stop && !self.matches(&keys[j]) {
                 j += 1;
@@ -243,6 +310,11 @@ impl KeyFilter {
                 Some(target) => i = gallop(keys, j, end, |k| *k < target),
                 None => break,
             }
+            probe = if i - j < LINEAR_PROBE {
+                LINEAR_PROBE
+            } else {
+                1
+            };
         }
         out
     }
@@ -363,6 +435,20 @@ impl Pred {
             Pred::Country(table) => (2, Ranges::of_table(table)),
             Pred::Adv(r) => (3, r.clone()),
             Pred::Publ(r) => (4, r.clone()),
+        }
+    }
+
+    /// This predicate and `other` (on the same column), whose values together are
+    /// `both`.
+    fn and(&mut self, other: Pred, both: Ranges) {
+        match (self, other) {
+            (Pred::Type(a), Pred::Type(b)) => a.iter_mut().zip(b).for_each(|(x, y)| *x &= y),
+            (Pred::Country(a), Pred::Country(b)) => {
+                a.truncate(b.len());
+                a.iter_mut().zip(b).for_each(|(x, y)| *x &= y);
+            }
+            (Pred::Time(r) | Pred::Adv(r) | Pred::Publ(r), _) => *r = both,
+            (p, o) => unreachable!("{p:?} and {o:?} bound different columns"),
         }
     }
 
@@ -495,6 +581,9 @@ mod tests {
                 .filter(|i| filter.matches(&keys[*i]))
                 .collect();
             assert_eq!(found, want, "{filter:?}");
+            let threads = rng.gen_range(2..5);
+            let cut = filter.runs_cut(&keys, from..keys.len(), rng.gen_range(1..40), threads);
+            assert_eq!(cut, filter.runs(&keys, from..keys.len()), "{filter:?}");
         }
     }
 }

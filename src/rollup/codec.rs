@@ -1,14 +1,21 @@
 //! A compact binary encoding of rollup rows (column by column, deltas as varints, then
-//! LZ4), used for the per-file partials kept in the store. Country codes are process-local, so each encoded
-//! set carries its own dictionary of country texts.
+//! zstd), used for the per-file partials kept in the store. Each encoded set carries the
+//! texts of the countries it uses, so any dictionary reads it.
 
 use crate::error::{Error, Result};
 use crate::rollup::{Agg, Countries, Key, Measure, RollupRows};
 
-/// Rows encoded column by column.
-const MAGIC: &[u8; 4] = b"RPv3";
-/// Rows encoded one after another (stores written before the columnar encoding).
+/// Rows encoded column by column, then zstd: the raw length (u32, little-endian) and a
+/// zstd frame.
+const MAGIC: &[u8; 4] = b"RPv4";
+/// Rows encoded column by column, then LZ4 (stores written before zstd).
+const MAGIC_LZ4: &[u8; 4] = b"RPv3";
+/// Rows encoded one after another, then LZ4 (stores written before the columnar encoding).
 const MAGIC_ROWS: &[u8; 4] = b"RPv2";
+
+/// zstd's level for partials: its fastest, which already takes a quarter off LZ4's size
+/// of the varint columns.
+const ZSTD_LEVEL: i32 = 1;
 
 fn put_u(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
@@ -117,7 +124,8 @@ pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
         }
     }
     let mut framed = MAGIC.to_vec();
-    framed.extend(lz4_flex::compress_prepend_size(&out));
+    framed.extend((out.len() as u32).to_le_bytes());
+    framed.extend(zstd::bulk::compress(&out, ZSTD_LEVEL).expect("zstd compresses any input"));
     framed
 }
 
@@ -154,13 +162,7 @@ fn get_countries(r: &mut Reader<'_>, countries: &Countries) -> Result<Vec<u16>> 
 /// Decodes rows written by `encode` (or by the row-by-row encoding before it), their
 /// countries coded by `countries`.
 pub fn decode(bytes: &[u8], countries: &Countries) -> Result<RollupRows> {
-    let (columnar, body) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_ROWS)) {
-        (Some(body), _) => (true, body),
-        (None, Some(body)) => (false, body),
-        (None, None) => return Err(Error::Internal("partial: bad magic".into())),
-    };
-    let raw = lz4_flex::decompress_size_prepended(body)
-        .map_err(|e| Error::Internal(format!("partial: {e}")))?;
+    let (columnar, raw) = unframe(bytes)?;
     let mut r = Reader { buf: &raw, at: 0 };
     let codes = get_countries(&mut r, countries)?;
     let n = r.u()? as usize;
@@ -171,6 +173,26 @@ pub fn decode(bytes: &[u8], countries: &Countries) -> Result<RollupRows> {
         decode_columns(&mut r, &codes, n)
     } else {
         decode_rows(&mut r, &codes, n)
+    }
+}
+
+/// The raw encoding inside a partial's frame, and whether it is columnar.
+fn unframe(bytes: &[u8]) -> Result<(bool, Vec<u8>)> {
+    let bad = |e: &dyn std::fmt::Display| Error::Internal(format!("partial: {e}"));
+    let lz4 = |body| lz4_flex::decompress_size_prepended(body).map_err(|e| bad(&e));
+    if let Some(body) = bytes.strip_prefix(MAGIC) {
+        let (len, frame) = body
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad(&"truncated"))?;
+        let raw = zstd::bulk::decompress(frame, u32::from_le_bytes(*len) as usize)
+            .map_err(|e| bad(&e))?;
+        Ok((true, raw))
+    } else if let Some(body) = bytes.strip_prefix(MAGIC_LZ4) {
+        Ok((true, lz4(body)?))
+    } else if let Some(body) = bytes.strip_prefix(MAGIC_ROWS) {
+        Ok((false, lz4(body)?))
+    } else {
+        Err(bad(&"bad magic"))
     }
 }
 
@@ -306,6 +328,11 @@ mod tests {
         let read = decode(&encoded, &other).unwrap();
         assert_eq!(read.keys()[0].country, 2, "JP is 2 in the other dictionary");
         assert_eq!(decode(&encode(&read, &other), &countries).unwrap(), rows);
+        // Partials written with LZ4, before zstd, still decode.
+        let (_, raw) = unframe(&encoded).unwrap();
+        let mut lz4 = MAGIC_LZ4.to_vec();
+        lz4.extend(lz4_flex::compress_prepend_size(&raw));
+        assert_eq!(decode(&lz4, &countries).unwrap(), rows);
     }
 
     /// Partials stored row by row, before the columnar encoding, still decode.

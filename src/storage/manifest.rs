@@ -1,4 +1,4 @@
-//! Rollup files on disk: each rollup is a set of Arrow IPC (LZ4) partitions by month,
+//! Rollup files on disk: each rollup is a set of Arrow IPC (zstd) partitions by month,
 //! plus the deltas written since, listed in a manifest that carries the generation. A
 //! change that only adds rows (new files, appends) writes a delta, what it added to the
 //! keys it touched, instead of every partition it touches: a key may then have a row in
@@ -332,7 +332,7 @@ fn write_ipc(
         arrow::error::ArrowError::IoError(_, e) => Error::io(&tmp, e),
         e => Error::Arrow(e),
     };
-    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
     let mut w = FileWriter::try_new_with_options(
         std::io::BufWriter::with_capacity(1 << 20, file),
         &rollup_schema(spec),
