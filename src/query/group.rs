@@ -50,27 +50,60 @@ enum Code {
 }
 
 impl Code {
-    #[inline]
-    fn of(&self, k: &Key, null: u64) -> u64 {
+    /// Adds each key's code times `radix` to its packed key in `out` (the codes in
+    /// 64-bit arithmetic when `narrow`: the whole packed key fits 64 bits), one column
+    /// at a time so the loop is the same for every row.
+    fn add_to(&self, keys: &[Key], null: u64, radix: u128, narrow: bool, out: &mut [u128]) {
+        let at = Cells {
+            keys,
+            radix,
+            narrow,
+        };
         match self {
-            Code::Time { .. } if k.time == NULL_TIME => null,
-            Code::Time { base, len } => u64::from(k.time.abs_diff(*base) / len),
+            Code::Time { base, len } => at.add(out, |k| match k.time {
+                NULL_TIME => null,
+                t => u64::from(t.abs_diff(*base) / len),
+            }),
             Code::Rank {
                 country: false,
                 rank,
-            } => u64::from(rank[k.typ as usize]),
+            } => at.add(out, |k| u64::from(rank[k.typ as usize])),
             Code::Rank {
                 country: true,
                 rank,
-            } => rank.get(k.country as usize).map_or(null, |r| u64::from(*r)),
-            Code::Id { publ, min } => match id(k, *publ) {
+            } => at.add(out, |k| {
+                rank.get(k.country as usize).map_or(null, |r| u64::from(*r))
+            }),
+            Code::Id { publ, min } => at.add(out, |k| match id(k, *publ) {
                 NULL_ID => null,
                 v => v.wrapping_sub(*min) as u64,
-            },
-            Code::Distinct { publ, values } => match id(k, *publ) {
+            }),
+            Code::Distinct { publ, values } => at.add(out, |k| match id(k, *publ) {
                 NULL_ID => null,
                 v => values.binary_search(&v).map_or(null, |i| i as u64),
-            },
+            }),
+        }
+    }
+}
+
+/// The keys a column's codes are added for, at the column's radix.
+struct Cells<'a> {
+    keys: &'a [Key],
+    radix: u128,
+    narrow: bool,
+}
+
+impl Cells<'_> {
+    /// Adds `code(key) * radix` to each packed key of `out`.
+    #[inline(always)]
+    fn add(&self, out: &mut [u128], code: impl Fn(&Key) -> u64) {
+        let cells = out.iter_mut().zip(self.keys);
+        match self.narrow {
+            true => {
+                let radix = self.radix as u64;
+                cells.for_each(|(o, k)| *o += u128::from(code(k) * radix));
+            }
+            false => cells.for_each(|(o, k)| *o += u128::from(code(k)) * self.radix),
         }
     }
 }
@@ -158,20 +191,14 @@ impl Coder {
         }
     }
 
-    /// The packed key of `k` (in 64-bit arithmetic when the key space allows).
-    #[inline]
-    pub fn key(&self, k: &Key) -> u128 {
-        if self.space <= u128::from(u64::MAX) {
-            let mut packed = 0u64;
-            for (code, null, radix) in &self.codes {
-                packed += code.of(k, *null) * *radix as u64;
-            }
-            return u128::from(packed);
+    /// The packed keys of `keys` into `out` (replacing what it held).
+    pub fn pack(&self, keys: &[Key], out: &mut Vec<u128>) {
+        out.clear();
+        out.resize(keys.len(), 0);
+        let narrow = self.space <= u128::from(u64::MAX);
+        for (code, null, radix) in &self.codes {
+            code.add_to(keys, *null, *radix, narrow, out);
         }
-        self.codes
-            .iter()
-            .map(|(code, null, radix)| u128::from(code.of(k, *null)) * radix)
-            .sum()
     }
 }
 
@@ -390,14 +417,15 @@ mod tests {
             Column::Type,
         ];
         let coder = Coder::new(&group, &keys, &runs, &[]).unwrap();
-        let packed: Vec<u128> = keys.iter().map(|k| coder.key(k)).collect();
+        let mut packed = Vec::new();
+        coder.pack(&keys, &mut packed);
         let mut by_key: Vec<usize> = (0..keys.len()).collect();
         by_key.sort_by_key(|i| packed[*i]);
         assert_eq!(by_key, vec![0, 3, 2, 4, 1]);
         for matched in [0, 1 << 30] {
             let mut groups = Groups::new(&coder, matched);
-            for (row, k) in keys.iter().chain(&keys).enumerate() {
-                let (g, new) = groups.find(coder.key(k), row);
+            for (row, key) in packed.iter().chain(&packed).enumerate() {
+                let (g, new) = groups.find(*key, row);
                 assert_eq!((g as usize, new), (row % keys.len(), row < keys.len()));
             }
         }
