@@ -20,7 +20,7 @@ use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
 use crate::query::filter::{gallop, KeyFilter};
-use crate::query::group::{ranks, type_names, Coder, Groups};
+use crate::query::group::{type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
@@ -173,7 +173,7 @@ fn aggregate_rollup(
         }
     };
     if query.group_by.is_empty() && found.groups.is_empty() {
-        found.groups.find(0, 0);
+        found.groups.find(0, &Key::default());
         found.accs.push(needs.prices);
     }
     let (groups, accs) = (&found.groups, &found.accs);
@@ -192,17 +192,14 @@ fn aggregate_rollup(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
-    let (keys, _, _) = rollup.columns();
     let columns = query
         .select
         .iter()
         .zip(aggs)
         .map(|(item, agg)| match (item, agg) {
             (Item::Column(c), _) => {
-                let rows = order
-                    .iter()
-                    .map(|&g| &keys[groups.rows[g as usize] as usize]);
-                group_column(*c, rows, &selected.countries)
+                let values = order.iter().map(|&g| groups.values[g as usize]);
+                group_column(*c, values, &selected.countries)
             }
             (Item::Agg(_), Some(data)) => data.gather(&order),
             (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
@@ -212,11 +209,7 @@ fn aggregate_rollup(
 }
 
 /// Group-by column `c` of the answer, read off a key of each group.
-fn group_column<'a>(
-    c: Column,
-    keys: impl Iterator<Item = &'a Key>,
-    countries: &Arc<[String]>,
-) -> Data {
+fn group_column(c: Column, keys: impl Iterator<Item = Key>, countries: &Arc<[String]>) -> Data {
     match c {
         Column::Time(t) => Data::Time(
             t,
@@ -260,8 +253,7 @@ impl Selected {
     /// The coder of the query's groups over the rows `runs` (ascending).
     fn coder(&self, query: &Query, rollup: &RollupRows, runs: &[Range<usize>]) -> Result<Coder> {
         let (keys, _, _) = rollup.columns();
-        let (country_rank, _) = ranks(&self.countries);
-        Coder::new(&query.group_by, keys, runs, &country_rank)
+        Coder::new(&query.group_by, keys, runs, &self.countries)
     }
 }
 
@@ -342,7 +334,7 @@ fn answer_rows(
     };
     let columns = query.select.iter().map(|item| match item {
         Item::Column(c) => {
-            let keys = rows.iter().map(|&r| &keys[r as usize]);
+            let keys = rows.iter().map(|&r| keys[r as usize]);
             group_column(*c, keys, &selected.countries)
         }
         Item::Agg(a) => match (a.arg, price_index(a.arg)) {
@@ -500,11 +492,11 @@ impl Fold<'_> {
         let (keys, _, _) = self.rollup.columns();
         self.coder.pack(&keys[block.clone()], &mut self.packed);
         self.found.clear();
-        for (i, &key) in block.zip(&self.packed) {
+        for (&key, value) in self.packed.iter().zip(&keys[block]) {
             let g = match self.last {
                 Some((prev, g)) if prev == key => g,
                 _ => {
-                    let (g, new) = self.groups.find(key, i);
+                    let (g, new) = self.groups.find(key, value);
                     if new {
                         self.accs.push(self.needs.prices);
                     }

@@ -132,34 +132,14 @@ impl Coder {
         group: &[Column],
         keys: &[Key],
         runs: &[Range<usize>],
-        country_rank: &[u32],
+        countries: &[String],
     ) -> Result<Coder> {
         let mut cols: Vec<(Code, u64)> = Vec::with_capacity(group.len());
         for c in group {
             let col = match *c {
                 Column::Time(t) => time_code(t, keys, runs),
-                Column::Type => {
-                    let (rank, _) = ranks(&type_names());
-                    let card = rank.len() as u64;
-                    (
-                        Code::Rank {
-                            country: false,
-                            rank,
-                        },
-                        card,
-                    )
-                }
-                Column::Country => {
-                    let rank = country_rank.to_vec();
-                    let card = rank.len() as u64;
-                    (
-                        Code::Rank {
-                            country: true,
-                            rank,
-                        },
-                        card,
-                    )
-                }
+                Column::Type => rank_code(false, &type_names()),
+                Column::Country => rank_code(true, countries),
                 Column::AdvertiserId => id_code(false, keys, runs),
                 Column::PublisherId => id_code(true, keys, runs),
                 c => unreachable!("{c} is not a rollup column"),
@@ -200,6 +180,13 @@ impl Coder {
             code.add_to(keys, *null, *radix, narrow, out);
         }
     }
+}
+
+/// A text column's code: its rank among the column's texts.
+fn rank_code(country: bool, names: &[String]) -> (Code, u64) {
+    let (rank, _) = ranks(names);
+    let card = rank.len() as u64;
+    (Code::Rank { country, rank }, card)
 }
 
 /// A time column's code: buckets from the first one among the rows, NULL after the last.
@@ -285,11 +272,12 @@ enum Index {
     Hash(FxHashMap<u128, u32>),
 }
 
-/// The groups found so far: their packed keys and the first row of each.
+/// The groups found so far: their packed keys and a rollup key of each.
 pub struct Groups {
     pub keys: Vec<u128>,
-    /// A row of each group (its group-by values are read from that row's key).
-    pub rows: Vec<u32>,
+    /// A rollup key of each group (its group-by values are read from it: a copy, as the
+    /// groups' rows lie all over the rollup).
+    pub values: Vec<Key>,
     index: Index,
     space: u128,
 }
@@ -301,7 +289,7 @@ impl Groups {
         let room = coder.space.min(matched as u128).min(DIRECT_MAX) as usize;
         Groups {
             keys: Vec::with_capacity(room),
-            rows: Vec::with_capacity(room),
+            values: Vec::with_capacity(room),
             index: if direct {
                 Index::Direct(vec![0; coder.space as usize])
             } else {
@@ -324,9 +312,9 @@ impl Groups {
         self.keys.is_empty()
     }
 
-    /// The group of packed key `key` (first seen at `row`), and whether it is new.
+    /// The group of packed key `key` (of rollup key `value`), and whether it is new.
     #[inline]
-    pub fn find(&mut self, key: u128, row: usize) -> (u32, bool) {
+    pub fn find(&mut self, key: u128, value: &Key) -> (u32, bool) {
         let next = self.keys.len() as u32;
         let found = match &mut self.index {
             Index::Direct(table) => {
@@ -364,7 +352,7 @@ impl Groups {
             Some(g) => (g, false),
             None => {
                 self.keys.push(key);
-                self.rows.push(row as u32);
+                self.values.push(*value);
                 (next, true)
             }
         }
@@ -424,8 +412,9 @@ mod tests {
         assert_eq!(by_key, vec![0, 3, 2, 4, 1]);
         for matched in [0, 1 << 30] {
             let mut groups = Groups::new(&coder, matched);
-            for (row, key) in packed.iter().chain(&packed).enumerate() {
-                let (g, new) = groups.find(*key, row);
+            let rows = packed.iter().zip(&keys);
+            for (row, (key, value)) in rows.clone().chain(rows).enumerate() {
+                let (g, new) = groups.find(*key, value);
                 assert_eq!((g as usize, new), (row % keys.len(), row < keys.len()));
             }
         }
