@@ -20,10 +20,11 @@ use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
 use crate::query::filter::{gallop, KeyFilter};
-use crate::query::group::{ranks, type_names, Coder, Groups};
+use crate::query::group::{type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
+use crate::query::sort::top_groups;
 use crate::rollup::{Countries, Key, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME};
 use crate::storage::table::View;
 
@@ -172,7 +173,7 @@ fn aggregate_rollup(
         }
     };
     if query.group_by.is_empty() && found.groups.is_empty() {
-        found.groups.find(0, 0);
+        found.groups.find(0, &Key::default());
         found.accs.push(needs.prices);
     }
     let (groups, accs) = (&found.groups, &found.accs);
@@ -191,17 +192,14 @@ fn aggregate_rollup(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
-    let (keys, _, _) = rollup.columns();
     let columns = query
         .select
         .iter()
         .zip(aggs)
         .map(|(item, agg)| match (item, agg) {
             (Item::Column(c), _) => {
-                let rows = order
-                    .iter()
-                    .map(|&g| &keys[groups.rows[g as usize] as usize]);
-                group_column(*c, rows, &selected.countries)
+                let values = order.iter().map(|&g| groups.values[g as usize]);
+                group_column(*c, values, &selected.countries)
             }
             (Item::Agg(_), Some(data)) => data.gather(&order),
             (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
@@ -211,11 +209,7 @@ fn aggregate_rollup(
 }
 
 /// Group-by column `c` of the answer, read off a key of each group.
-fn group_column<'a>(
-    c: Column,
-    keys: impl Iterator<Item = &'a Key>,
-    countries: &Arc<[String]>,
-) -> Data {
+fn group_column(c: Column, keys: impl Iterator<Item = Key>, countries: &Arc<[String]>) -> Data {
     match c {
         Column::Time(t) => Data::Time(
             t,
@@ -259,8 +253,7 @@ impl Selected {
     /// The coder of the query's groups over the rows `runs` (ascending).
     fn coder(&self, query: &Query, rollup: &RollupRows, runs: &[Range<usize>]) -> Result<Coder> {
         let (keys, _, _) = rollup.columns();
-        let (country_rank, _) = ranks(&self.countries);
-        Coder::new(&query.group_by, keys, runs, &country_rank)
+        Coder::new(&query.group_by, keys, runs, &self.countries)
     }
 }
 
@@ -268,15 +261,28 @@ impl Selected {
 /// order (their packed keys strictly ascend; most queries fail this at their second row).
 fn row_per_group(coder: &Coder, rollup: &RollupRows, runs: &[Range<usize>]) -> bool {
     let (keys, _, _) = rollup.columns();
+    let mut packed = Vec::with_capacity(BLOCK_ROWS);
     let mut last = None;
-    for k in runs.iter().flat_map(|r| &keys[r.clone()]) {
-        let key = coder.key(k);
-        if last.is_some_and(|l| l >= key) {
-            return false;
+    for block in runs.iter().flat_map(|r| blocks(r.clone())) {
+        coder.pack(&keys[block], &mut packed);
+        for &key in &packed {
+            if last.is_some_and(|l| l >= key) {
+                return false;
+            }
+            last = Some(key);
         }
-        last = Some(key);
     }
     true
+}
+
+/// Rows whose packed keys are computed together: their keys and groups stay in cache.
+const BLOCK_ROWS: usize = 1024;
+
+/// `rows` cut into blocks of at most `BLOCK_ROWS`.
+fn blocks(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    rows.clone()
+        .step_by(BLOCK_ROWS)
+        .map(move |start| start..(start + BLOCK_ROWS).min(rows.end))
 }
 
 /// Finds the matching rows of the query's time range.
@@ -328,7 +334,7 @@ fn answer_rows(
     };
     let columns = query.select.iter().map(|item| match item {
         Item::Column(c) => {
-            let keys = rows.iter().map(|&r| &keys[r as usize]);
+            let keys = rows.iter().map(|&r| keys[r as usize]);
             group_column(*c, keys, &selected.countries)
         }
         Item::Agg(a) => match (a.arg, price_index(a.arg)) {
@@ -418,6 +424,8 @@ fn scan(
         accs,
         cursors: [0; 2],
         last: None,
+        packed: Vec::with_capacity(BLOCK_ROWS),
+        found: Vec::with_capacity(BLOCK_ROWS),
     };
     let mut seen = 0;
     for chunk in chunks {
@@ -452,14 +460,18 @@ struct Fold<'a> {
     cursors: [usize; 2],
     /// The last row's packed key and group.
     last: Option<(u128, u32)>,
+    /// The packed keys and the groups of a block's rows.
+    packed: Vec<u128>,
+    found: Vec<u32>,
 }
 
 impl Fold<'_> {
     /// Adds the rows of `run` (all matching) to their groups.
     fn run(&mut self, run: Range<usize>) {
-        let (keys, counts, prices) = self.rollup.columns();
-        let needs = self.needs;
-        for ((cursor, (at, _)), wanted) in self.cursors.iter_mut().zip(&prices).zip(needs.prices) {
+        let (_, _, prices) = self.rollup.columns();
+        for ((cursor, (at, _)), wanted) in
+            self.cursors.iter_mut().zip(&prices).zip(self.needs.prices)
+        {
             if wanted {
                 let from = if at.get(*cursor).is_some_and(|&a| a as usize <= run.start) {
                     *cursor
@@ -469,33 +481,58 @@ impl Fold<'_> {
                 *cursor = gallop(at, from, at.len(), |&a| (a as usize) < run.start);
             }
         }
-        for i in run {
-            let k = &keys[i];
-            let key = self.coder.key(k);
+        for block in blocks(run) {
+            self.group(block.clone());
+            self.sum(block);
+        }
+    }
+
+    /// Finds the groups of the rows `block` (into `found`), making the new ones.
+    fn group(&mut self, block: Range<usize>) {
+        let (keys, _, _) = self.rollup.columns();
+        self.coder.pack(&keys[block.clone()], &mut self.packed);
+        self.found.clear();
+        for (&key, value) in self.packed.iter().zip(&keys[block]) {
             let g = match self.last {
                 Some((prev, g)) if prev == key => g,
                 _ => {
-                    let (g, new) = self.groups.find(key, i);
+                    let (g, new) = self.groups.find(key, value);
                     if new {
-                        self.accs.push(needs.prices);
+                        self.accs.push(self.needs.prices);
                     }
                     g
                 }
-            } as usize;
-            self.last = Some((key, g as u32));
-            self.accs.rows[g] += counts[i];
-            for (c, non_null) in needs.counted.iter().zip(&mut self.accs.non_null) {
+            };
+            self.last = Some((key, g));
+            self.found.push(g);
+        }
+    }
+
+    /// Adds the counts and the measures of the rows `block` to their groups (`found`).
+    fn sum(&mut self, block: Range<usize>) {
+        let (keys, counts, prices) = self.rollup.columns();
+        let (found, accs) = (&self.found, &mut self.accs);
+        for (&g, &n) in found.iter().zip(&counts[block.clone()]) {
+            accs.rows[g as usize] += n;
+        }
+        for (c, non_null) in self.needs.counted.iter().zip(&mut accs.non_null) {
+            let rows = found
+                .iter()
+                .zip(&counts[block.clone()])
+                .zip(&keys[block.clone()]);
+            for ((&g, &n), k) in rows {
                 if !is_null(*c, k) {
-                    non_null[g] += counts[i];
+                    non_null[g as usize] += n;
                 }
             }
-            for (p, (at, values)) in prices.iter().enumerate() {
-                let j = self.cursors[p];
-                if needs.prices[p] && at.get(j).is_some_and(|&a| a as usize == i) {
-                    self.accs.prices[p][g].merge(&values[j]);
-                    self.cursors[p] += 1;
-                }
+        }
+        for p in (0..2).filter(|p| self.needs.prices[*p]) {
+            let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
+            let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < block.end);
+            for (&a, m) in at[*cursor..end].iter().zip(&values[*cursor..end]) {
+                accs.prices[p][found[a as usize - block.start] as usize].merge(m);
             }
+            *cursor = end;
         }
     }
 }
@@ -614,20 +651,17 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         let mut order = match groups.in_order() {
             Some(order) => order,
             None => {
-                let mut order: Vec<u32> = (0..n as u32).collect();
-                top(&mut order, limit, |a, b| {
-                    keys[*a as usize].cmp(&keys[*b as usize])
-                });
-                order
+                let pairs = keys.iter().copied().zip(0..n as u32).collect();
+                top_groups(pairs, limit, |_, _| Ordering::Equal)
             }
         };
         order.truncate(limit);
         return order;
     }
-    // The first order key as one integer beside each group, so most comparisons are one
-    // compare of adjacent memory.
+    // The first order key as one integer beside each group; groups whose first keys tie
+    // are ordered by every key, then by their packed keys.
     let first = query.order_by[0];
-    let mut order: Vec<(u128, u32)> = match &aggs[first.item] {
+    let pairs: Vec<(u128, u32)> = match &aggs[first.item] {
         Some(data) => (0..n)
             .map(|g| (data.sort_key(g, first.desc), g as u32))
             .collect(),
@@ -637,12 +671,8 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
             lead.zip(0..n as u32).collect()
         }
     };
-    let cmp = |a: &(u128, u32), b: &(u128, u32)| {
-        let o = a.0.cmp(&b.0);
-        if o != Ordering::Equal {
-            return o;
-        }
-        let (x, y) = (a.1 as usize, b.1 as usize);
+    let tie = |x: u32, y: u32| {
+        let (x, y) = (x as usize, y as usize);
         for k in &query.order_by {
             let o = match &aggs[k.item] {
                 Some(data) => data.compare(x, y, k.desc),
@@ -658,9 +688,7 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         }
         keys[x].cmp(&keys[y])
     };
-    top(&mut order, limit, cmp);
-    order.truncate(limit);
-    order.into_iter().map(|(_, g)| g).collect()
+    top_groups(pairs, limit, tie)
 }
 
 /// The group-by position of select item `item` (a plain column).
@@ -673,17 +701,4 @@ fn group_slot(query: &Query, item: usize) -> usize {
         .iter()
         .position(|g| g == c)
         .expect("validated")
-}
-
-/// Puts the first `k` of `v` in order at its front.
-fn top<T>(v: &mut [T], k: usize, cmp: impl Fn(&T, &T) -> Ordering) {
-    if k == 0 {
-        return;
-    }
-    if k < v.len() / 2 {
-        v.select_nth_unstable_by(k - 1, &cmp);
-        v[..k].sort_unstable_by(cmp);
-    } else {
-        v.sort_unstable_by(cmp);
-    }
 }

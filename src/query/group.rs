@@ -50,27 +50,60 @@ enum Code {
 }
 
 impl Code {
-    #[inline]
-    fn of(&self, k: &Key, null: u64) -> u64 {
+    /// Adds each key's code times `radix` to its packed key in `out` (the codes in
+    /// 64-bit arithmetic when `narrow`: the whole packed key fits 64 bits), one column
+    /// at a time so the loop is the same for every row.
+    fn add_to(&self, keys: &[Key], null: u64, radix: u128, narrow: bool, out: &mut [u128]) {
+        let at = Cells {
+            keys,
+            radix,
+            narrow,
+        };
         match self {
-            Code::Time { .. } if k.time == NULL_TIME => null,
-            Code::Time { base, len } => u64::from(k.time.abs_diff(*base) / len),
+            Code::Time { base, len } => at.add(out, |k| match k.time {
+                NULL_TIME => null,
+                t => u64::from(t.abs_diff(*base) / len),
+            }),
             Code::Rank {
                 country: false,
                 rank,
-            } => u64::from(rank[k.typ as usize]),
+            } => at.add(out, |k| u64::from(rank[k.typ as usize])),
             Code::Rank {
                 country: true,
                 rank,
-            } => rank.get(k.country as usize).map_or(null, |r| u64::from(*r)),
-            Code::Id { publ, min } => match id(k, *publ) {
+            } => at.add(out, |k| {
+                rank.get(k.country as usize).map_or(null, |r| u64::from(*r))
+            }),
+            Code::Id { publ, min } => at.add(out, |k| match id(k, *publ) {
                 NULL_ID => null,
                 v => v.wrapping_sub(*min) as u64,
-            },
-            Code::Distinct { publ, values } => match id(k, *publ) {
+            }),
+            Code::Distinct { publ, values } => at.add(out, |k| match id(k, *publ) {
                 NULL_ID => null,
                 v => values.binary_search(&v).map_or(null, |i| i as u64),
-            },
+            }),
+        }
+    }
+}
+
+/// The keys a column's codes are added for, at the column's radix.
+struct Cells<'a> {
+    keys: &'a [Key],
+    radix: u128,
+    narrow: bool,
+}
+
+impl Cells<'_> {
+    /// Adds `code(key) * radix` to each packed key of `out`.
+    #[inline(always)]
+    fn add(&self, out: &mut [u128], code: impl Fn(&Key) -> u64) {
+        let cells = out.iter_mut().zip(self.keys);
+        match self.narrow {
+            true => {
+                let radix = self.radix as u64;
+                cells.for_each(|(o, k)| *o += u128::from(code(k) * radix));
+            }
+            false => cells.for_each(|(o, k)| *o += u128::from(code(k)) * self.radix),
         }
     }
 }
@@ -99,34 +132,14 @@ impl Coder {
         group: &[Column],
         keys: &[Key],
         runs: &[Range<usize>],
-        country_rank: &[u32],
+        countries: &[String],
     ) -> Result<Coder> {
         let mut cols: Vec<(Code, u64)> = Vec::with_capacity(group.len());
         for c in group {
             let col = match *c {
                 Column::Time(t) => time_code(t, keys, runs),
-                Column::Type => {
-                    let (rank, _) = ranks(&type_names());
-                    let card = rank.len() as u64;
-                    (
-                        Code::Rank {
-                            country: false,
-                            rank,
-                        },
-                        card,
-                    )
-                }
-                Column::Country => {
-                    let rank = country_rank.to_vec();
-                    let card = rank.len() as u64;
-                    (
-                        Code::Rank {
-                            country: true,
-                            rank,
-                        },
-                        card,
-                    )
-                }
+                Column::Type => rank_code(false, &type_names()),
+                Column::Country => rank_code(true, countries),
                 Column::AdvertiserId => id_code(false, keys, runs),
                 Column::PublisherId => id_code(true, keys, runs),
                 c => unreachable!("{c} is not a rollup column"),
@@ -158,21 +171,22 @@ impl Coder {
         }
     }
 
-    /// The packed key of `k` (in 64-bit arithmetic when the key space allows).
-    #[inline]
-    pub fn key(&self, k: &Key) -> u128 {
-        if self.space <= u128::from(u64::MAX) {
-            let mut packed = 0u64;
-            for (code, null, radix) in &self.codes {
-                packed += code.of(k, *null) * *radix as u64;
-            }
-            return u128::from(packed);
+    /// The packed keys of `keys` into `out` (replacing what it held).
+    pub fn pack(&self, keys: &[Key], out: &mut Vec<u128>) {
+        out.clear();
+        out.resize(keys.len(), 0);
+        let narrow = self.space <= u128::from(u64::MAX);
+        for (code, null, radix) in &self.codes {
+            code.add_to(keys, *null, *radix, narrow, out);
         }
-        self.codes
-            .iter()
-            .map(|(code, null, radix)| u128::from(code.of(k, *null)) * radix)
-            .sum()
     }
+}
+
+/// A text column's code: its rank among the column's texts.
+fn rank_code(country: bool, names: &[String]) -> (Code, u64) {
+    let (rank, _) = ranks(names);
+    let card = rank.len() as u64;
+    (Code::Rank { country, rank }, card)
 }
 
 /// A time column's code: buckets from the first one among the rows, NULL after the last.
@@ -258,11 +272,12 @@ enum Index {
     Hash(FxHashMap<u128, u32>),
 }
 
-/// The groups found so far: their packed keys and the first row of each.
+/// The groups found so far: their packed keys and a rollup key of each.
 pub struct Groups {
     pub keys: Vec<u128>,
-    /// A row of each group (its group-by values are read from that row's key).
-    pub rows: Vec<u32>,
+    /// A rollup key of each group (its group-by values are read from it: a copy, as the
+    /// groups' rows lie all over the rollup).
+    pub values: Vec<Key>,
     index: Index,
     space: u128,
 }
@@ -274,7 +289,7 @@ impl Groups {
         let room = coder.space.min(matched as u128).min(DIRECT_MAX) as usize;
         Groups {
             keys: Vec::with_capacity(room),
-            rows: Vec::with_capacity(room),
+            values: Vec::with_capacity(room),
             index: if direct {
                 Index::Direct(vec![0; coder.space as usize])
             } else {
@@ -297,9 +312,9 @@ impl Groups {
         self.keys.is_empty()
     }
 
-    /// The group of packed key `key` (first seen at `row`), and whether it is new.
+    /// The group of packed key `key` (of rollup key `value`), and whether it is new.
     #[inline]
-    pub fn find(&mut self, key: u128, row: usize) -> (u32, bool) {
+    pub fn find(&mut self, key: u128, value: &Key) -> (u32, bool) {
         let next = self.keys.len() as u32;
         let found = match &mut self.index {
             Index::Direct(table) => {
@@ -337,7 +352,7 @@ impl Groups {
             Some(g) => (g, false),
             None => {
                 self.keys.push(key);
-                self.rows.push(row as u32);
+                self.values.push(*value);
                 (next, true)
             }
         }
@@ -390,14 +405,16 @@ mod tests {
             Column::Type,
         ];
         let coder = Coder::new(&group, &keys, &runs, &[]).unwrap();
-        let packed: Vec<u128> = keys.iter().map(|k| coder.key(k)).collect();
+        let mut packed = Vec::new();
+        coder.pack(&keys, &mut packed);
         let mut by_key: Vec<usize> = (0..keys.len()).collect();
         by_key.sort_by_key(|i| packed[*i]);
         assert_eq!(by_key, vec![0, 3, 2, 4, 1]);
         for matched in [0, 1 << 30] {
             let mut groups = Groups::new(&coder, matched);
-            for (row, k) in keys.iter().chain(&keys).enumerate() {
-                let (g, new) = groups.find(coder.key(k), row);
+            let rows = packed.iter().zip(&keys);
+            for (row, (key, value)) in rows.clone().chain(rows).enumerate() {
+                let (g, new) = groups.find(*key, value);
                 assert_eq!((g as usize, new), (row % keys.len(), row < keys.len()));
             }
         }

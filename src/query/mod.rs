@@ -11,6 +11,7 @@ pub mod output;
 pub mod plan;
 pub mod querylog;
 pub mod request;
+pub mod sort;
 
 pub use output::{Data, OutType, ResultSet, Rows, Value};
 pub use plan::{plan, plan_in, CatalogEntry, Plan, Route};

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
-use arrow::buffer::NullBuffer;
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringArray, StringBuilder};
+use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::ArrowPrimitiveType;
 use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int32Type, Int64Type};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -323,13 +323,13 @@ impl Serialize for RowRef<'_, '_> {
 /// Formats time buckets as their canonical text (`2024-06-01`, `2024-06-01 13:00:00`,
 /// `2024-06-01 13:05`) without allocating: a day's date is computed once and kept (the
 /// dates of the last 512 distinct days, so rows in any order reuse them), the time of day
-/// is written digit by digit.
+/// is written digit by digit, each piece appended at its fixed size.
 #[derive(Default)]
 pub struct TimeText {
-    buf: [u8; 24],
-    len: usize,
-    /// The day whose date `buf` starts with, and the date's length.
-    day: Option<(i64, usize)>,
+    /// The text `format` returns.
+    buf: Vec<u8>,
+    /// The last day asked for and its date.
+    day: Option<(i64, [u8; 10])>,
     /// Dates of four-digit years by day, at the day's slot modulo `DATE_SLOTS`.
     dates: Vec<(i64, [u8; 10])>,
 }
@@ -340,55 +340,57 @@ const DATE_SLOTS: usize = 512;
 impl TimeText {
     /// The text of bucket `m` (local minutes) of column `t`.
     pub fn format(&mut self, t: TimeCol, m: i32) -> &str {
-        let (day, minute) = (i64::from(m).div_euclid(1440), i64::from(m).rem_euclid(1440));
-        let date = match self.day {
-            Some((d, len)) if d == day => len,
-            _ => {
-                let len = self.date(day);
-                self.day = Some((day, len));
-                len
-            }
-        };
-        let (h, mi) = (two(minute / 60), two(minute % 60));
-        let time: &[u8] = match t {
-            TimeCol::Minute => &[b' ', h[0], h[1], b':', mi[0], mi[1]],
-            TimeCol::Hour => &[b' ', h[0], h[1], b':', b'0', b'0', b':', b'0', b'0'],
-            TimeCol::Day | TimeCol::Week => &[],
-        };
-        self.buf[date..date + time.len()].copy_from_slice(time);
-        self.len = date + time.len();
-        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        self.write(t, m, &mut buf);
+        self.buf = buf;
+        std::str::from_utf8(&self.buf).expect("ASCII")
     }
 
-    /// Writes the date of `day` at the start of `buf`; its length.
-    fn date(&mut self, day: i64) -> usize {
+    /// Appends the text of bucket `m` of column `t` to `out` (ASCII).
+    pub fn write(&mut self, t: TimeCol, m: i32, out: &mut Vec<u8>) {
+        let (day, minute) = (i64::from(m).div_euclid(1440), i64::from(m).rem_euclid(1440));
+        match self.day {
+            Some((d, date)) if d == day => out.extend_from_slice(&date),
+            _ => match self.date(day) {
+                Some(date) => {
+                    self.day = Some((day, date));
+                    out.extend_from_slice(&date);
+                }
+                None => {
+                    let (y, mo, d) = civil_from_days(day);
+                    let _ = write!(out, "{y:04}-{mo:02}-{d:02}");
+                }
+            },
+        }
+        let (h, mi) = (two(minute / 60), two(minute % 60));
+        match t {
+            TimeCol::Minute => out.extend_from_slice(&[b' ', h[0], h[1], b':', mi[0], mi[1]]),
+            TimeCol::Hour => {
+                out.extend_from_slice(&[b' ', h[0], h[1], b':', b'0', b'0', b':', b'0', b'0'])
+            }
+            TimeCol::Day | TimeCol::Week => {}
+        }
+    }
+
+    /// The date of `day` when its year has four digits.
+    fn date(&mut self, day: i64) -> Option<[u8; 10]> {
         if self.dates.is_empty() {
             self.dates = vec![(i64::MIN, [0; 10]); DATE_SLOTS];
         }
         let slot = &mut self.dates[day.rem_euclid(DATE_SLOTS as i64) as usize];
         if slot.0 == day {
-            self.buf[..10].copy_from_slice(&slot.1);
-            return 10;
+            return Some(slot.1);
         }
         let (y, mo, d) = civil_from_days(day);
-        match u16::try_from(y).ok().filter(|y| *y <= 9999) {
-            Some(y) => {
-                let (y, mo, d) = (i64::from(y), i64::from(mo), i64::from(d));
-                let (c, yy, m2, d2) = (two(y / 100), two(y % 100), two(mo), two(d));
-                let text = [
-                    c[0], c[1], yy[0], yy[1], b'-', m2[0], m2[1], b'-', d2[0], d2[1],
-                ];
-                *slot = (day, text);
-                self.buf[..10].copy_from_slice(&text);
-                10
-            }
-            None => {
-                let size = self.buf.len();
-                let mut w = &mut self.buf[..];
-                let _ = write!(w, "{y:04}-{mo:02}-{d:02}");
-                size - w.len()
-            }
-        }
+        let y = i64::from(u16::try_from(y).ok().filter(|y| *y <= 9999)?);
+        let (mo, d) = (i64::from(mo), i64::from(d));
+        let (c, yy, m2, d2) = (two(y / 100), two(y % 100), two(mo), two(d));
+        let text = [
+            c[0], c[1], yy[0], yy[1], b'-', m2[0], m2[1], b'-', d2[0], d2[1],
+        ];
+        *slot = (day, text);
+        Some(text)
     }
 }
 
@@ -527,7 +529,7 @@ fn csv_cell(out: &mut Vec<u8>, c: &Data, r: usize, text: &mut TimeText) {
         Data::BigInt(v) => v[r].map_or(Ok(()), |i| write!(out, "{i}")),
         Data::Float(v) => v[r].map_or(Ok(()), |f| write!(out, "{f}")),
         Data::Time(t, v) if v[r] != NULL_TIME => {
-            out.extend_from_slice(text.format(*t, v[r]).as_bytes());
+            text.write(*t, v[r], out);
             Ok(())
         }
         Data::Code(n, v) if v[r] != 0 => {
@@ -573,28 +575,22 @@ fn arrow_array(c: &Data, rows: Range<usize>) -> ArrayRef {
         ),
         Data::Float(v) => Arc::new(primitive::<Float64Type>(&v[rows])),
         Data::Time(t, v) => {
-            let v = &v[rows];
-            let mut b = StringBuilder::with_capacity(v.len(), v.len() * 16);
             let mut text = TimeText::default();
-            for &m in v {
-                match m {
-                    NULL_TIME => b.append_null(),
-                    m => b.append_value(text.format(*t, m)),
+            Arc::new(utf8(&v[rows], 16, |&m, out| match m {
+                NULL_TIME => false,
+                m => {
+                    text.write(*t, m, out);
+                    true
                 }
-            }
-            Arc::new(b.finish())
+            }))
         }
-        Data::Code(n, v) => {
-            let v = &v[rows];
-            let mut b = StringBuilder::with_capacity(v.len(), v.len() * 4);
-            for &code in v {
-                match code {
-                    0 => b.append_null(),
-                    c => b.append_value(&n[c as usize]),
-                }
+        Data::Code(n, v) => Arc::new(utf8(&v[rows], 4, |&code, out| match code {
+            0 => false,
+            c => {
+                out.extend_from_slice(n[c as usize].as_bytes());
+                true
             }
-            Arc::new(b.finish())
-        }
+        })),
         Data::Text(v) => {
             let mut b = StringBuilder::new();
             for t in &v[rows] {
@@ -603,6 +599,31 @@ fn arrow_array(c: &Data, rows: Range<usize>) -> ArrayRef {
             Arc::new(b.finish())
         }
     }
+}
+
+/// A Utf8 array of `cells`, each written by `text` (false: NULL), the texts about
+/// `size` bytes each; the bytes go straight into the array's buffers.
+fn utf8<T>(
+    cells: &[T],
+    size: usize,
+    mut text: impl FnMut(&T, &mut Vec<u8>) -> bool,
+) -> StringArray {
+    let mut offsets = Vec::with_capacity(cells.len() + 1);
+    let mut values = Vec::with_capacity(cells.len() * size);
+    let mut valid = Vec::new();
+    offsets.push(0i32);
+    for (i, cell) in cells.iter().enumerate() {
+        if !text(cell, &mut values) {
+            if valid.is_empty() {
+                valid = vec![true; cells.len()];
+            }
+            valid[i] = false;
+        }
+        offsets.push(values.len() as i32);
+    }
+    let nulls = (!valid.is_empty()).then(|| NullBuffer::from(valid));
+    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+    StringArray::new(offsets, values.into(), nulls)
 }
 
 /// A column of a DuckDB answer (Arrow) as result cells of type `ty`; a time column's
