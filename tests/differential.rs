@@ -243,6 +243,10 @@ fn rollup_queries_equal_duckdb_in_every_format() {
     let ctx = query_context(&files);
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let limits = rollupd::daemon::limits::QueryLimits::default();
+    // The same queries with their filter searches and scans cut in parts of a few rows,
+    // each on a thread.
+    let mut threaded = rollupd::daemon::limits::QueryBudget::default();
+    threaded.limits.parallel_rows = 16;
     let mut rollup = 0;
     for i in 0..400 {
         let q = rollup_query(&mut rng, &ctx);
@@ -254,6 +258,8 @@ fn rollup_queries_equal_duckdb_in_every_format() {
         assert_same(&q, &answer.result.columns, &rows, &want)
             .unwrap_or_else(|e| panic!("query {i}: {e}"));
         rollup += usize::from(answer.source.starts_with("rollup:"));
+        let on_threads = engine.query_within(&q, &threaded).unwrap();
+        assert_eq!(answer_rows(&on_threads), rows, "query {i} {q} on threads");
         for format in [Format::Json, Format::Csv, Format::Arrow] {
             let (line, payload) = query_response(&answer, format, &limits).unwrap();
             let got = match format {

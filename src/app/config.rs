@@ -326,6 +326,7 @@ impl Config {
             max_select_items: self.max_select_items,
             max_in_values: self.max_in_values,
             query_timeout: Duration::from_millis(self.query_timeout_ms),
+            ..QueryLimits::default()
         }
     }
 

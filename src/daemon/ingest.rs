@@ -419,6 +419,7 @@ impl Loop {
             tracing::error!("changing the layout: {e}");
             e.to_string()
         });
+        crate::daemon::memory::give_back_freed_memory();
         let _ = reply.send(outcome);
     }
 
@@ -546,6 +547,7 @@ impl Loop {
                     return Err(e);
                 }
             };
+            crate::daemon::memory::give_back_freed_memory();
             self.progress.lock().expect("progress lock").fault = None;
             let handed: Vec<&Seen> = changed
                 .iter()

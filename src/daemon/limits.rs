@@ -29,6 +29,9 @@ pub struct QueryLimits {
     pub max_in_values: usize,
     /// How long a query may run (`query_timeout_ms`).
     pub query_timeout: Duration,
+    /// Rows of a rollup per thread when a query searches or scans many (not a setting:
+    /// tests make it small so that small data takes the threaded paths).
+    pub parallel_rows: usize,
 }
 
 impl Default for QueryLimits {
@@ -39,6 +42,7 @@ impl Default for QueryLimits {
             max_select_items: 100,
             max_in_values: 10_000,
             query_timeout: Duration::from_secs(30),
+            parallel_rows: crate::query::PARALLEL_ROWS,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! of its memory again. Heap allocations up to `MMAP_MAX` and keeping up to
 //! `KEEP_FREED` freed at the top of a heap let the next query reuse the pages; the
 //! daemon's resident memory then stays near its peak instead of shrinking after each
-//! answer.
+//! answer. An update (a build's folds and merges free far more than any query holds)
+//! gives the freed memory back when it ends, so an idle daemon holds what queries need.
 
 /// Allocations from this size on get their own mapping (the largest the C library
 /// allows for heap allocations).
@@ -28,5 +29,15 @@ pub fn keep_freed_memory() {
         if !set {
             tracing::warn!("the allocator's thresholds could not be set; the defaults stay");
         }
+    }
+}
+
+/// Gives the memory the allocator keeps freed back to the system (glibc only). Called
+/// after each update.
+pub fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory at the heaps' tops and in their holes.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
+use crate::query::cores;
 use crate::query::filter::{gallop, KeyFilter};
 use crate::query::group::{type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
@@ -301,7 +302,7 @@ fn select(
         rollup.time_range(range.0, range.1)
     };
     let (keys, _, _) = rollup.columns();
-    let runs = filter.runs(keys, rows);
+    let runs = filter.runs(keys, rows, budget.limits.parallel_rows);
     budget.cancel.check()?;
     Ok(Selected { runs, countries })
 }
@@ -404,7 +405,8 @@ fn scan_leading(
 }
 
 /// Groups the rows of `chunks` (in order, stopping after the chunk that brings `enough`
-/// groups) and sums their counts and the measures `needs`.
+/// groups) and sums their counts and the measures `needs`. Without a stop, many rows
+/// are cut in parts folded on threads of their own, whose groups are then summed.
 fn scan(
     coder: Coder,
     chunks: Vec<Vec<Range<usize>>>,
@@ -413,11 +415,98 @@ fn scan(
     rollup: &RollupRows,
     budget: &QueryBudget,
 ) -> Result<Scanned> {
+    let matched: usize = chunks.iter().flatten().map(|r| r.len()).sum();
+    let parts = match enough {
+        usize::MAX => (matched / budget.limits.parallel_rows.max(1)).min(cores()),
+        _ => 1,
+    };
+    let (groups, accs) = if parts < 2 {
+        fold_chunks(&coder, chunks, enough, needs, rollup, budget)?
+    } else {
+        let runs: Vec<Range<usize>> = chunks.into_iter().flatten().collect();
+        let cuts = cut_runs(&runs, matched.div_ceil(parts));
+        let fold = |runs: &Vec<Range<usize>>| {
+            fold_chunks(&coder, vec![runs.clone()], enough, needs, rollup, budget)
+        };
+        let folded: Vec<Result<(Groups, Accs)>> = std::thread::scope(|s| {
+            let rest: Vec<_> = cuts[1..].iter().map(|c| s.spawn(|| fold(c))).collect();
+            let first = fold(&cuts[0]);
+            std::iter::once(first)
+                .chain(rest.into_iter().map(|h| h.join().expect("scan thread")))
+                .collect()
+        });
+        let mut folded = folded.into_iter();
+        let mut whole = folded.next().expect("a part")?;
+        for part in folded {
+            absorb(&mut whole, part?, needs);
+        }
+        whole
+    };
+    Ok(Scanned {
+        coder,
+        groups,
+        accs,
+    })
+}
+
+/// `runs` (ascending) cut into parts of `rows` rows (the last one shorter).
+fn cut_runs(runs: &[Range<usize>], rows: usize) -> Vec<Vec<Range<usize>>> {
+    let mut parts = vec![Vec::new()];
+    let mut room = rows;
+    for run in runs {
+        let mut run = run.clone();
+        while !run.is_empty() {
+            if room == 0 {
+                parts.push(Vec::new());
+                room = rows;
+            }
+            let take = run.len().min(room);
+            parts
+                .last_mut()
+                .expect("a part")
+                .push(run.start..run.start + take);
+            run.start += take;
+            room -= take;
+        }
+    }
+    parts
+}
+
+/// Adds the groups and aggregates of `part` to `whole`'s.
+fn absorb(whole: &mut (Groups, Accs), part: (Groups, Accs), needs: &Needs) {
+    let ((groups, accs), (part_groups, part_accs)) = (whole, part);
+    for (g, (key, value)) in part_groups.keys.iter().zip(&part_groups.values).enumerate() {
+        let (to, new) = groups.find(*key, value);
+        if new {
+            accs.push(needs.prices);
+        }
+        let to = to as usize;
+        accs.rows[to] += part_accs.rows[g];
+        for (n, part_n) in accs.non_null.iter_mut().zip(&part_accs.non_null) {
+            n[to] += part_n[g];
+        }
+        for (p, part_p) in accs.prices.iter_mut().zip(&part_accs.prices) {
+            if let Some(m) = part_p.get(g) {
+                p[to].merge(m);
+            }
+        }
+    }
+}
+
+/// Groups the rows of `chunks` on the calling thread (see `scan`).
+fn fold_chunks(
+    coder: &Coder,
+    chunks: Vec<Vec<Range<usize>>>,
+    enough: usize,
+    needs: &Needs,
+    rollup: &RollupRows,
+    budget: &QueryBudget,
+) -> Result<(Groups, Accs)> {
     let matched = chunks.iter().flatten().map(|r| r.len()).sum();
-    let groups = Groups::new(&coder, matched);
+    let groups = Groups::new(coder, matched);
     let accs = Accs::with_capacity(groups.capacity(), needs);
     let mut fold = Fold {
-        coder: &coder,
+        coder,
         needs,
         rollup,
         groups,
@@ -441,12 +530,7 @@ fn scan(
             break;
         }
     }
-    let Fold { groups, accs, .. } = fold;
-    Ok(Scanned {
-        coder,
-        groups,
-        accs,
-    })
+    Ok((fold.groups, fold.accs))
 }
 
 /// A scan's running state: the groups found and their aggregates.

@@ -11,6 +11,7 @@
 use std::ops::Range;
 
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
+use crate::query::cores;
 use crate::query::request::{Filter, Lit, Op};
 use crate::rollup::{Key, NULL_ID, NULL_TIME};
 
@@ -172,16 +173,6 @@ pub struct KeyFilter {
 /// skips are short).
 const LINEAR_PROBE: usize = 8;
 
-/// Rows of a filtered range per thread searching it (below twice this, one thread: a
-/// thread costs tens of microseconds, searching this many rows up to about a millisecond).
-const PARALLEL_ROWS: usize = 1 << 17;
-
-/// The cores this process may run on.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 impl KeyFilter {
     /// Compiles `filters` (all on rollup columns); `countries` are the country texts by
     /// code.
@@ -221,10 +212,10 @@ impl KeyFilter {
         self.preds.iter().all(|p| p.matches(k))
     }
 
-    /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A long
-    /// range is cut in parts searched on threads of their own (the runs found do not
-    /// depend on where the cuts fall).
-    pub fn runs(&self, keys: &[Key], range: Range<usize>) -> Vec<Range<usize>> {
+    /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A range of
+    /// many times `per_part` rows is cut in parts searched on threads of their own (the
+    /// runs found do not depend on where the cuts fall).
+    pub fn runs(&self, keys: &[Key], range: Range<usize>, per_part: usize) -> Vec<Range<usize>> {
         if self.preds.is_empty() {
             return if range.is_empty() {
                 vec![]
@@ -232,7 +223,7 @@ impl KeyFilter {
                 vec![range]
             };
         }
-        self.runs_cut(keys, range, PARALLEL_ROWS, cores())
+        self.runs_cut(keys, range, per_part, cores())
     }
 
     /// `runs`, in parts of at least `per_part` rows searched by up to `threads` threads.
@@ -243,7 +234,7 @@ impl KeyFilter {
         per_part: usize,
         threads: usize,
     ) -> Vec<Range<usize>> {
-        let parts = (range.len() / per_part).min(threads);
+        let parts = (range.len() / per_part.max(1)).min(threads);
         if parts < 2 {
             return self.runs_in(keys, range);
         }
@@ -573,7 +564,7 @@ mod tests {
             let filter = KeyFilter::of(preds);
             let from = rng.gen_range(0..keys.len());
             let found: Vec<usize> = filter
-                .runs(&keys, from..keys.len())
+                .runs(&keys, from..keys.len(), usize::MAX)
                 .into_iter()
                 .flatten()
                 .collect();
@@ -583,7 +574,8 @@ mod tests {
             assert_eq!(found, want, "{filter:?}");
             let threads = rng.gen_range(2..5);
             let cut = filter.runs_cut(&keys, from..keys.len(), rng.gen_range(1..40), threads);
-            assert_eq!(cut, filter.runs(&keys, from..keys.len()), "{filter:?}");
+            let whole = filter.runs(&keys, from..keys.len(), usize::MAX);
+            assert_eq!(cut, whole, "{filter:?}");
         }
     }
 }

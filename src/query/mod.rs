@@ -14,5 +14,16 @@ pub mod request;
 pub mod sort;
 
 pub use output::{Data, OutType, ResultSet, Rows, Value};
+
+/// Rows of a rollup per thread working on them, by default: a long filter search or scan
+/// is cut in parts of at least this many rows, done on threads of their own (a thread
+/// costs tens of microseconds; this many rows take up to about a millisecond).
+pub const PARALLEL_ROWS: usize = 1 << 17;
+
+/// The cores this process may run on.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 pub use plan::{plan, plan_in, CatalogEntry, Plan, Route};
 pub use request::Query;
