@@ -557,11 +557,10 @@ impl Fold<'_> {
             self.cursors.iter_mut().zip(&prices).zip(self.needs.prices)
         {
             if wanted {
-                let from = if at.get(*cursor).is_some_and(|&a| a as usize <= run.start) {
-                    *cursor
-                } else {
-                    0
-                };
+                // The cursor holds while every measure before it is before the run
+                // (runs ascend, except a descending time-led scan's chunks).
+                let before = |c: usize| c == 0 || (at[c - 1] as usize) < run.start;
+                let from = if before(*cursor) { *cursor } else { 0 };
                 *cursor = gallop(at, from, at.len(), |&a| (a as usize) < run.start);
             }
         }
