@@ -419,7 +419,7 @@ impl Loop {
             tracing::error!("changing the layout: {e}");
             e.to_string()
         });
-        crate::daemon::memory::give_back_freed_memory();
+        crate::daemon::memory::after_update();
         let _ = reply.send(outcome);
     }
 
@@ -547,7 +547,7 @@ impl Loop {
                     return Err(e);
                 }
             };
-            crate::daemon::memory::give_back_freed_memory();
+            crate::daemon::memory::after_update();
             self.progress.lock().expect("progress lock").fault = None;
             let handed: Vec<&Seen> = changed
                 .iter()

@@ -96,7 +96,6 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
-    memory::keep_freed_memory();
     let mut daemon = Daemon::start(opts)?;
     if let Err(e) = daemon.wait_for_signal() {
         daemon.abandon();
