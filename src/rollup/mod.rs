@@ -175,8 +175,9 @@ pub const NULL_TIME: i32 = i32::MAX;
 pub const NULL_ID: i64 = i64::MAX;
 
 /// A rollup key. Dimensions a rollup does not keep are 0; NULLs are the `NULL_*`
-/// sentinels (0 for type and country codes). Ordered by time first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+/// sentinels (0 for type and country codes). Ordered by its fields in order: time, type,
+/// country, advertiser, publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Key {
     /// Local minutes of the bucket start (0 for all-time rollups).
     pub time: i32,
@@ -186,6 +187,39 @@ pub struct Key {
     pub country: u16,
     pub adv: i64,
     pub publ: i64,
+}
+
+impl Key {
+    /// Two integers that order as the key does: time, type and country in the first, the
+    /// ids in the second (signed values shifted to unsigned ones of the same order).
+    #[inline]
+    fn ordinal(&self) -> (u64, u128) {
+        let time = u64::from((self.time as u32) ^ (1 << 31));
+        let head = time << 24 | u64::from(self.typ) << 16 | u64::from(self.country);
+        let id = |v: i64| u128::from((v as u64) ^ (1 << 63));
+        (head, id(self.adv) << 64 | id(self.publ))
+    }
+}
+
+impl Ord for Key {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.ordinal().cmp(&other.ordinal())
+    }
+}
+
+impl PartialOrd for Key {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+
+    /// Without a branch per field: searches over sorted keys compare this most.
+    #[inline]
+    fn lt(&self, other: &Self) -> bool {
+        let ((a, x), (b, y)) = (self.ordinal(), other.ordinal());
+        (a < b) | ((a == b) & (x < y))
+    }
 }
 
 /// Exact aggregates of one price column: non-NULL count, sum, min, max in 10^-9 units.
@@ -1028,6 +1062,29 @@ fn gallop(keys: &[Key], k: &Key) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys order as their fields do in turn, extremes and NULL sentinels included.
+    #[test]
+    fn keys_order_by_their_fields() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let times = [i32::MIN, -1, 0, 1, 28_000_000, NULL_TIME];
+        let ids = [i64::MIN, -5, -1, 0, 1, 7, NULL_ID];
+        let key = |rng: &mut rand_chacha::ChaCha8Rng| Key {
+            time: times[rng.gen_range(0..times.len())],
+            typ: rng.gen_range(0..3),
+            country: [0, 1, u16::MAX][rng.gen_range(0..3)],
+            adv: ids[rng.gen_range(0..ids.len())],
+            publ: ids[rng.gen_range(0..ids.len())],
+        };
+        let fields = |k: &Key| (k.time, k.typ, k.country, k.adv, k.publ);
+        for _ in 0..20_000 {
+            let (a, b) = (key(&mut rng), key(&mut rng));
+            assert_eq!(a.cmp(&b), fields(&a).cmp(&fields(&b)), "{a:?} {b:?}");
+            assert_eq!(a < b, fields(&a) < fields(&b), "{a:?} {b:?}");
+            assert_eq!(a.partial_cmp(&b), Some(a.cmp(&b)));
+        }
+    }
 
     #[test]
     fn spec_names_round_trip() {
