@@ -19,13 +19,13 @@ use std::sync::Arc;
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
-use crate::query::cores;
 use crate::query::filter::{gallop, KeyFilter};
 use crate::query::group::{type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
 use crate::query::sort::top_groups;
+use crate::query::{cores, on_threads};
 use crate::rollup::{Countries, Key, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME};
 use crate::storage::table::View;
 
@@ -428,14 +428,7 @@ fn scan(
         let fold = |runs: &Vec<Range<usize>>| {
             fold_chunks(&coder, vec![runs.clone()], enough, needs, rollup, budget)
         };
-        let folded: Vec<Result<(Groups, Accs)>> = std::thread::scope(|s| {
-            let rest: Vec<_> = cuts[1..].iter().map(|c| s.spawn(|| fold(c))).collect();
-            let first = fold(&cuts[0]);
-            std::iter::once(first)
-                .chain(rest.into_iter().map(|h| h.join().expect("scan thread")))
-                .collect()
-        });
-        let mut folded = folded.into_iter();
+        let mut folded = on_threads(&cuts, fold).into_iter();
         let mut whole = folded.next().expect("a part")?;
         for part in folded {
             absorb(&mut whole, part?, needs);

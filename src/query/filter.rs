@@ -11,8 +11,8 @@
 use std::ops::Range;
 
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
-use crate::query::cores;
 use crate::query::request::{Filter, Lit, Op};
+use crate::query::{cores, on_threads};
 use crate::rollup::{Key, NULL_ID, NULL_TIME};
 
 /// Sorted, disjoint, inclusive ranges of integers.
@@ -243,22 +243,10 @@ impl KeyFilter {
             .step_by(step)
             .map(|a| a..(a + step).min(range.end))
             .collect();
-        let found: Vec<Vec<Range<usize>>> = std::thread::scope(|s| {
-            let rest: Vec<_> = cuts[1..]
-                .iter()
-                .map(|c| s.spawn(|| self.runs_in(keys, c.clone())))
-                .collect();
-            let first = self.runs_in(keys, cuts[0].clone());
-            std::iter::once(first)
-                .chain(rest.into_iter().map(|h| h.join().expect("filter thread")))
-                .collect()
-        });
+        let found = on_threads(&cuts, |c| self.runs_in(keys, c.clone()));
         let mut out: Vec<Range<usize>> = Vec::with_capacity(found.iter().map(Vec::len).sum());
         for run in found.into_iter().flatten() {
-            match out.last_mut() {
-                Some(last) if last.end == run.start => last.end = run.end,
-                _ => out.push(run),
-            }
+            push_run(&mut out, run);
         }
         out
     }
@@ -281,10 +269,7 @@ impl KeyFilter {
                         j
                     }
                 };
-                match out.last_mut() {
-                    Some(last) if last.end == i => last.end = j,
-                    _ => out.push(i..j),
-                }
+                push_run(&mut out, i..j);
                 i = j;
                 continue;
             }
@@ -359,6 +344,14 @@ impl KeyFilter {
             col = col.checked_sub(1)?;
             want = parts[col].checked_add(1);
         }
+    }
+}
+
+/// Adds `run` to the runs `out` (ascending), joined to the last one if they touch.
+fn push_run(out: &mut Vec<Range<usize>>, run: Range<usize>) {
+    match out.last_mut() {
+        Some(last) if last.end == run.start => last.end = run.end,
+        _ => out.push(run),
     }
 }
 

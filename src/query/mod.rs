@@ -20,6 +20,22 @@ pub use output::{Data, OutType, ResultSet, Rows, Value};
 /// costs tens of microseconds; this many rows take up to about a millisecond).
 pub const PARALLEL_ROWS: usize = 1 << 17;
 
+/// `f` of each part, each on a thread of its own (the first on the calling thread), in
+/// the parts' order.
+pub(crate) fn on_threads<T: Sync, R: Send>(parts: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Vec::new();
+    };
+    std::thread::scope(|s| {
+        let f = &f;
+        let rest: Vec<_> = rest.iter().map(|p| s.spawn(move || f(p))).collect();
+        let first = f(first);
+        std::iter::once(first)
+            .chain(rest.into_iter().map(|h| h.join().expect("a query thread")))
+            .collect()
+    })
+}
+
 /// The cores this process may run on.
 pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
