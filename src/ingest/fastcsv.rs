@@ -11,29 +11,53 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Array, Decimal128Array, FixedSizeBinaryArray, Int32Array, Int64Array,
-    RecordBatch, StringArray,
+    ArrayRef, ArrowPrimitiveType, FixedSizeBinaryArray, Int32Array, PrimitiveArray, RecordBatch,
+    StringArray,
 };
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, Int64Type};
 use rustc_hash::FxHashMap;
 
-use crate::ingest::fold::{parse_uuid, table_order, table_schema};
+use crate::ingest::fold::{parse_uuid_bytes, table_order, table_schema};
 use crate::model::schema::{
-    type_code, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS,
+    type_code_of, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS,
 };
 
-/// The parsed columns, one entry per row, in file order.
-struct Columns {
-    ts: Vec<Option<i64>>,
-    minute: Vec<Option<i32>>,
-    typ: Vec<u8>,
-    auction: Vec<Option<[u8; 16]>>,
-    adv: Vec<Option<i32>>,
-    publ: Vec<Option<i32>>,
-    bid: Vec<Option<i64>>,
-    user: Vec<Option<i64>>,
-    total: Vec<Option<i64>>,
-    /// Index into `countries` + 1; 0 = NULL.
-    country: Vec<u32>,
+/// One parsed row, one cache line: rows are kept whole (not a vector per column) so
+/// that taking them in table order reads each row with a single cache miss. NULLs are
+/// bits of `valid` (values are 0 there); country and type are codes, 0 for NULL.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Row {
+    ts: i64,
+    bid: i64,
+    user: i64,
+    total: i64,
+    auction: [u8; 16],
+    minute: i32,
+    adv: i32,
+    publ: i32,
+    /// Index into `Rows::countries` + 1.
+    country: u16,
+    /// Index into `EVENT_TYPES` + 1.
+    typ: u8,
+    valid: u8,
+}
+
+/// The bits of `Row::valid`: which values are not NULL (`TS` covers the minute too).
+mod valid {
+    pub const TS: u8 = 1;
+    pub const AUCTION: u8 = 2;
+    pub const ADV: u8 = 4;
+    pub const PUBL: u8 = 8;
+    pub const BID: u8 = 16;
+    pub const USER: u8 = 32;
+    pub const TOTAL: u8 = 64;
+}
+
+/// The parsed rows, in file order.
+struct Rows {
+    rows: Vec<Row>,
     countries: Vec<String>,
 }
 
@@ -54,102 +78,108 @@ pub fn parse(names: &[String], body: &[u8], ids: (i32, i32), zone: Zone) -> Opti
         role[*field] = raw;
     }
     let body = body.strip_suffix(b"\n").unwrap_or(body);
-    let mut cols = Columns::with_capacity(memchr::memchr_iter(b'\n', body).count() + 1);
+    let mut rows = Rows::with_capacity(memchr::memchr_iter(b'\n', body).count() + 1);
     let mut clock = zone.clock();
-    let mut country_index: FxHashMap<&[u8], u32> = FxHashMap::default();
+    let mut country_index: FxHashMap<&[u8], u16> = FxHashMap::default();
     let mut fields: [&[u8]; 9] = [&[]; 9];
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())) {
-        let line = &body[start..end];
-        start = end + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() || memchr::memchr(b'\r', line).is_some() {
-            return None;
-        }
-        let mut n = 0;
-        let mut from = 0;
-        for end in memchr::memchr_iter(b',', line).chain(std::iter::once(line.len())) {
-            let raw = *role.get(n)?;
-            if raw != usize::MAX {
-                fields[raw] = &line[from..end];
+    // One pass over every delimiter: a field ends at a comma, a line at a newline (after
+    // an optional CR); a CR anywhere else is outside the subset.
+    let (mut field, mut from, mut line_start, mut cr) = (0, 0, 0, usize::MAX);
+    for at in memchr::memchr3_iter(b',', b'\n', b'\r', body).chain(std::iter::once(body.len())) {
+        let end = match body.get(at).copied().unwrap_or(b'\n') {
+            b',' => {
+                let raw = *role.get(field)?;
+                if raw != usize::MAX {
+                    fields[raw] = &body[from..at];
+                }
+                field += 1;
+                from = at + 1;
+                continue;
             }
-            from = end + 1;
-            n += 1;
-        }
-        if n != names.len() {
+            b'\r' => {
+                if !matches!(body.get(at + 1), None | Some(b'\n')) {
+                    return None;
+                }
+                cr = at;
+                continue;
+            }
+            _ if at.checked_sub(1) == Some(cr) => cr,
+            _ => at,
+        };
+        if end == line_start || field + 1 != names.len() {
             return None;
         }
-        cols.push(&fields, &mut clock, &mut country_index)?;
+        let raw = role[field];
+        if raw != usize::MAX {
+            fields[raw] = &body[from..end];
+        }
+        rows.push(&fields, &mut clock, &mut country_index)?;
+        (field, from, line_start) = (0, at + 1, at + 1);
     }
-    Some(cols.into_sorted_batch(ids))
+    Some(rows.into_sorted_batch(ids))
 }
 
-impl Columns {
-    fn with_capacity(rows: usize) -> Columns {
-        Columns {
-            ts: Vec::with_capacity(rows),
-            minute: Vec::with_capacity(rows),
-            typ: Vec::with_capacity(rows),
-            auction: Vec::with_capacity(rows),
-            adv: Vec::with_capacity(rows),
-            publ: Vec::with_capacity(rows),
-            bid: Vec::with_capacity(rows),
-            user: Vec::with_capacity(rows),
-            total: Vec::with_capacity(rows),
-            country: Vec::with_capacity(rows),
+impl Rows {
+    fn with_capacity(rows: usize) -> Rows {
+        Rows {
+            rows: Vec::with_capacity(rows),
             countries: Vec::new(),
         }
     }
 
     /// Appends one row (fields in `RAW_COLUMNS` order), or None if a value is outside the
-    /// fast path's subset.
+    /// fast path's subset (or the chunk has more distinct countries than a code holds).
     fn push<'a>(
         &mut self,
         f: &[&'a [u8]; 9],
         clock: &mut crate::model::schema::LocalClock,
-        country_index: &mut FxHashMap<&'a [u8], u32>,
+        country_index: &mut FxHashMap<&'a [u8], u16>,
     ) -> Option<()> {
-        let ts = nullable(f[0], int)?;
-        let minute = match ts {
-            Some(ms) => Some(clock.local_minute(ms)?),
-            None => None,
+        let mut valid = 0;
+        let ts = value(f[0], int, valid::TS, &mut valid)?;
+        let id = |t: &[u8]| i32::try_from(int(t)?).ok();
+        let mut row = Row {
+            ts,
+            minute: match valid & valid::TS {
+                0 => 0,
+                _ => clock.local_minute(ts)?,
+            },
+            typ: match f[1] {
+                b"" => 0,
+                t => type_code_of(t)?,
+            },
+            auction: value(f[2], parse_uuid_bytes, valid::AUCTION, &mut valid)?,
+            adv: value(f[3], id, valid::ADV, &mut valid)?,
+            publ: value(f[4], id, valid::PUBL, &mut valid)?,
+            bid: value(f[5], decimal, valid::BID, &mut valid)?,
+            user: value(f[6], int, valid::USER, &mut valid)?,
+            total: value(f[7], decimal, valid::TOTAL, &mut valid)?,
+            country: 0,
+            valid: 0,
         };
-        self.ts.push(ts);
-        self.minute.push(minute);
-        self.typ.push(match f[1] {
-            b"" => 0,
-            t => type_code(std::str::from_utf8(t).ok()?)?,
-        });
-        self.auction.push(nullable(f[2], |t| {
-            parse_uuid(std::str::from_utf8(t).ok()?)
-        })?);
-        self.adv
-            .push(nullable(f[3], |t| i32::try_from(int(t)?).ok())?);
-        self.publ
-            .push(nullable(f[4], |t| i32::try_from(int(t)?).ok())?);
-        self.bid.push(nullable(f[5], decimal)?);
-        self.user.push(nullable(f[6], int)?);
-        self.total.push(nullable(f[7], decimal)?);
-        self.country.push(match f[8] {
+        row.valid = valid;
+        row.country = match f[8] {
             b"" => 0,
             c => match country_index.get(c) {
                 Some(i) => *i,
                 None => {
                     self.countries
                         .push(std::str::from_utf8(c).ok()?.to_string());
-                    let i = self.countries.len() as u32;
+                    let i = u16::try_from(self.countries.len()).ok()?;
                     country_index.insert(c, i);
                     i
                 }
             },
-        });
+        };
+        self.rows.push(row);
         Some(())
     }
 
     /// The rows as a table batch sorted by day (NULL last), type (NULL last) and country
-    /// (by name, NULL last), as `fold::sort_for_table` orders them.
+    /// (by name, NULL last), as `fold::sort_for_table` orders them. The rows are taken in
+    /// that order once, each value pushed onto its column.
     fn into_sorted_batch(self, (file_id, part): (i32, i32)) -> RecordBatch {
-        let n = self.ts.len();
+        let n = self.rows.len();
         let mut by_name: Vec<u32> = (1..=self.countries.len() as u32).collect();
         by_name.sort_unstable_by(|a, b| {
             self.countries[*a as usize - 1].cmp(&self.countries[*b as usize - 1])
@@ -158,79 +188,169 @@ impl Columns {
         for (r, c) in by_name.iter().enumerate() {
             rank[*c as usize] = Some(r as u64 + 1);
         }
-        let mut order: Vec<(u64, u32)> = (0..n)
-            .map(|i| {
+        let mut order: Vec<(u64, u32)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
                 let key = table_order(
-                    self.minute[i].map(|m| m.div_euclid(1440)),
-                    (self.typ[i] != 0).then_some(self.typ[i]),
-                    rank[self.country[i] as usize],
+                    (r.valid & valid::TS != 0).then(|| r.minute.div_euclid(1440)),
+                    (r.typ != 0).then_some(r.typ),
+                    rank[r.country as usize],
                 );
                 (key, i as u32)
             })
             .collect();
         order.sort_unstable();
-        let rows = || order.iter().map(|(_, i)| *i as usize);
-        let price = |v: &[Option<i64>]| -> ArrayRef {
+        let mut c = Sorted::with_capacity(n);
+        // Rows are copied out a block at a time in a plain loop, whose loads the CPU
+        // overlaps; taken one by one, each row's cache miss was waited for in turn.
+        let mut block = Vec::with_capacity(1024);
+        for part in order.chunks(1024) {
+            block.clear();
+            block.extend(part.iter().map(|&(_, i)| self.rows[i as usize]));
+            for r in &block {
+                c.push(r);
+            }
+        }
+        drop(order);
+        let type_names: Vec<&str> = EVENT_TYPES.to_vec();
+        let country_names: Vec<&str> = self.countries.iter().map(String::as_str).collect();
+        let masks = std::mem::take(&mut c.valid);
+        let nulls = |bit: u8| nulls_of(&masks, bit);
+        let price = |v: Vec<i128>, bit: u8| -> ArrayRef {
             Arc::new(
-                rows()
-                    .map(|i| v[i].map(i128::from))
-                    .collect::<Decimal128Array>()
+                PrimitiveArray::<Decimal128Type>::new(ScalarBuffer::from(v), nulls(bit))
                     .with_precision_and_scale(PRICE_PRECISION, PRICE_SCALE)
                     .expect("valid decimal type"),
             )
         };
+        fn array<T: ArrowPrimitiveType>(v: Vec<T::Native>, nulls: Option<NullBuffer>) -> ArrayRef {
+            Arc::new(PrimitiveArray::<T>::new(ScalarBuffer::from(v), nulls))
+        }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int32Array::from(vec![file_id; n])),
             Arc::new(Int32Array::from(vec![part; n])),
-            Arc::new(rows().map(|i| self.ts[i]).collect::<Int64Array>()),
-            Arc::new(
-                rows()
-                    .map(|i| match self.typ[i] {
-                        0 => None,
-                        t => Some(EVENT_TYPES[t as usize - 1]),
-                    })
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(
-                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-                    rows().map(|i| self.auction[i]),
-                    16,
-                )
-                .expect("16-byte values"),
-            ),
-            Arc::new(rows().map(|i| self.adv[i]).collect::<Int32Array>()),
-            Arc::new(rows().map(|i| self.publ[i]).collect::<Int32Array>()),
-            price(&self.bid),
-            Arc::new(rows().map(|i| self.user[i]).collect::<Int64Array>()),
-            price(&self.total),
-            Arc::new(
-                rows()
-                    .map(|i| match self.country[i] {
-                        0 => None,
-                        c => Some(self.countries[c as usize - 1].as_str()),
-                    })
-                    .collect::<StringArray>(),
-            ),
-            Arc::new(
-                rows()
-                    .map(|i| self.minute[i].map(|m| m.div_euclid(1440)))
-                    .collect::<Date32Array>(),
-            ),
-            Arc::new(rows().map(|i| self.minute[i]).collect::<Int32Array>()),
+            array::<Int64Type>(c.ts, nulls(valid::TS)),
+            Arc::new(text(&c.typ, &type_names)),
+            Arc::new(FixedSizeBinaryArray::new(
+                16,
+                Buffer::from_vec(c.auction),
+                nulls(valid::AUCTION),
+            )),
+            array::<Int32Type>(c.adv, nulls(valid::ADV)),
+            array::<Int32Type>(c.publ, nulls(valid::PUBL)),
+            price(c.bid, valid::BID),
+            array::<Int64Type>(c.user, nulls(valid::USER)),
+            price(c.total, valid::TOTAL),
+            Arc::new(text(&c.country, &country_names)),
+            array::<Date32Type>(c.day, nulls(valid::TS)),
+            array::<Int32Type>(c.minute, nulls(valid::TS)),
         ];
         RecordBatch::try_new(table_schema(), columns).expect("columns match the table schema")
     }
 }
 
-/// `parse(text)` for a non-empty field, None (NULL) for an empty one; the outer None
-/// means the text is outside the subset.
-#[inline]
-fn nullable<T>(text: &[u8], parse: impl FnOnce(&[u8]) -> Option<T>) -> Option<Option<T>> {
-    if text.is_empty() {
-        Some(None)
-    } else {
-        parse(text).map(Some)
+/// The table's columns, filled in table order; NULL values are 0 and `valid` says which.
+struct Sorted {
+    ts: Vec<i64>,
+    typ: Vec<u8>,
+    auction: Vec<u8>,
+    adv: Vec<i32>,
+    publ: Vec<i32>,
+    bid: Vec<i128>,
+    user: Vec<i64>,
+    total: Vec<i128>,
+    country: Vec<u16>,
+    day: Vec<i32>,
+    minute: Vec<i32>,
+    valid: Vec<u8>,
+}
+
+impl Sorted {
+    fn with_capacity(n: usize) -> Sorted {
+        Sorted {
+            ts: Vec::with_capacity(n),
+            typ: Vec::with_capacity(n),
+            auction: Vec::with_capacity(16 * n),
+            adv: Vec::with_capacity(n),
+            publ: Vec::with_capacity(n),
+            bid: Vec::with_capacity(n),
+            user: Vec::with_capacity(n),
+            total: Vec::with_capacity(n),
+            country: Vec::with_capacity(n),
+            day: Vec::with_capacity(n),
+            minute: Vec::with_capacity(n),
+            valid: Vec::with_capacity(n),
+        }
     }
+
+    #[inline]
+    fn push(&mut self, r: &Row) {
+        self.ts.push(r.ts);
+        self.typ.push(r.typ);
+        self.auction.extend_from_slice(&r.auction);
+        self.adv.push(r.adv);
+        self.publ.push(r.publ);
+        self.bid.push(i128::from(r.bid));
+        self.user.push(r.user);
+        self.total.push(i128::from(r.total));
+        self.country.push(r.country);
+        self.day.push(r.minute.div_euclid(1440));
+        self.minute.push(r.minute);
+        self.valid.push(r.valid);
+    }
+}
+
+/// The validity of the column of `bit` in rows' `valid` masks, None if no value is NULL.
+fn nulls_of(masks: &[u8], bit: u8) -> Option<NullBuffer> {
+    masks.iter().any(|v| v & bit == 0).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(masks.len(), |k| {
+            masks[k] & bit != 0
+        }))
+    })
+}
+
+/// A text column coded as an index into `names` + 1 (0 is NULL).
+fn text(codes: &[impl Copy + Into<u32>], names: &[&str]) -> StringArray {
+    let mut offsets = Vec::with_capacity(codes.len() + 1);
+    let mut bytes = Vec::with_capacity(codes.len() * 8);
+    offsets.push(0i32);
+    let mut nulls = 0;
+    for c in codes {
+        match (*c).into().checked_sub(1) {
+            Some(c) => bytes.extend_from_slice(names[c as usize].as_bytes()),
+            None => nulls += 1,
+        }
+        offsets.push(i32::try_from(bytes.len()).expect("a chunk's text fits 2 GB"));
+    }
+    let nulls = (nulls > 0).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |k| {
+            codes[k].into() != 0
+        }))
+    });
+    StringArray::new(
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Buffer::from_vec(bytes),
+        nulls,
+    )
+}
+
+/// `parse(text)` for a non-empty field, setting `bit` of `valid`; 0 for an empty one
+/// (NULL). None if the text is outside the subset.
+#[inline]
+fn value<T: Default>(
+    text: &[u8],
+    parse: impl FnOnce(&[u8]) -> Option<T>,
+    bit: u8,
+    valid: &mut u8,
+) -> Option<T> {
+    if text.is_empty() {
+        return Some(T::default());
+    }
+    let v = parse(text)?;
+    *valid |= bit;
+    Some(v)
 }
 
 /// An integer: an optional `-` and 1 to 18 digits (so it cannot overflow an i64).
@@ -381,8 +501,25 @@ mod equivalence {
                 "{row}"
             );
         }
-        let blank = format!("{HEADER}1,click,,,,,,,US\n\n2,click,,,,,,,US\n");
         let names = split_header(HEADER.trim_end());
-        assert!(parse(&names, &blank.as_bytes()[HEADER.len()..], (0, 0), Zone::Utc).is_none());
+        for body in [
+            "1,click,,,,,,,US\n\n2,click,,,,,,,US\n",
+            "1,click,,,,,,,US\r\n\r\n2,click,,,,,,,US\r\n",
+            "1,click,,,,,,,U\rS\n",
+            "1,click,,,,,,,US\r\r\n",
+            "",
+        ] {
+            assert!(
+                parse(&names, body.as_bytes(), (0, 0), Zone::Utc).is_none(),
+                "{body:?}"
+            );
+        }
+        for body in ["1,click,,,,,,,US\r\n2,click,,,,,,,US\r", "1,click,,,,,,,US"] {
+            assert_eq!(
+                parse(&names, body.as_bytes(), (0, 0), Zone::Utc).map(|b| b.num_rows()),
+                Some(body.lines().count()),
+                "{body:?}"
+            );
+        }
     }
 }

@@ -469,7 +469,11 @@ const HEX: [u8; 256] = {
 
 /// Parses UUID text (with or without dashes, any case) into 16 bytes.
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    let b = text.as_bytes();
+    parse_uuid_bytes(text.as_bytes())
+}
+
+/// `parse_uuid` of text as bytes.
+pub fn parse_uuid_bytes(b: &[u8]) -> Option<[u8; 16]> {
     if b.len() == 36 && b[8] == b'-' && b[13] == b'-' && b[18] == b'-' && b[23] == b'-' {
         // The canonical form: hex pairs at fixed places.
         const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
@@ -485,7 +489,7 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     }
     let mut out = [0u8; 16];
     let mut nibbles = 0;
-    for b in text.bytes() {
+    for &b in b {
         let v = match b {
             b'0'..=b'9' => b - b'0',
             b'a'..=b'f' => b - b'a' + 10,

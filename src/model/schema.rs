@@ -184,9 +184,14 @@ pub const EVENT_TYPES: [&str; 4] = ["serve", "impression", "click", "purchase"];
 
 /// The code of an event type name (1..=4), or None for anything else.
 pub fn type_code(name: &str) -> Option<u8> {
+    type_code_of(name.as_bytes())
+}
+
+/// `type_code` of a name as bytes.
+pub fn type_code_of(name: &[u8]) -> Option<u8> {
     EVENT_TYPES
         .iter()
-        .position(|t| *t == name)
+        .position(|t| t.as_bytes() == name)
         .map(|i| i as u8 + 1)
 }
 

@@ -383,6 +383,15 @@ impl Sparse {
         self.at.binary_search(&row_index(row)).ok()
     }
 
+    /// Moves cursor `j` past the measures of rows before `row`; whether `row` has one.
+    #[inline]
+    fn advance_to(&self, j: &mut usize, row: usize) -> bool {
+        while self.at.get(*j).is_some_and(|&a| (a as usize) < row) {
+            *j += 1;
+        }
+        self.at.get(*j).is_some_and(|&a| a as usize == row)
+    }
+
     /// The measure of the row a cursor `j` (see `seek`) has reached, moving past it.
     #[inline]
     fn take(&self, j: &mut usize, row: usize) -> Measure {
@@ -485,20 +494,29 @@ impl RollupRows {
         }
     }
 
-    /// Empty rows with room for the merge of `a` and `b` (no column grows while merging;
-    /// what is left over is given back at the end).
-    fn to_merge(a: &RollupRows, b: &RollupRows) -> RollupRows {
-        let n = a.len() + b.len();
-        let sparse = |x: &Sparse, y: &Sparse| Sparse {
-            at: Vec::with_capacity(x.at.len() + y.at.len()),
-            values: Vec::with_capacity(x.values.len() + y.values.len()),
+    /// Empty rows with room for `rows` rows, `bid` of them with a bid and `total` with a
+    /// total, so that no column grows (and is copied) while they are pushed; what is
+    /// left over is given back with `shrink_to_fit`.
+    pub fn with_room(rows: usize, bid: usize, total: usize) -> Self {
+        let sparse = |n| Sparse {
+            at: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
         };
         RollupRows {
-            keys: Vec::with_capacity(n),
-            rows: Vec::with_capacity(n),
-            bid: sparse(&a.bid, &b.bid),
-            total: sparse(&a.total, &b.total),
+            keys: Vec::with_capacity(rows),
+            rows: Vec::with_capacity(rows),
+            bid: sparse(bid),
+            total: sparse(total),
         }
+    }
+
+    /// Empty rows with room for the merge of `a` and `b`.
+    fn to_merge(a: &RollupRows, b: &RollupRows) -> RollupRows {
+        RollupRows::with_room(
+            a.len() + b.len(),
+            a.bid.at.len() + b.bid.at.len(),
+            a.total.at.len() + b.total.at.len(),
+        )
     }
 
     /// Appends a row; its key must be above every key already here, or the rows must be
@@ -732,23 +750,11 @@ impl RollupRows {
         if add.is_empty() {
             return;
         }
-        let (n, common) = (self.len(), count_common(&self.keys, &add.keys));
+        let n = self.len();
+        let [common, bid_both, total_both] = self.count_common(add);
         let out = n + add.len() - common;
-        let sparse_out = |mine: &Sparse, theirs: &Sparse| {
-            let both = theirs
-                .at
-                .iter()
-                .filter(|&&j| {
-                    self.find(&add.keys[j as usize])
-                        .is_some_and(|i| mine.find(i).is_some())
-                })
-                .count();
-            mine.at.len() + theirs.at.len() - both
-        };
-        let (bid_out, total_out) = (
-            sparse_out(&self.bid, &add.bid),
-            sparse_out(&self.total, &add.total),
-        );
+        let bid_out = self.bid.at.len() + add.bid.at.len() - bid_both;
+        let total_out = self.total.at.len() + add.total.at.len() - total_both;
         // Exactly: a rollup grown by doubling would hold up to twice its rows.
         self.keys.reserve_exact(out - n);
         self.keys.resize(out, Key::default());
@@ -784,6 +790,37 @@ impl RollupRows {
             cursors[0].put_back(k, &agg.bid);
             cursors[1].put_back(k, &agg.total);
         }
+    }
+
+    /// How many keys these rows and `other` share, and how many of those hold a bid and
+    /// a total measure on both sides: one pass over both, the sparse columns followed by
+    /// cursors.
+    fn count_common(&self, other: &RollupRows) -> [usize; 3] {
+        let (a, b) = (&self.keys, &other.keys);
+        let (mut i, mut j, mut n) = (0, 0, 0);
+        let mut both = [0; 2];
+        let mut cursors = [[0usize; 2]; 2];
+        let columns = [[&self.bid, &other.bid], [&self.total, &other.total]];
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    n += 1;
+                    for ((count, [mine, theirs]), [ci, cj]) in
+                        both.iter_mut().zip(&columns).zip(&mut cursors)
+                    {
+                        let here = mine.advance_to(ci, i);
+                        if theirs.advance_to(cj, j) && here {
+                            *count += 1;
+                        }
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        [n, both[0], both[1]]
     }
 
     /// Gives back the memory grown past the rows' length.
@@ -935,23 +972,6 @@ impl MergeStack {
     pub fn finish(self) -> RollupRows {
         RollupRows::merge_tree(self.sums.into_iter().rev().map(|(_, r)| r).collect())
     }
-}
-
-/// How many keys two sorted key lists share.
-fn count_common(a: &[Key], b: &[Key]) -> usize {
-    let (mut i, mut j, mut n) = (0, 0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                n += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    n
 }
 
 /// The measure of row `row` when walking a sparse column from the back, `j` being the

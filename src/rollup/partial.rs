@@ -18,8 +18,10 @@ use crate::rollup::{Agg, Countries, Dim, Key, RollupRows, RollupSpec, NULL_ID, N
 /// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
 pub type Partial = Vec<RollupRows>;
 
-/// Most cells a rollup is aggregated in directly (~23 MB of aggregates).
-const MAX_CELLS: usize = 1 << 18;
+/// Most cells held at a time (~1.4 MB of aggregates, within a core's cache).
+const MAX_CELLS: usize = 1 << 14;
+/// Most groups a day's rows are sorted into when not all cells are held at once.
+const MAX_GROUPS: usize = 1 << 20;
 
 /// Where a batch holds the table columns a partial is built from (`Positions::COLUMNS`).
 #[derive(Debug, Clone, Copy)]
@@ -79,15 +81,24 @@ pub fn build_at(
 ) -> Result<Partial> {
     let rows = Rows::decode(batch, at, countries)?;
     let days = rows.day_ranges();
+    let priced = |v: &[Option<i64>]| v.iter().filter(|p| p.is_some()).count();
+    let (bid, total) = (priced(&rows.bid), priced(&rows.total));
     Ok(specs
         .iter()
         .map(|spec| {
-            let mut part = match Cells::plan(spec, &rows) {
-                Some(cells) => cells.aggregate(&rows, &days),
-                None => hashed(spec, &rows, &days),
+            let cells = Cells::plan(spec, &rows);
+            // Each column gets room for all it may hold up front: grown by doubling, a
+            // partial's columns were copied to fresh pages time and again.
+            let most = cells.as_ref().map_or(rows.len(), |c| {
+                rows.len().min(c.slots * c.per_slot * days.len())
+            });
+            let mut out = RollupRows::with_room(most, most.min(bid), most.min(total));
+            match cells {
+                Some(cells) => cells.aggregate(&rows, &days, &mut out),
+                None => hashed(spec, &rows, &days, &mut out),
             };
-            part.shrink_to_fit();
-            part
+            out.shrink_to_fit();
+            out
         })
         .collect())
 }
@@ -102,6 +113,40 @@ struct Dense {
 
 impl Dense {
     fn new(column: impl Iterator<Item = i64> + Clone) -> Dense {
+        // `i64::MAX` (NULL in id keys) sorts last: it gets the slot after the span.
+        let (lo, hi) = column
+            .clone()
+            .filter(|v| *v != i64::MAX)
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let span = (i128::from(hi) - i128::from(lo) + 1).max(0) as u128;
+        if span > 4 * column.size_hint().0 as u128 + 1024 {
+            return Dense::hashed(column);
+        }
+        // Values within a small span: a table indexed by value gives the codes.
+        let span = span as usize;
+        let slot = |v: i64| match v {
+            i64::MAX => span,
+            v => (v - lo) as usize,
+        };
+        let mut code = vec![u32::MAX; span + 1];
+        for v in column.clone() {
+            code[slot(v)] = 0;
+        }
+        let mut values = Vec::new();
+        for (at, c) in code.iter_mut().enumerate() {
+            if *c == 0 {
+                *c = values.len() as u32;
+                values.push(if at == span { i64::MAX } else { lo + at as i64 });
+            }
+        }
+        Dense {
+            codes: column.map(|v| code[slot(v)]).collect(),
+            values,
+        }
+    }
+
+    /// `new` for values spread too widely for a table.
+    fn hashed(column: impl Iterator<Item = i64> + Clone) -> Dense {
         let distinct: FxHashSet<i64> = column.clone().collect();
         let mut values: Vec<i64> = distinct.into_iter().collect();
         values.sort_unstable();
@@ -153,30 +198,47 @@ impl Rows {
                 NULL_ID
             }
         };
+        // Rows come sorted by type and country within a day, so most repeat the row
+        // before's text: only a change is looked up.
         let mut local: FxHashMap<&str, u16> = FxHashMap::default();
         let mut country = Vec::with_capacity(n);
+        let mut last: Option<(&str, i64)> = None;
         for i in 0..n {
-            country.push(if country_text.is_valid(i) {
-                let text = country_text.value(i);
-                match local.get(text) {
-                    Some(c) => i64::from(*c),
-                    None => {
-                        let c = countries.code(text)?;
-                        local.insert(text, c);
-                        i64::from(c)
-                    }
-                }
-            } else {
-                0
-            });
+            country.push(
+                match country_text.is_valid(i).then(|| country_text.value(i)) {
+                    None => 0,
+                    Some(text) => match last {
+                        Some((t, c)) if t == text => c,
+                        _ => {
+                            let c = match local.get(text) {
+                                Some(c) => *c,
+                                None => {
+                                    let c = countries.code(text)?;
+                                    local.insert(text, c);
+                                    c
+                                }
+                            };
+                            last = Some((text, i64::from(c)));
+                            i64::from(c)
+                        }
+                    },
+                },
+            );
         }
-        let typ = (0..n).map(|i| {
-            if types.is_valid(i) {
-                i64::from(type_code(types.value(i)).unwrap_or(0))
-            } else {
-                0
-            }
-        });
+        let mut last: Option<(&str, i64)> = None;
+        let typ: Vec<i64> = (0..n)
+            .map(|i| match types.is_valid(i).then(|| types.value(i)) {
+                None => 0,
+                Some(text) => match last {
+                    Some((t, c)) if t == text => c,
+                    _ => {
+                        let c = i64::from(type_code(text).unwrap_or(0));
+                        last = Some((text, c));
+                        c
+                    }
+                },
+            })
+            .collect();
         Ok(Rows {
             day: (0..n)
                 .map(|i| day.is_valid(i).then(|| day.value(i)))
@@ -191,7 +253,7 @@ impl Rows {
                 })
                 .collect(),
             dims: [
-                Dense::new(typ),
+                Dense::new(typ.iter().copied()),
                 Dense::new(country.iter().copied()),
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
@@ -243,6 +305,10 @@ impl Rows {
 
 /// A rollup laid out as a flat array of cells: (time slot within a day, then each kept
 /// dimension's dense code) in mixed radix, which is key order.
+///
+/// When that array would not fit in a core's cache and the rollup has one slot a day,
+/// the rows of a day are taken grouped by the first `outer` kept dimensions (a counting
+/// sort) and only the cells of one group are held at a time.
 struct Cells<'a> {
     spec: &'a RollupSpec,
     /// Time slots per day (1440 minutes, 24 hours, 1 day); 1 for all-time rollups.
@@ -253,12 +319,21 @@ struct Cells<'a> {
     dims: Vec<(usize, usize)>,
     /// Cells per time slot.
     per_slot: usize,
+    /// How many leading kept dimensions rows are grouped by first.
+    outer: usize,
+    /// Cells per group (per day when `outer` is 0).
+    width: usize,
 }
 
 impl<'a> Cells<'a> {
     /// The layout of `spec` over `rows`, or None if its key space is too large (or its
     /// grain spans days) to aggregate directly.
     fn plan(spec: &'a RollupSpec, rows: &Rows) -> Option<Cells<'a>> {
+        Cells::plan_within(spec, rows, MAX_CELLS)
+    }
+
+    /// `plan` holding at most `max_cells` cells at a time.
+    fn plan_within(spec: &'a RollupSpec, rows: &Rows, max_cells: usize) -> Option<Cells<'a>> {
         let (slots, slot_minutes): (usize, i32) = match spec.grain {
             None => (1, 0),
             Some(TimeCol::Minute) => (1440, 1),
@@ -275,12 +350,24 @@ impl<'a> Cells<'a> {
         let per_slot = dims
             .iter()
             .try_fold(1usize, |acc, (_, card)| acc.checked_mul(*card))?;
-        (slots.checked_mul(per_slot)? <= MAX_CELLS).then_some(Cells {
+        // The fewest leading dimensions to group by for the cells of a group to fit.
+        let mut width = slots.checked_mul(per_slot)?;
+        let mut outer = 0;
+        while width > max_cells {
+            if slots > 1 || outer + 1 >= dims.len() {
+                return None;
+            }
+            width /= dims[outer].1;
+            outer += 1;
+        }
+        (per_slot / width <= MAX_GROUPS).then_some(Cells {
             spec,
             slots,
             slot_minutes,
             dims,
             per_slot,
+            outer,
+            width,
         })
     }
 
@@ -297,81 +384,103 @@ impl<'a> Cells<'a> {
         })
     }
 
-    /// The key of `cell`; `day_start` is None for the NULL day (and all-time rollups).
-    fn key(&self, rows: &Rows, mut cell: usize, day_start: Option<i32>) -> Key {
-        let mut key = Key::default();
-        for (d, card) in self.dims.iter().rev() {
-            let value = rows.dims[*d].values[cell % card];
-            cell /= card;
-            match Dim::ALL[*d] {
-                Dim::Type => key.typ = value as u8,
-                Dim::Country => key.country = value as u16,
-                Dim::Advertiser => key.adv = value,
-                Dim::Publisher => key.publ = value,
-            }
-        }
-        key.time = match (self.spec.grain, day_start) {
-            (None, _) => 0,
-            (Some(_), None) => NULL_TIME,
-            (Some(_), Some(start)) => start + cell as i32 * self.slot_minutes,
-        };
-        key
-    }
-
-    fn aggregate(&self, rows: &Rows, days: &[(Option<i32>, usize, usize)]) -> RollupRows {
-        let mut aggs = vec![Agg::default(); self.slots * self.per_slot];
-        let mut touched: Vec<u32> = Vec::new();
-        let mut out = RollupRows::default();
-        let mut drain = |touched: &mut Vec<u32>, aggs: &mut [Agg], day_start| {
-            touched.sort_unstable();
-            for c in touched.drain(..) {
-                let c = c as usize;
-                out.push(self.key(rows, c, day_start), &aggs[c]);
-                aggs[c] = Agg::default();
-            }
-        };
-        if self.spec.grain.is_none() {
-            for i in 0..rows.len() {
-                let c = self.cell(rows, i, None);
+    /// Appends the rollup's rows to `out`.
+    fn aggregate(&self, rows: &Rows, days: &[(Option<i32>, usize, usize)], out: &mut RollupRows) {
+        let width = self.width;
+        let mut aggs = vec![Agg::default(); width];
+        // Each touched cell, with the first row in it (whose key is the cell's).
+        let mut touched: Vec<u64> = Vec::new();
+        // Adds rows to their cells, then emits the touched cells in key order; `base` is
+        // the first cell the array holds.
+        let mut fold = |rows_in: &mut dyn Iterator<Item = usize>, base: usize, start| {
+            for i in rows_in {
+                let c = self.cell(rows, i, start) - base;
                 if aggs[c].rows == 0 {
-                    touched.push(c as u32);
+                    touched.push(((c as u64) << 32) | i as u64);
                 }
                 rows.add(&mut aggs[c], i);
             }
-            drain(&mut touched, &mut aggs, None);
-        } else {
-            for &(day, from, to) in days {
-                let start = day.map(|d| d * 1440);
-                for i in from..to {
-                    let c = self.cell(rows, i, start);
-                    if aggs[c].rows == 0 {
-                        touched.push(c as u32);
-                    }
-                    rows.add(&mut aggs[c], i);
+            touched.sort_unstable();
+            for t in touched.drain(..) {
+                let (c, i) = ((t >> 32) as usize, t as u32 as usize);
+                out.push(self.spec.key(&rows.key(i)), &aggs[c]);
+                aggs[c] = Agg::default();
+            }
+        };
+        let all = [(None, 0, rows.len())];
+        let ranges = match self.spec.grain {
+            None => &all[..],
+            Some(_) => days,
+        };
+        let groups = self.per_slot / width;
+        for &(day, from, to) in ranges {
+            let start = day.map(|d| d * 1440);
+            if self.outer == 0 {
+                fold(&mut (from..to), 0, start);
+                continue;
+            }
+            // A counting sort of the day's rows by their group.
+            let group = |i: usize| {
+                self.dims[..self.outer].iter().fold(0, |acc, (d, card)| {
+                    acc * card + rows.dims[*d].codes[i] as usize
+                })
+            };
+            let mut first = vec![0u32; groups + 1];
+            for i in from..to {
+                first[group(i) + 1] += 1;
+            }
+            for g in 0..groups {
+                first[g + 1] += first[g];
+            }
+            let mut next = first.clone();
+            let mut order = vec![0u32; to - from];
+            for i in from..to {
+                let g = group(i);
+                order[next[g] as usize] = i as u32;
+                next[g] += 1;
+            }
+            for g in 0..groups {
+                let members = &order[first[g] as usize..first[g + 1] as usize];
+                if !members.is_empty() {
+                    fold(&mut members.iter().map(|i| *i as usize), g * width, start);
                 }
-                drain(&mut touched, &mut aggs, start);
             }
         }
-        out
     }
 }
 
 /// Hash aggregation, for key spaces too large for `Cells`: one map per day for rollups
 /// of a day or finer (their keys never span days), one for the file otherwise.
-fn hashed(spec: &RollupSpec, rows: &Rows, days: &[(Option<i32>, usize, usize)]) -> RollupRows {
+/// Appends the rollup's rows to `out`.
+fn hashed(
+    spec: &RollupSpec,
+    rows: &Rows,
+    days: &[(Option<i32>, usize, usize)],
+    out: &mut RollupRows,
+) {
     let daily = spec.grain.is_some_and(|g| g <= TimeCol::Day);
-    let mut groups = Groups::default();
-    let mut out = RollupRows::default();
+    let most = match daily {
+        true => days
+            .iter()
+            .map(|(_, from, to)| to - from)
+            .max()
+            .unwrap_or(0),
+        false => rows.len(),
+    };
+    let mut groups = Groups {
+        keys: Vec::with_capacity(most),
+        aggs: Vec::with_capacity(most),
+        ..Groups::default()
+    };
     for &(_, from, to) in days {
         for i in from..to {
             rows.add(groups.slot(spec.key(&rows.key(i))), i);
         }
         if daily {
-            groups.drain_sorted(&mut out);
+            groups.drain_sorted(out);
         }
     }
-    groups.drain_sorted(&mut out);
-    out
+    groups.drain_sorted(out);
 }
 
 /// Hash aggregation with small hash entries: the map holds an index into dense vectors
@@ -415,6 +524,29 @@ impl Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Codes follow the values' order, whether found by table or by hash, NULL ids last.
+    #[test]
+    fn dense_codes_sort_as_values() {
+        for column in [
+            vec![5, -3, 5, 7, -3, NULL_ID, 0],
+            vec![NULL_ID, NULL_ID],
+            vec![i64::MIN, 3, i64::MAX - 1, 3, NULL_ID],
+            vec![],
+        ] {
+            let dense = Dense::new(column.iter().copied());
+            let mut want = column.clone();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(dense.values, want);
+            let back: Vec<i64> = dense
+                .codes
+                .iter()
+                .map(|c| dense.values[*c as usize])
+                .collect();
+            assert_eq!(back, column);
+        }
+    }
     use crate::model::schema::Zone;
     use crate::rollup::default_specs;
 
@@ -446,9 +578,16 @@ mod tests {
         let mut specs = default_specs();
         specs.push(RollupSpec::new(Some(TimeCol::Week), &[Dim::Country]));
         for spec in &specs {
-            let want = hashed(spec, &rows, &days);
-            if let Some(cells) = Cells::plan(spec, &rows) {
-                assert_eq!(cells.aggregate(&rows, &days), want, "{}", spec.name());
+            let mut want = RollupRows::default();
+            hashed(spec, &rows, &days, &mut want);
+            // Every layout that fits: the whole key space, and (with few cells allowed)
+            // cells of one outer value at a time.
+            for most in [MAX_CELLS, 64] {
+                if let Some(cells) = Cells::plan_within(spec, &rows, most) {
+                    let mut got = RollupRows::default();
+                    cells.aggregate(&rows, &days, &mut got);
+                    assert_eq!(got, want, "{} in {most} cells", spec.name());
+                }
             }
             let total: u64 = want.iter().map(|r| r.1.rows).sum();
             assert_eq!(total, rows.len() as u64, "{}", spec.name());
