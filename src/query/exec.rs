@@ -557,9 +557,58 @@ impl Fold<'_> {
                 *cursor = gallop(at, from, at.len(), |&a| (a as usize) < run.start);
             }
         }
+        let (keys, _, _) = self.rollup.columns();
+        if same_lead(&keys[run.start], &keys[run.end - 1], self.coder.lead) {
+            return self.one_group(run);
+        }
         for block in blocks(run) {
             self.group(block.clone());
             self.sum(block);
+        }
+    }
+
+    /// The group of a row with packed key `key` and rollup key `value`, made if new.
+    #[inline]
+    fn group_of(&mut self, key: u128, value: &Key) -> u32 {
+        let g = match self.last {
+            Some((prev, g)) if prev == key => g,
+            _ => {
+                let (g, new) = self.groups.find(key, value);
+                if new {
+                    self.accs.push(self.needs.prices);
+                }
+                g
+            }
+        };
+        self.last = Some((key, g));
+        g
+    }
+
+    /// Adds the rows of `run`, which all fall in one group (its rows agree on the key
+    /// columns that decide the group), to that group: one lookup, then plain sums.
+    fn one_group(&mut self, run: Range<usize>) {
+        let (keys, counts, prices) = self.rollup.columns();
+        self.coder
+            .pack(&keys[run.start..run.start + 1], &mut self.packed);
+        let g = self.group_of(self.packed[0], &keys[run.start]) as usize;
+        let accs = &mut self.accs;
+        accs.rows[g] += counts[run.clone()].iter().sum::<u64>();
+        for (c, non_null) in self.needs.counted.iter().zip(&mut accs.non_null) {
+            let rows = counts[run.clone()].iter().zip(&keys[run.clone()]);
+            non_null[g] += rows
+                .filter(|(_, k)| !is_null(*c, k))
+                .map(|(n, _)| n)
+                .sum::<u64>();
+        }
+        for p in (0..2).filter(|p| self.needs.prices[*p]) {
+            let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
+            let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < run.end);
+            let mut sum = Measure::default();
+            for m in &values[*cursor..end] {
+                sum.merge(m);
+            }
+            accs.prices[p][g].merge(&sum);
+            *cursor = end;
         }
     }
 
@@ -568,18 +617,8 @@ impl Fold<'_> {
         let (keys, _, _) = self.rollup.columns();
         self.coder.pack(&keys[block.clone()], &mut self.packed);
         self.found.clear();
-        for (&key, value) in self.packed.iter().zip(&keys[block]) {
-            let g = match self.last {
-                Some((prev, g)) if prev == key => g,
-                _ => {
-                    let (g, new) = self.groups.find(key, value);
-                    if new {
-                        self.accs.push(self.needs.prices);
-                    }
-                    g
-                }
-            };
-            self.last = Some((key, g));
+        for (i, value) in block.clone().zip(&keys[block.clone()]) {
+            let g = self.group_of(self.packed[i - block.start], value);
             self.found.push(g);
         }
     }
@@ -611,6 +650,19 @@ impl Fold<'_> {
             *cursor = end;
         }
     }
+}
+
+/// Whether keys `a` and `b` agree on their first `lead` columns (in sort order).
+#[inline]
+fn same_lead(a: &Key, b: &Key, lead: usize) -> bool {
+    let cols: [bool; 5] = [
+        a.time == b.time,
+        a.typ == b.typ,
+        a.country == b.country,
+        a.adv == b.adv,
+        a.publ == b.publ,
+    ];
+    cols[..lead].iter().all(|same| *same)
 }
 
 /// For a limited answer whose order starts with a time column it groups by: the column,

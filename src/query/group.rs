@@ -123,6 +123,9 @@ pub struct Coder {
     codes: Vec<(Code, u64, u128)>,
     /// Distinct packed keys possible.
     pub space: u128,
+    /// How many leading rollup key columns (time, type, country, advertiser, publisher)
+    /// decide the packed key: rows that agree on them are in one group.
+    pub lead: usize,
 }
 
 impl Coder {
@@ -135,15 +138,18 @@ impl Coder {
         countries: &[String],
     ) -> Result<Coder> {
         let mut cols: Vec<(Code, u64)> = Vec::with_capacity(group.len());
+        let mut lead = 0;
         for c in group {
-            let col = match *c {
-                Column::Time(t) => time_code(t, keys, runs),
-                Column::Type => rank_code(false, &type_names()),
-                Column::Country => rank_code(true, countries),
-                Column::AdvertiserId => id_code(false, keys, runs),
-                Column::PublisherId => id_code(true, keys, runs),
+            // The column's code, and its place in a rollup key's sort order.
+            let (col, at) = match *c {
+                Column::Time(t) => (time_code(t, keys, runs), 0),
+                Column::Type => (rank_code(false, &type_names()), 1),
+                Column::Country => (rank_code(true, countries), 2),
+                Column::AdvertiserId => (id_code(false, keys, runs), 3),
+                Column::PublisherId => (id_code(true, keys, runs), 4),
                 c => unreachable!("{c} is not a rollup column"),
             };
+            lead = lead.max(at + 1);
             cols.push(col);
         }
         let mut space: u128 = 1;
@@ -159,7 +165,7 @@ impl Coder {
             })?;
         }
         codes.reverse();
-        Ok(Coder { codes, space })
+        Ok(Coder { codes, space, lead })
     }
 
     /// How group-by column `slot` sits in a packed key.
