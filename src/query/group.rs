@@ -318,20 +318,30 @@ impl Groups {
         self.keys.is_empty()
     }
 
-    /// The group of packed key `key` (of rollup key `value`), and whether it is new.
-    #[inline]
+    /// The group of packed key `key` (of rollup key `value`), and whether it is new. A
+    /// direct table's lookup is inlined into the scan; the other indexes are not.
+    #[inline(always)]
     pub fn find(&mut self, key: u128, value: &Key) -> (u32, bool) {
+        if let Index::Direct(table) = &mut self.index {
+            let slot = &mut table[key as usize];
+            if *slot != 0 {
+                return (*slot - 1, false);
+            }
+            let next = self.keys.len() as u32;
+            *slot = next + 1;
+            self.keys.push(key);
+            self.values.push(*value);
+            return (next, true);
+        }
+        self.find_indexed(key, value)
+    }
+
+    /// `find` through a sorted list or a hash map.
+    #[inline(never)]
+    fn find_indexed(&mut self, key: u128, value: &Key) -> (u32, bool) {
         let next = self.keys.len() as u32;
         let found = match &mut self.index {
-            Index::Direct(table) => {
-                let slot = &mut table[key as usize];
-                if *slot == 0 {
-                    *slot = next + 1;
-                    None
-                } else {
-                    Some(*slot - 1)
-                }
-            }
+            Index::Direct(_) => unreachable!("found by `find`"),
             Index::Sorted => match self.keys.last() {
                 None => None,
                 Some(last) if key > *last => None,

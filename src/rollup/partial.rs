@@ -373,10 +373,10 @@ impl<'a> Cells<'a> {
 
     #[inline]
     fn cell(&self, rows: &Rows, i: usize, day_start: Option<i32>) -> usize {
-        let slot = match day_start {
-            Some(start) if self.slot_minutes > 0 => {
-                ((rows.minute[i] - start) / self.slot_minutes) as usize
-            }
+        // Divisions by constants, which compile to multiplications.
+        let slot = match (day_start, self.slot_minutes) {
+            (Some(start), 1) => (rows.minute[i] - start) as usize,
+            (Some(start), 60) => ((rows.minute[i] - start) / 60) as usize,
             _ => 0,
         };
         self.dims.iter().fold(slot, |acc, (d, card)| {
