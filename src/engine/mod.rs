@@ -314,6 +314,13 @@ impl Stats {
             .or_default() += bytes;
     }
 
+    /// Counts a chunk of `bytes` parsed.
+    fn chunk_folded(&self, bytes: usize) {
+        self.chunks_folded.fetch_add(1, Ordering::Relaxed);
+        self.largest_chunk
+            .fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+
     /// Bytes parsed from `path` since start.
     pub fn bytes_parsed_of(&self, path: &Path) -> u64 {
         self.per_file

@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::ingest::changes::{detect, fingerprint, Change, Seen};
-use crate::ingest::fold::{fold_text, Folded, Text};
+use crate::ingest::fold::{parse_text, Folded, Parsed, Text};
 use crate::ingest::lines::{Chunk, Lines};
 use crate::ingest::regular::{open_as_seen, still_as_seen};
 use crate::ingest::watch::{line_held_until, scan};
@@ -355,7 +355,12 @@ impl Engine {
                 zone: self.layout().zone,
                 countries: self.store.countries(),
             };
-            self.fold_chunk(&text, whole, emit)
+            let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
+            let parsed = parse_text(&text, self.opts.max_bad_rows - bad)?;
+            self.stats.chunk_folded(chunk.bytes.len());
+            // The text is not needed past the parse: its memory goes before the partials'.
+            drop(chunk);
+            self.fold_chunk(parsed, whole, emit)
         };
         while let Some(chunk) = lines.next_lines()? {
             if self.cancelled.load(Ordering::SeqCst) {
@@ -407,21 +412,15 @@ impl Engine {
         }))
     }
 
-    /// Folds one chunk of a file: the first becomes the file's fold, each later one is
-    /// merged into it, the rows the fold held so far going to `emit`.
+    /// Folds one parsed chunk of a file: the first becomes the file's fold, each later one
+    /// is merged into it, the rows the fold held so far going to `emit`.
     fn fold_chunk(
         &self,
-        text: &Text,
+        parsed: Parsed,
         whole: &mut Option<Folded>,
         emit: &mut dyn FnMut(RecordBatch),
     ) -> Result<()> {
-        let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
-        let piece = fold_text(text, &self.layout().specs, self.opts.max_bad_rows - bad)?;
-        let stats = &self.stats;
-        stats.chunks_folded.fetch_add(1, Ordering::Relaxed);
-        stats
-            .largest_chunk
-            .fetch_max(text.body.len() as u64, Ordering::Relaxed);
+        let piece = parsed.fold(&self.layout().specs, self.store.countries())?;
         match whole {
             None => *whole = Some(piece),
             Some(w) => emit(w.then(piece)),

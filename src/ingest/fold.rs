@@ -151,10 +151,23 @@ pub fn fold_bytes(
     })
 }
 
-/// Folds a text's body (whole lines of at most `MAX_LINE` bytes): parsed by the fast
-/// path when it can, by the general one otherwise, then aggregated. `bytes` counts the
-/// body.
+/// Folds a text's body (whole lines of at most `MAX_LINE` bytes): `parse_text`, then
+/// `Parsed::fold`.
 pub(crate) fn fold_text(text: &Text, specs: &[RollupSpec], max_bad_rows: u64) -> Result<Folded> {
+    parse_text(text, max_bad_rows)?.fold(specs, text.countries)
+}
+
+/// A text's body parsed into table rows, not yet aggregated (its text may be dropped).
+pub(crate) struct Parsed {
+    table: RecordBatch,
+    bad_rows: Vec<(usize, String)>,
+    /// Bytes of the body.
+    bytes: u64,
+}
+
+/// Parses a text's body (whole lines of at most `MAX_LINE` bytes): by the fast path when
+/// it can, by the general one otherwise.
+pub(crate) fn parse_text(text: &Text, max_bad_rows: u64) -> Result<Parsed> {
     let t = std::time::Instant::now();
     let names = read_header(&mut &text.header[..])
         .map_err(|e| Error::io(text.path, e))?
@@ -165,20 +178,28 @@ pub(crate) fn fold_text(text: &Text, specs: &[RollupSpec], max_bad_rows: u64) ->
             Some(table) => (table, Vec::new()),
             None => general_parse(text, max_bad_rows)?,
         };
-    let t_parse = t.elapsed();
-    let partial = crate::rollup::partial::build(&table, specs, text.countries)?;
-    tracing::debug!(
-        parse_ms = t_parse.as_millis() as u64,
-        partial_ms = (t.elapsed() - t_parse).as_millis() as u64,
-        "fold steps"
-    );
-    Ok(Folded {
-        rows: table.num_rows() as u64,
+    tracing::debug!(parse_ms = t.elapsed().as_millis() as u64, "parsed");
+    Ok(Parsed {
         table,
-        partial,
-        bytes: text.body.len() as u64,
         bad_rows,
+        bytes: text.body.len() as u64,
     })
+}
+
+impl Parsed {
+    /// The rows with their partial for each of `specs` (country codes from `countries`).
+    pub(crate) fn fold(self, specs: &[RollupSpec], countries: &Countries) -> Result<Folded> {
+        let t = std::time::Instant::now();
+        let partial = crate::rollup::partial::build(&self.table, specs, countries)?;
+        tracing::debug!(partial_ms = t.elapsed().as_millis() as u64, "aggregated");
+        Ok(Folded {
+            rows: self.table.num_rows() as u64,
+            table: self.table,
+            partial,
+            bytes: self.bytes,
+            bad_rows: self.bad_rows,
+        })
+    }
 }
 
 /// What the general parser reads: the header line and the body after it (whole lines),

@@ -7,7 +7,7 @@
 //! the mixed-radix code of the key: no hashing, no pointers. Its touched cells are then
 //! sorted and emitted in key order. Larger key spaces fall back to a hash map of keys.
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, Date32Array, Decimal128Array, Int32Array, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -81,8 +81,8 @@ pub fn build_at(
 ) -> Result<Partial> {
     let rows = Rows::decode(batch, at, countries)?;
     let days = rows.day_ranges();
-    let priced = |v: &[Option<i64>]| v.iter().filter(|p| p.is_some()).count();
-    let (bid, total) = (priced(&rows.bid), priced(&rows.total));
+    let priced = |a: &Decimal128Array| a.len() - a.null_count();
+    let (bid, total) = (priced(rows.bid), priced(rows.total));
     Ok(specs
         .iter()
         .map(|spec| {
@@ -162,21 +162,23 @@ impl Dense {
     }
 }
 
-/// The key columns and measures of a file's rows, decoded once.
-struct Rows {
-    /// Local day of each row; None for NULL `ts`.
-    day: Vec<Option<i32>>,
-    /// Local minute of each row; `NULL_TIME` for NULL `ts`.
-    minute: Vec<i32>,
+/// The key columns and measures of a file's rows: the dimensions decoded once, the
+/// time and prices read from the batch's own arrays.
+struct Rows<'a> {
+    /// Local day of each row (NULL for NULL `ts`).
+    day: &'a Date32Array,
+    /// Local minute of each row (NULL for NULL `ts`).
+    minute: &'a Int32Array,
     /// The row's value of each dimension, in `Dim::ALL` order (type codes, country
     /// codes, advertiser and publisher ids; NULL as in `Key`).
     dims: [Dense; 4],
-    bid: Vec<Option<i64>>,
-    total: Vec<Option<i64>>,
+    /// Prices in 10⁻⁹ units (precision 18 at parse time: each fits an i64).
+    bid: &'a Decimal128Array,
+    total: &'a Decimal128Array,
 }
 
-impl Rows {
-    fn decode(batch: &RecordBatch, at: &Positions, countries: &Countries) -> Result<Rows> {
+impl<'a> Rows<'a> {
+    fn decode(batch: &'a RecordBatch, at: &Positions, countries: &Countries) -> Result<Rows<'a>> {
         let n = batch.num_rows();
         let column = |c: TableCol| batch.column(at.of(c));
         let day = column(TableCol::Day).as_primitive::<Date32Type>();
@@ -185,12 +187,6 @@ impl Rows {
         let country_text = column(TableCol::Country).as_string::<i32>();
         let adv = column(TableCol::AdvertiserId).as_primitive::<Int32Type>();
         let publ = column(TableCol::PublisherId).as_primitive::<Int32Type>();
-        let price = |a: &arrow::array::Decimal128Array| -> Vec<Option<i64>> {
-            // Precision 18 at parse time guarantees the value fits an i64.
-            (0..n)
-                .map(|i| a.is_valid(i).then(|| a.value(i) as i64))
-                .collect()
-        };
         let id = |a: &arrow::array::Int32Array, i: usize| {
             if a.is_valid(i) {
                 i64::from(a.value(i))
@@ -240,26 +236,16 @@ impl Rows {
             })
             .collect();
         Ok(Rows {
-            day: (0..n)
-                .map(|i| day.is_valid(i).then(|| day.value(i)))
-                .collect(),
-            minute: (0..n)
-                .map(|i| {
-                    if minute.is_valid(i) {
-                        minute.value(i)
-                    } else {
-                        NULL_TIME
-                    }
-                })
-                .collect(),
+            day,
+            minute,
             dims: [
                 Dense::new(typ.iter().copied()),
                 Dense::new(country.iter().copied()),
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
-            bid: price(column(TableCol::BidPrice).as_primitive::<Decimal128Type>()),
-            total: price(column(TableCol::TotalPrice).as_primitive::<Decimal128Type>()),
+            bid: column(TableCol::BidPrice).as_primitive::<Decimal128Type>(),
+            total: column(TableCol::TotalPrice).as_primitive::<Decimal128Type>(),
         })
     }
 
@@ -272,21 +258,30 @@ impl Rows {
         let mut out: Vec<(Option<i32>, usize, usize)> = Vec::new();
         for (i, d) in self.day.iter().enumerate() {
             match out.last_mut() {
-                Some(last) if last.0 == *d => last.2 = i + 1,
-                _ => out.push((*d, i, i + 1)),
+                Some(last) if last.0 == d => last.2 = i + 1,
+                _ => out.push((d, i, i + 1)),
             }
         }
         out
     }
 
+    /// The local minute of row `i`; `NULL_TIME` for NULL `ts`.
+    #[inline]
+    fn minute(&self, i: usize) -> i32 {
+        match self.minute.is_valid(i) {
+            true => self.minute.value(i),
+            false => NULL_TIME,
+        }
+    }
+
     #[inline]
     fn add(&self, agg: &mut Agg, i: usize) {
         agg.rows += 1;
-        if let Some(v) = self.bid[i] {
-            agg.bid.add(v);
+        if self.bid.is_valid(i) {
+            agg.bid.add(self.bid.value(i) as i64);
         }
-        if let Some(v) = self.total[i] {
-            agg.total.add(v);
+        if self.total.is_valid(i) {
+            agg.total.add(self.total.value(i) as i64);
         }
     }
 
@@ -294,7 +289,7 @@ impl Rows {
     fn key(&self, i: usize) -> Key {
         let value = |d: usize| self.dims[d].values[self.dims[d].codes[i] as usize];
         Key {
-            time: self.minute[i],
+            time: self.minute(i),
             typ: value(0) as u8,
             country: value(1) as u16,
             adv: value(2),
@@ -375,8 +370,8 @@ impl<'a> Cells<'a> {
     fn cell(&self, rows: &Rows, i: usize, day_start: Option<i32>) -> usize {
         // Divisions by constants, which compile to multiplications.
         let slot = match (day_start, self.slot_minutes) {
-            (Some(start), 1) => (rows.minute[i] - start) as usize,
-            (Some(start), 60) => ((rows.minute[i] - start) / 60) as usize,
+            (Some(start), 1) => (rows.minute.value(i) - start) as usize,
+            (Some(start), 60) => ((rows.minute.value(i) - start) / 60) as usize,
             _ => 0,
         };
         self.dims.iter().fold(slot, |acc, (d, card)| {
