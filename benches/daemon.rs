@@ -341,6 +341,9 @@ fn first_column(reply: &Json) -> Vec<Option<String>> {
 struct Raw {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// Ms the last answer took the client to parse its reply line once read (a `json`
+    /// answer's rows are in that line), which its time leaves out.
+    parse_ms: f64,
 }
 
 impl Raw {
@@ -349,6 +352,7 @@ impl Raw {
         Raw {
             reader: BufReader::new(writer.try_clone().unwrap()),
             writer,
+            parse_ms: 0.0,
         }
     }
 
