@@ -20,6 +20,9 @@ pub type Partial = Vec<RollupRows>;
 
 /// Most cells held at a time (~1.4 MB of aggregates, within a core's cache).
 const MAX_CELLS: usize = 1 << 14;
+/// How many times `MAX_CELLS` a day's cells may take when its rows cannot be grouped
+/// first (~23 MB; beyond, a hash map).
+const WIDE: usize = 16;
 /// Most groups a day's rows are sorted into when not all cells are held at once.
 const MAX_GROUPS: usize = 1 << 20;
 
@@ -345,17 +348,17 @@ impl<'a> Cells<'a> {
         let per_slot = dims
             .iter()
             .try_fold(1usize, |acc, (_, card)| acc.checked_mul(*card))?;
-        // The fewest leading dimensions to group by for the cells of a group to fit.
+        // The fewest leading dimensions to group by for the cells of a group to fit. Rows
+        // of a time slot cannot be grouped first: then a day's cells are held whole while
+        // they are not far too many.
         let mut width = slots.checked_mul(per_slot)?;
         let mut outer = 0;
-        while width > max_cells {
-            if slots > 1 || outer + 1 >= dims.len() {
-                return None;
-            }
+        while width > max_cells && slots == 1 && outer + 1 < dims.len() {
             width /= dims[outer].1;
             outer += 1;
         }
-        (per_slot / width <= MAX_GROUPS).then_some(Cells {
+        let fits = width <= WIDE * max_cells && per_slot / width <= MAX_GROUPS;
+        fits.then_some(Cells {
             spec,
             slots,
             slot_minutes,
