@@ -447,9 +447,9 @@ impl<'a> Cells<'a> {
     }
 }
 
-/// Hash aggregation, for key spaces too large for `Cells`: one map per day for rollups
-/// of a day or finer (their keys never span days), one for the file otherwise.
-/// Appends the rollup's rows to `out`.
+/// Hash aggregation, for weekly rollups and key spaces too large for `Cells`, appending
+/// the rollup's rows to `out`: one map per day for rollups of a day or finer (their keys
+/// never span days), one for the file otherwise.
 fn hashed(
     spec: &RollupSpec,
     rows: &Rows,
