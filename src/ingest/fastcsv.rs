@@ -14,11 +14,12 @@ use arrow::array::{
     ArrayRef, ArrowPrimitiveType, FixedSizeBinaryArray, Int32Array, PrimitiveArray, RecordBatch,
     StringArray,
 };
-use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, Int64Type};
 use rustc_hash::FxHashMap;
 
 use crate::ingest::fold::{parse_uuid_bytes, table_order, table_schema};
+use crate::model::arrays::utf8;
 use crate::model::schema::{
     type_code_of, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS,
 };
@@ -313,27 +314,13 @@ fn nulls_of(masks: &[u8], bit: u8) -> Option<NullBuffer> {
 
 /// A text column coded as an index into `names` + 1 (0 is NULL).
 fn text(codes: &[impl Copy + Into<u32>], names: &[&str]) -> StringArray {
-    let mut offsets = Vec::with_capacity(codes.len() + 1);
-    let mut bytes = Vec::with_capacity(codes.len() * 8);
-    offsets.push(0i32);
-    let mut nulls = 0;
-    for c in codes {
-        match (*c).into().checked_sub(1) {
-            Some(c) => bytes.extend_from_slice(names[c as usize].as_bytes()),
-            None => nulls += 1,
+    utf8(codes, 8, |c, out| match (*c).into().checked_sub(1) {
+        Some(c) => {
+            out.extend_from_slice(names[c as usize].as_bytes());
+            true
         }
-        offsets.push(i32::try_from(bytes.len()).expect("a chunk's text fits 2 GB"));
-    }
-    let nulls = (nulls > 0).then(|| {
-        NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |k| {
-            codes[k].into() != 0
-        }))
-    });
-    StringArray::new(
-        OffsetBuffer::new(ScalarBuffer::from(offsets)),
-        Buffer::from_vec(bytes),
-        nulls,
-    )
+        None => false,
+    })
 }
 
 /// `parse(text)` for a non-empty field, setting `bit` of `valid`; 0 for an empty one

@@ -1,4 +1,5 @@
 //! The data model: the input's columns, their types, the derived time columns and the
 //! time zone they are computed in.
 
+pub mod arrays;
 pub mod schema;

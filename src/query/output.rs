@@ -6,8 +6,8 @@ use std::io::Write;
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringArray, StringBuilder};
-use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, StringBuilder};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::ArrowPrimitiveType;
 use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int32Type, Int64Type};
 use arrow::datatypes::{Schema, SchemaRef};
@@ -16,6 +16,7 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::arrays::utf8;
 use crate::model::schema::TimeCol;
 use crate::rollup::NULL_TIME;
 
@@ -599,31 +600,6 @@ fn arrow_array(c: &Data, rows: Range<usize>) -> ArrayRef {
             Arc::new(b.finish())
         }
     }
-}
-
-/// A Utf8 array of `cells`, each written by `text` (false: NULL), the texts about
-/// `size` bytes each; the bytes go straight into the array's buffers.
-fn utf8<T>(
-    cells: &[T],
-    size: usize,
-    mut text: impl FnMut(&T, &mut Vec<u8>) -> bool,
-) -> StringArray {
-    let mut offsets = Vec::with_capacity(cells.len() + 1);
-    let mut values = Vec::with_capacity(cells.len() * size);
-    let mut valid = Vec::new();
-    offsets.push(0i32);
-    for (i, cell) in cells.iter().enumerate() {
-        if !text(cell, &mut values) {
-            if valid.is_empty() {
-                valid = vec![true; cells.len()];
-            }
-            valid[i] = false;
-        }
-        offsets.push(values.len() as i32);
-    }
-    let nulls = (!valid.is_empty()).then(|| NullBuffer::from(valid));
-    let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    StringArray::new(offsets, values.into(), nulls)
 }
 
 /// A column of a DuckDB answer (Arrow) as result cells of type `ty`; a time column's
