@@ -110,6 +110,8 @@ impl Accs {
 struct Needs {
     /// Whether the bid and the total measures are read.
     prices: [bool; 2],
+    /// Whether their smallest and largest values are (else only counts and sums are kept).
+    extremes: [bool; 2],
     /// Key columns counted by `COUNT(col)`.
     counted: Vec<Column>,
 }
@@ -118,25 +120,35 @@ impl Needs {
     fn of(query: &Query) -> Needs {
         let mut needs = Needs {
             prices: [false; 2],
+            extremes: [false; 2],
             counted: Vec::new(),
         };
         for item in &query.select {
-            match item {
-                Item::Agg(Aggregate {
-                    arg: Some(Column::BidPrice),
-                    ..
-                }) => needs.prices[0] = true,
-                Item::Agg(Aggregate {
-                    arg: Some(Column::TotalPrice),
-                    ..
-                }) => needs.prices[1] = true,
-                Item::Agg(Aggregate { arg: Some(c), .. }) if !needs.counted.contains(c) => {
-                    needs.counted.push(*c)
+            let Item::Agg(Aggregate { func, arg: Some(c) }) = item else {
+                continue;
+            };
+            match price_index(Some(*c)) {
+                Some(p) => {
+                    needs.prices[p] = true;
+                    needs.extremes[p] |= matches!(func, Func::Min | Func::Max);
                 }
-                _ => {}
+                None if !needs.counted.contains(c) => needs.counted.push(*c),
+                None => {}
             }
         }
         needs
+    }
+
+    /// Adds measure `m` of price `p` to `acc`: only its count and sum when the extremes
+    /// are not read.
+    #[inline(always)]
+    fn add(&self, p: usize, acc: &mut Measure, m: &Measure) {
+        if self.extremes[p] {
+            acc.merge(m);
+        } else {
+            acc.n += m.n;
+            acc.sum += m.sum;
+        }
     }
 }
 
@@ -193,15 +205,17 @@ fn aggregate_rollup(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
+    // The answered groups' keys, gathered once for every group-by column.
+    let values: Vec<Key> = match query.group_by.is_empty() {
+        true => Vec::new(),
+        false => order.iter().map(|&g| groups.values[g as usize]).collect(),
+    };
     let columns = query
         .select
         .iter()
         .zip(aggs)
         .map(|(item, agg)| match (item, agg) {
-            (Item::Column(c), _) => {
-                let values = order.iter().map(|&g| groups.values[g as usize]);
-                group_column(*c, values, &selected.countries)
-            }
+            (Item::Column(c), _) => group_column(*c, values.iter().copied(), &selected.countries),
             (Item::Agg(_), Some(data)) => data.gather(&order),
             (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
         })
@@ -243,6 +257,8 @@ fn group_column(c: Column, keys: impl Iterator<Item = Key>, countries: &Arc<[Str
 struct Selected {
     /// Runs of matching rows, ascending.
     runs: Vec<Range<usize>>,
+    /// Bounds of their advertiser and publisher ids (`None`: no id).
+    ids: [Option<(i64, i64)>; 2],
     countries: Arc<[String]>,
 }
 
@@ -254,7 +270,7 @@ impl Selected {
     /// The coder of the query's groups over the rows `runs` (ascending).
     fn coder(&self, query: &Query, rollup: &RollupRows, runs: &[Range<usize>]) -> Result<Coder> {
         let (keys, _, _) = rollup.columns();
-        Coder::new(&query.group_by, keys, runs, &self.countries)
+        Coder::new(&query.group_by, keys, runs, self.ids, &self.countries)
     }
 }
 
@@ -304,7 +320,12 @@ fn select(
     let (keys, _, _) = rollup.columns();
     let runs = filter.runs(keys, rows, budget.limits.parallel_rows);
     budget.cancel.check()?;
-    Ok(Selected { runs, countries })
+    let ids = [false, true].map(|publ| filter.id_bounds(publ, rollup.ids().of(publ)));
+    Ok(Selected {
+        runs,
+        ids,
+        countries,
+    })
 }
 
 /// The answer when each matching row is a group of its own, in order: the first `limit`
@@ -478,9 +499,9 @@ fn absorb(whole: &mut (Groups, Accs), part: (Groups, Accs), needs: &Needs) {
         for (n, part_n) in accs.non_null.iter_mut().zip(&part_accs.non_null) {
             n[to] += part_n[g];
         }
-        for (p, part_p) in accs.prices.iter_mut().zip(&part_accs.prices) {
+        for (i, (p, part_p)) in accs.prices.iter_mut().zip(&part_accs.prices).enumerate() {
             if let Some(m) = part_p.get(g) {
-                p[to].merge(m);
+                needs.add(i, &mut p[to], m);
             }
         }
     }
@@ -605,9 +626,9 @@ impl Fold<'_> {
             let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < run.end);
             let mut sum = Measure::default();
             for m in &values[*cursor..end] {
-                sum.merge(m);
+                self.needs.add(p, &mut sum, m);
             }
-            accs.prices[p][g].merge(&sum);
+            self.needs.add(p, &mut accs.prices[p][g], &sum);
             *cursor = end;
         }
     }
@@ -645,7 +666,8 @@ impl Fold<'_> {
             let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
             let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < block.end);
             for (&a, m) in at[*cursor..end].iter().zip(&values[*cursor..end]) {
-                accs.prices[p][found[a as usize - block.start] as usize].merge(m);
+                let g = found[a as usize - block.start] as usize;
+                self.needs.add(p, &mut accs.prices[p][g], m);
             }
             *cursor = end;
         }

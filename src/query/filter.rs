@@ -212,6 +212,17 @@ impl KeyFilter {
         self.preds.iter().all(|p| p.matches(k))
     }
 
+    /// `within` (the smallest and largest advertiser, or publisher, id of the rows) cut
+    /// to the ids the filters allow; `None` when none is left.
+    pub fn id_bounds(&self, publ: bool, within: Option<(i64, i64)>) -> Option<(i64, i64)> {
+        let (lo, hi) = within?;
+        let (lo, hi) = match &self.allowed[3 + usize::from(publ)] {
+            Some(Ranges(r)) => (lo.max(r.first()?.0), hi.min(r.last()?.1)),
+            None => (lo, hi),
+        };
+        (lo <= hi).then_some((lo, hi))
+    }
+
     /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A range of
     /// many times `per_part` rows is cut in parts searched on threads of their own (the
     /// runs found do not depend on where the cuts fall).
@@ -465,7 +476,7 @@ fn text_matches(f: &Filter, value: &str) -> bool {
 }
 
 /// Length of a time bucket in minutes.
-pub fn bucket_len(t: TimeCol) -> i64 {
+pub const fn bucket_len(t: TimeCol) -> i64 {
     match t {
         TimeCol::Minute => 1,
         TimeCol::Hour => 60,

@@ -39,8 +39,8 @@ pub fn type_names() -> Vec<String> {
 
 /// How one group-by column's value becomes its code (NULL: the last code).
 enum Code {
-    /// Buckets of `len` minutes from the first one (which starts at `base`).
-    Time { base: i32, len: u32 },
+    /// Buckets of column `col` from the first one (which starts at `base`).
+    Time { base: i32, col: TimeCol },
     /// A text column's code → its rank.
     Rank { country: bool, rank: Vec<u32> },
     /// An id from the smallest one.
@@ -60,10 +60,21 @@ impl Code {
             narrow,
         };
         match self {
-            Code::Time { base, len } => at.add(out, |k| match k.time {
-                NULL_TIME => null,
-                t => u64::from(t.abs_diff(*base) / len),
-            }),
+            // The bucket length a constant, its division compiles to a multiply.
+            Code::Time { base, col } => match col {
+                TimeCol::Minute => at.add(out, |k| {
+                    time_code_of::<{ len(TimeCol::Minute) }>(k, *base, null)
+                }),
+                TimeCol::Hour => at.add(out, |k| {
+                    time_code_of::<{ len(TimeCol::Hour) }>(k, *base, null)
+                }),
+                TimeCol::Day => at.add(out, |k| {
+                    time_code_of::<{ len(TimeCol::Day) }>(k, *base, null)
+                }),
+                TimeCol::Week => at.add(out, |k| {
+                    time_code_of::<{ len(TimeCol::Week) }>(k, *base, null)
+                }),
+            },
             Code::Rank {
                 country: false,
                 rank,
@@ -108,6 +119,20 @@ impl Cells<'_> {
     }
 }
 
+/// The code of key `k`'s time bucket: buckets of `LEN` minutes from `base`.
+#[inline(always)]
+fn time_code_of<const LEN: u32>(k: &Key, base: i32, null: u64) -> u64 {
+    match k.time {
+        NULL_TIME => null,
+        t => u64::from(t.abs_diff(base) / LEN),
+    }
+}
+
+/// The minutes of a bucket of `t`.
+const fn len(t: TimeCol) -> u32 {
+    crate::query::filter::bucket_len(t) as u32
+}
+
 #[inline]
 fn id(k: &Key, publ: bool) -> i64 {
     if publ {
@@ -129,12 +154,15 @@ pub struct Coder {
 }
 
 impl Coder {
-    /// The coder of `group` over the rows `runs` of `keys` (their values bound the codes);
-    /// `too_large` if the codes cannot be packed in 128 bits.
+    /// The coder of `group` over the rows `runs` of `keys` (their values bound the codes;
+    /// `ids`, when given, bounds the advertiser and the publisher ids among them, so that
+    /// many rows need not be read for it); `too_large` if the codes cannot be packed in
+    /// 128 bits.
     pub fn new(
         group: &[Column],
         keys: &[Key],
         runs: &[Range<usize>],
+        ids: [Option<(i64, i64)>; 2],
         countries: &[String],
     ) -> Result<Coder> {
         let mut cols: Vec<(Code, u64)> = Vec::with_capacity(group.len());
@@ -145,8 +173,8 @@ impl Coder {
                 Column::Time(t) => (time_code(t, keys, runs), 0),
                 Column::Type => (rank_code(false, &type_names()), 1),
                 Column::Country => (rank_code(true, countries), 2),
-                Column::AdvertiserId => (id_code(false, keys, runs), 3),
-                Column::PublisherId => (id_code(true, keys, runs), 4),
+                Column::AdvertiserId => (id_code(false, keys, runs, ids[0]), 3),
+                Column::PublisherId => (id_code(true, keys, runs, ids[1]), 4),
                 c => unreachable!("{c} is not a rollup column"),
             };
             lead = lead.max(at + 1);
@@ -197,28 +225,42 @@ fn rank_code(country: bool, names: &[String]) -> (Code, u64) {
 
 /// A time column's code: buckets from the first one among the rows, NULL after the last.
 fn time_code(t: TimeCol, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
-    let len = crate::query::filter::bucket_len(t) as i32;
     let first = runs.first().map(|r| keys[r.start].time);
     let last = runs.iter().rev().find_map(|r| {
         let non_null = keys[r.clone()].partition_point(|k| k.time != NULL_TIME);
         (non_null > 0).then(|| keys[r.start + non_null - 1].time)
     });
-    // Buckets are `len` minutes apart, so a bucket's index from the first is the
-    // distance from its start divided by `len` (every row is at or after the first).
-    let len = len as u32;
+    // Buckets are `len(t)` minutes apart, so a bucket's index from the first is the
+    // distance from its start divided by that (every row is at or after the first).
     match (first, last) {
         (Some(first), Some(last)) if first != NULL_TIME => {
             let base = t.bucket(first);
-            let card = u64::from(last.abs_diff(base) / len) + 2;
-            (Code::Time { base, len }, card)
+            let card = u64::from(last.abs_diff(base) / len(t)) + 2;
+            (Code::Time { base, col: t }, card)
         }
-        _ => (Code::Time { base: 0, len }, 1),
+        _ => (Code::Time { base: 0, col: t }, 1),
     }
 }
 
+/// Rows from which an id column's code is taken from known bounds of its ids rather than
+/// from reading every row.
+const BOUNDED_ROWS: usize = 1 << 14;
+
 /// An id column's code: offsets from the smallest id when they fit 32 bits, else
-/// positions among the distinct ids.
-fn id_code(publ: bool, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
+/// positions among the distinct ids. The smallest and largest id are `bounds` when
+/// known and the rows are many, else read from the rows.
+fn id_code(
+    publ: bool,
+    keys: &[Key],
+    runs: &[Range<usize>],
+    bounds: Option<(i64, i64)>,
+) -> (Code, u64) {
+    let many = runs.iter().map(|r| r.len()).sum::<usize>() > BOUNDED_ROWS;
+    if let Some((min, max)) = bounds.filter(|_| many) {
+        if let Some(span) = max.checked_sub(min).filter(|span| *span < 1 << 32) {
+            return (Code::Id { publ, min }, span as u64 + 2);
+        }
+    }
     let ids = || {
         runs.iter()
             .flat_map(|r| keys[r.clone()].iter())
@@ -420,7 +462,7 @@ mod tests {
             Column::Time(TimeCol::Hour),
             Column::Type,
         ];
-        let coder = Coder::new(&group, &keys, &runs, &[]).unwrap();
+        let coder = Coder::new(&group, &keys, &runs, [None; 2], &[]).unwrap();
         let mut packed = Vec::new();
         coder.pack(&keys, &mut packed);
         let mut by_key: Vec<usize> = (0..keys.len()).collect();

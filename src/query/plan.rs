@@ -354,6 +354,48 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
     )
 }
 
+/// For a filter on `ts`, the same bounds on the `day` column, widened by a day each way
+/// (a local day holds the instants of its UTC day and the days either side, whatever the
+/// zone), so they never leave out a row the filter takes. The table's rows lie in day
+/// order within each file and the day column is run-length coded, so DuckDB reads it
+/// cheaply and skips the `ts` values of rows on other days.
+fn day_of_ts_sql(f: &Filter, params: &mut Vec<Param>) -> Vec<String> {
+    if f.col != Column::Ts {
+        return Vec::new();
+    }
+    let ms: Vec<i64> = f
+        .lits
+        .iter()
+        .filter_map(|l| match l {
+            Lit::Int(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let (lo, hi) = match (f.op, ms.iter().min(), ms.iter().max()) {
+        (Op::Between | Op::Eq | Op::In, Some(lo), Some(hi)) => (Some(*lo), Some(*hi)),
+        (Op::Gt | Op::Gte, Some(lo), _) => (Some(*lo), None),
+        (Op::Lt | Op::Lte, _, Some(hi)) => (None, Some(*hi)),
+        _ => (None, None),
+    };
+    let mut preds = Vec::new();
+    for (bound, sym, widen) in [(lo, ">=", -1), (hi, "<=", 1)] {
+        // Days far outside any data are left out: they bound nothing, and could be
+        // outside DuckDB's dates.
+        let day = bound.map(|ms| ms.div_euclid(MS_PER_DAY) + widen);
+        if let Some(day) = day.filter(|d| d.abs() <= FAR_DAYS) {
+            preds.push(format!("day {sym} DATE '1970-01-01' + CAST(? AS INTEGER)"));
+            params.push(Param::Int(day));
+        }
+    }
+    preds
+}
+
+/// Days from 1970 beyond which a `ts` bound is not carried over to `day`.
+const FAR_DAYS: i64 = 1_000_000;
+
+/// Milliseconds in a day.
+const MS_PER_DAY: i64 = 86_400_000;
+
 fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
     let (lhs, ph) = match f.col {
         Column::AuctionId => ("auction_id".to_string(), "CAST(? AS UUID)"),
@@ -391,11 +433,17 @@ pub fn sql(query: &Query) -> (String, Vec<Param>) {
         .collect();
     let mut sql = format!("SELECT {} FROM events", select.join(", "));
     if !query.filters.is_empty() {
-        let preds: Vec<String> = query
+        let mut preds: Vec<String> = query
             .filters
             .iter()
             .map(|f| filter_sql(f, &mut params))
             .collect();
+        preds.extend(
+            query
+                .filters
+                .iter()
+                .flat_map(|f| day_of_ts_sql(f, &mut params)),
+        );
         sql.push_str(" WHERE ");
         sql.push_str(&preds.join(" AND "));
     }
@@ -441,6 +489,40 @@ pub fn sql(query: &Query) -> (String, Vec<Param>) {
 mod tests {
     use super::*;
     use crate::rollup::default_specs;
+
+    /// A filter on `ts` also bounds `day` by whole days either side, binding the days in
+    /// the order of the text; far bounds and `<>` add nothing.
+    #[test]
+    fn ts_filters_bound_the_day_column() {
+        let day = 19_875_i64;
+        let at = |ms: i64| day * MS_PER_DAY + ms;
+        let cases = [
+            (
+                format!(r#"["between", [{}, {}]]"#, at(30_000), at(3_630_000)),
+                vec![day - 1, day + 1],
+            ),
+            (format!(r#"["gte", {}]"#, at(-1)), vec![day - 2]),
+            (format!(r#"["lt", {}]"#, at(0)), vec![day + 1]),
+            (
+                format!(r#"["in", [{}, {}]]"#, at(5 * MS_PER_DAY), at(0)),
+                vec![day - 1, day + 6],
+            ),
+            (format!(r#"["neq", {}]"#, at(0)), vec![]),
+            (r#"["gte", -9000000000000000000]"#.to_string(), vec![]),
+        ];
+        for (filter, days) in cases {
+            let (op, val): (String, serde_json::Value) = serde_json::from_str(&filter).unwrap();
+            let q = Query::parse(&serde_json::json!({
+                "select": [{"COUNT": "*"}],
+                "where": [{"col": "ts", "op": op, "val": val}, {"col": "type", "op": "eq", "val": "click"}],
+            }))
+            .unwrap();
+            let (text, params) = sql(&q);
+            assert_eq!(text.matches("day ").count(), days.len(), "{text}");
+            let bound: Vec<Param> = days.into_iter().map(Param::Int).collect();
+            assert_eq!(params[params.len() - bound.len()..], bound, "{filter}");
+        }
+    }
 
     /// The default set with row counts of the order seen at bench scale.
     fn catalog() -> Vec<CatalogEntry> {

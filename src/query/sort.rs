@@ -37,7 +37,7 @@ fn top_by_key<K: Ord + Copy>(
     }
     let mut end = v.len();
     if k < v.len() / 2 {
-        v.select_nth_unstable(k - 1);
+        v.select_nth_unstable_by_key(k - 1, |p| p.0);
         // Groups past the cut whose key ties the last one taken may still come first.
         let edge = v[k - 1].0;
         let rest = &mut v[k..];
@@ -50,8 +50,9 @@ fn top_by_key<K: Ord + Copy>(
         }
         end = k + tied;
     }
+    // By key alone: ties are put in order below, so comparing groups too is waste.
     let taken = &mut v[..end];
-    taken.sort_unstable();
+    taken.sort_unstable_by_key(|p| p.0);
     for run in taken.chunk_by_mut(|a, b| a.0 == b.0) {
         if run.len() > 1 {
             run.sort_unstable_by(|a, b| tie(a.1, b.1));

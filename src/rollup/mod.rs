@@ -349,12 +349,59 @@ pub struct Extremes {
 /// Rows are read as `(Key, Agg)` pairs (`iter`, `range`, `get`) and written in key
 /// order (`push`, `extend_from`); nothing mutates a row except the min/max repair of
 /// `merge_extremes` and `recompute_extremes`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RollupRows {
     keys: Vec<Key>,
     rows: Vec<u64>,
     bid: Sparse,
     total: Sparse,
+    ids: IdSpans,
+}
+
+/// Rows are equal when their columns are (whatever spans their ids were given).
+impl PartialEq for RollupRows {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.keys, &self.rows, &self.bid, &self.total)
+            == (&other.keys, &other.rows, &other.bid, &other.total)
+    }
+}
+
+impl Eq for RollupRows {}
+
+/// Bounds of the advertiser and of the publisher ids (NULLs aside) of a rollup's keys,
+/// kept as rows come in, so that a query need not read every key for them. Rows taken
+/// out leave them as they were: they hold every id present, maybe more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdSpans([(i64, i64); 2]);
+
+impl Default for IdSpans {
+    /// No ids.
+    fn default() -> Self {
+        IdSpans([(i64::MAX, i64::MIN); 2])
+    }
+}
+
+impl IdSpans {
+    #[inline]
+    fn widen(&mut self, key: &Key) {
+        for (span, id) in self.0.iter_mut().zip([key.adv, key.publ]) {
+            if id != NULL_ID {
+                *span = (span.0.min(id), span.1.max(id));
+            }
+        }
+    }
+
+    fn union(&mut self, other: &IdSpans) {
+        for (span, o) in self.0.iter_mut().zip(other.0) {
+            *span = (span.0.min(o.0), span.1.max(o.1));
+        }
+    }
+
+    /// The smallest and largest advertiser (or publisher) id, if there is one.
+    pub fn of(&self, publ: bool) -> Option<(i64, i64)> {
+        let span = self.0[usize::from(publ)];
+        (span.0 <= span.1).then_some(span)
+    }
 }
 
 /// The non-empty measures of one price column: the positions of their rows (ascending)
@@ -507,6 +554,7 @@ impl RollupRows {
             rows: Vec::with_capacity(rows),
             bid: sparse(bid),
             total: sparse(total),
+            ids: IdSpans::default(),
         }
     }
 
@@ -524,6 +572,7 @@ impl RollupRows {
     #[inline]
     pub fn push(&mut self, key: Key, agg: &Agg) {
         let i = self.keys.len();
+        self.ids.widen(&key);
         self.keys.push(key);
         self.rows.push(agg.rows);
         self.bid.push(i, &agg.bid);
@@ -533,6 +582,7 @@ impl RollupRows {
     /// Appends `src`'s rows `range` (keys above every key already here).
     pub fn extend_from(&mut self, src: &RollupRows, range: Range<usize>) {
         let to = self.keys.len();
+        self.ids.union(&src.ids);
         self.keys.extend_from_slice(&src.keys[range.clone()]);
         self.rows.extend_from_slice(&src.rows[range.clone()]);
         self.bid.extend_from(&src.bid, range.clone(), to);
@@ -583,11 +633,14 @@ impl RollupRows {
             return None;
         }
         let sparse = |(at, values)| Sparse { at, values };
+        let mut ids = IdSpans::default();
+        keys.iter().for_each(|k| ids.widen(k));
         let mut out = RollupRows {
             keys,
             rows,
             bid: sparse(bid),
             total: sparse(total),
+            ids,
         };
         out.sort();
         out.keys.windows(2).all(|w| w[0] < w[1]).then_some(out)
@@ -604,6 +657,11 @@ impl RollupRows {
     /// Every row's key, ascending.
     pub fn keys(&self) -> &[Key] {
         &self.keys
+    }
+
+    /// Bounds of the keys' ids.
+    pub fn ids(&self) -> &IdSpans {
+        &self.ids
     }
 
     /// The aggregates of row `i`.
@@ -751,6 +809,7 @@ impl RollupRows {
             return;
         }
         let n = self.len();
+        self.ids.union(&add.ids);
         let [common, bid_both, total_both] = self.count_common(add);
         let out = n + add.len() - common;
         let bid_out = self.bid.at.len() + add.bid.at.len() - bid_both;
