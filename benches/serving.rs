@@ -10,6 +10,7 @@ use std::time::Instant;
 use duckdb::types::ToSqlOutput;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use rollupd::model::schema::Zone;
 use rollupd::query::plan::sql;
 use rollupd::query::Query;
 use serde_json::{json, Value as Json};
@@ -45,7 +46,7 @@ impl Native {
     /// Median ms of `runs` runs of the daemon's SQL for `query`, reading every row.
     pub fn time(&self, query: &Json, runs: usize) -> (f64, usize) {
         let q = Query::parse(query).expect("a valid query");
-        let (text, params) = sql(&q);
+        let (text, params) = sql(&q, Zone::Utc);
         let bound = rollupd::storage::table::bind(&params);
         let mut stmt = self.conn.prepare(&text).expect("prepare");
         let mut times = Vec::new();

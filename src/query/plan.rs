@@ -94,7 +94,7 @@ impl std::fmt::Display for Rejection {
 
 /// Plans `query` against the rollups in `catalog`.
 pub fn plan(query: &Query, catalog: &[CatalogEntry]) -> Plan {
-    plan_checked(query, catalog).0
+    plan_checked(query, catalog, Zone::Utc).0
 }
 
 /// Plans `query` in time zone `zone` as `plan_checked` does, except that a query no rollup
@@ -106,9 +106,9 @@ pub fn plan_in(
     catalog: &[CatalogEntry],
     zone: Zone,
 ) -> (Query, Plan, Vec<Result<(), Rejection>>) {
-    let (plan, verdicts) = plan_checked(&query, catalog);
+    let (plan, verdicts) = plan_checked(&query, catalog, zone);
     if let (Route::DuckDb { .. }, Some(buckets)) = (&plan.route, ts_as_buckets(&query, zone)) {
-        let (by_bucket, checked) = plan_checked(&buckets, catalog);
+        let (by_bucket, checked) = plan_checked(&buckets, catalog, zone);
         if matches!(by_bucket.route, Route::Rollup(_)) {
             return (buckets, by_bucket, checked);
         }
@@ -155,9 +155,13 @@ fn ts_span_as_buckets(f: &Filter) -> Option<Filter> {
     })
 }
 
-/// Plans `query`, and gives each rollup's verdict (in catalog order): `Ok` for those that
-/// cover it (the smallest is chosen), else why not.
-pub fn plan_checked(query: &Query, catalog: &[CatalogEntry]) -> (Plan, Vec<Result<(), Rejection>>) {
+/// Plans `query` (its local times in `zone`), and gives each rollup's verdict (in catalog
+/// order): `Ok` for those that cover it (the smallest is chosen), else why not.
+pub fn plan_checked(
+    query: &Query,
+    catalog: &[CatalogEntry],
+    zone: Zone,
+) -> (Plan, Vec<Result<(), Rejection>>) {
     let verdicts: Vec<_> = catalog
         .iter()
         .map(|e| {
@@ -175,7 +179,7 @@ pub fn plan_checked(query: &Query, catalog: &[CatalogEntry]) -> (Plan, Vec<Resul
         .min_by_key(|(i, (e, _))| (e.rows, *i))
         .map(|(i, _)| Route::Rollup(i))
         .unwrap_or_else(|| {
-            let (sql, params) = sql(query);
+            let (sql, params) = sql(query, zone);
             Route::DuckDb { sql, params }
         });
     let plan = Plan {
@@ -354,12 +358,13 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
     )
 }
 
-/// For a filter on `ts`, the same bounds on the `day` column, widened by a day each way
-/// (a local day holds the instants of its UTC day and the days either side, whatever the
-/// zone), so they never leave out a row the filter takes. The table's rows lie in day
-/// order within each file and the day column is run-length coded, so DuckDB reads it
-/// cheaply and skips the `ts` values of rows on other days.
-fn day_of_ts_sql(f: &Filter, params: &mut Vec<Param>) -> Vec<String> {
+/// For a filter on `ts`, the same bounds on the `day` column (the local day of `zone`):
+/// in UTC the days of the bounds, in other zones widened by a day each way (the instants
+/// of a local day lie within its UTC day and the days either side), so they never leave
+/// out a row the filter takes. The table's rows lie in day order within each file and
+/// the day column is run-length coded, so DuckDB reads it cheaply and skips the `ts`
+/// values of rows on other days.
+fn day_of_ts_sql(f: &Filter, zone: Zone, params: &mut Vec<Param>) -> Vec<String> {
     if f.col != Column::Ts {
         return Vec::new();
     }
@@ -377,8 +382,12 @@ fn day_of_ts_sql(f: &Filter, params: &mut Vec<Param>) -> Vec<String> {
         (Op::Lt | Op::Lte, _, Some(hi)) => (None, Some(*hi)),
         _ => (None, None),
     };
+    let widen = match zone {
+        Zone::Utc => 0,
+        Zone::Named(_) => 1,
+    };
     let mut preds = Vec::new();
-    for (bound, sym, widen) in [(lo, ">=", -1), (hi, "<=", 1)] {
+    for (bound, sym, widen) in [(lo, ">=", -widen), (hi, "<=", widen)] {
         // Days far outside any data are left out: they bound nothing, and could be
         // outside DuckDB's dates.
         let day = bound.map(|ms| ms.div_euclid(MS_PER_DAY) + widen);
@@ -420,8 +429,8 @@ fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
     }
 }
 
-/// DuckDB SQL for a query with its bound parameters.
-pub fn sql(query: &Query) -> (String, Vec<Param>) {
+/// DuckDB SQL for a query (its local times in `zone`) with its bound parameters.
+pub fn sql(query: &Query, zone: Zone) -> (String, Vec<Param>) {
     let mut params = Vec::new();
     let select: Vec<String> = query
         .select
@@ -442,7 +451,7 @@ pub fn sql(query: &Query) -> (String, Vec<Param>) {
             query
                 .filters
                 .iter()
-                .flat_map(|f| day_of_ts_sql(f, &mut params)),
+                .flat_map(|f| day_of_ts_sql(f, zone, &mut params)),
         );
         sql.push_str(" WHERE ");
         sql.push_str(&preds.join(" AND "));
@@ -490,26 +499,30 @@ mod tests {
     use super::*;
     use crate::rollup::default_specs;
 
-    /// A filter on `ts` also bounds `day` by whole days either side, binding the days in
-    /// the order of the text; far bounds and `<>` add nothing.
+    /// A filter on `ts` also bounds `day`: by the days of its bounds in UTC, by a day more
+    /// each way in another zone, binding the days in the order of the text; far bounds
+    /// and `<>` add nothing.
     #[test]
     fn ts_filters_bound_the_day_column() {
         let day = 19_875_i64;
         let at = |ms: i64| day * MS_PER_DAY + ms;
+        // Each filter, and its day bounds in UTC (a lower bound is widened down, an upper
+        // one up, in another zone).
         let cases = [
             (
                 format!(r#"["between", [{}, {}]]"#, at(30_000), at(3_630_000)),
-                vec![day - 1, day + 1],
+                vec![(day, -1), (day, 1)],
             ),
-            (format!(r#"["gte", {}]"#, at(-1)), vec![day - 2]),
-            (format!(r#"["lt", {}]"#, at(0)), vec![day + 1]),
+            (format!(r#"["gte", {}]"#, at(-1)), vec![(day - 1, -1)]),
+            (format!(r#"["lt", {}]"#, at(0)), vec![(day, 1)]),
             (
                 format!(r#"["in", [{}, {}]]"#, at(5 * MS_PER_DAY), at(0)),
-                vec![day - 1, day + 6],
+                vec![(day, -1), (day + 5, 1)],
             ),
             (format!(r#"["neq", {}]"#, at(0)), vec![]),
             (r#"["gte", -9000000000000000000]"#.to_string(), vec![]),
         ];
+        let new_york = Zone::parse("America/New_York").unwrap();
         for (filter, days) in cases {
             let (op, val): (String, serde_json::Value) = serde_json::from_str(&filter).unwrap();
             let q = Query::parse(&serde_json::json!({
@@ -517,10 +530,14 @@ mod tests {
                 "where": [{"col": "ts", "op": op, "val": val}, {"col": "type", "op": "eq", "val": "click"}],
             }))
             .unwrap();
-            let (text, params) = sql(&q);
-            assert_eq!(text.matches("day ").count(), days.len(), "{text}");
-            let bound: Vec<Param> = days.into_iter().map(Param::Int).collect();
-            assert_eq!(params[params.len() - bound.len()..], bound, "{filter}");
+            for (zone, widen) in [(Zone::Utc, 0), (new_york, 1)] {
+                let (text, params) = sql(&q, zone);
+                assert_eq!(text.matches("day ").count(), days.len(), "{text}");
+                let bound: Vec<Param> = (days.iter())
+                    .map(|(d, dir)| Param::Int(d + dir * widen))
+                    .collect();
+                assert_eq!(params[params.len() - bound.len()..], bound, "{filter}");
+            }
         }
     }
 
@@ -663,7 +680,7 @@ mod tests {
         )
         .unwrap();
         let cat = catalog();
-        let (p, verdicts) = plan_checked(&q, &cat);
+        let (p, verdicts) = plan_checked(&q, &cat, Zone::Utc);
         assert!(matches!(p.route, Route::DuckDb { .. }));
         let by_name = |n: &str| {
             let i = cat.iter().position(|e| e.spec.name() == n).unwrap();
