@@ -242,7 +242,7 @@ fn group_column(c: Column, keys: impl Iterator<Item = Key>, countries: &Arc<[Str
         Column::AdvertiserId | Column::PublisherId => {
             let publ = c == Column::PublisherId;
             Data::Int(
-                keys.map(|k| match if publ { k.publ } else { k.adv } {
+                keys.map(|k| match k.id(publ) {
                     NULL_ID => None,
                     v => Some(v),
                 })
@@ -681,8 +681,8 @@ fn same_lead(a: &Key, b: &Key, lead: usize) -> bool {
         a.time == b.time,
         a.typ == b.typ,
         a.country == b.country,
-        a.adv == b.adv,
-        a.publ == b.publ,
+        a.id(false) == b.id(false),
+        a.id(true) == b.id(true),
     ];
     cols[..lead].iter().all(|same| *same)
 }
@@ -746,8 +746,8 @@ fn is_null(c: Column, k: &Key) -> bool {
         Column::Time(_) => k.time == NULL_TIME,
         Column::Type => k.typ == 0,
         Column::Country => k.country == 0,
-        Column::AdvertiserId => k.adv == NULL_ID,
-        Column::PublisherId => k.publ == NULL_ID,
+        Column::AdvertiserId => k.id(false) == NULL_ID,
+        Column::PublisherId => k.id(true) == NULL_ID,
         c => unreachable!("COUNT({c}) is not answered from rollups"),
     }
 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 use crate::query::request::{Filter, Lit, Op};
 use crate::query::{cores, on_threads};
-use crate::rollup::{Key, NULL_ID, NULL_TIME};
+use crate::rollup::{ordinal_of, Key, Ordinal, NULL_ID, NULL_TIME};
 
 /// Sorted, disjoint, inclusive ranges of integers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,28 +139,6 @@ const KEY_DOMAIN: [(i64, i64); 5] = [
     (i64::MIN, i64::MAX),
 ];
 
-/// A key's columns in sort order.
-fn key_parts(k: &Key) -> [i64; 5] {
-    [
-        i64::from(k.time),
-        i64::from(k.typ),
-        i64::from(k.country),
-        k.adv,
-        k.publ,
-    ]
-}
-
-/// The key of columns within `KEY_DOMAIN`.
-fn key_of(p: [i64; 5]) -> Key {
-    Key {
-        time: p[0] as i32,
-        typ: p[1] as u8,
-        country: p[2] as u16,
-        adv: p[3],
-        publ: p[4],
-    }
-}
-
 /// The conjunction of a query's filters, on rollup keys.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeyFilter {
@@ -271,7 +249,7 @@ impl KeyFilter {
         while i < end {
             if self.matches(&keys[i]) {
                 let j = match self.run_bound(&keys[i]) {
-                    Some(bound) => gallop(keys, i + 1, end, |k| *k < bound),
+                    Some(bound) => gallop(keys, i + 1, end, |k| k.ordinal() < bound),
                     None => {
                         let mut j = i + 1;
                         while j < end && self.matches(&keys[j]) {
@@ -294,7 +272,7 @@ impl KeyFilter {
                 continue;
             }
             match self.next_candidate(&keys[j - 1]) {
-                Some(target) => i = gallop(keys, j, end, |k| *k < target),
+                Some(target) => i = gallop(keys, j, end, |k| k.ordinal() < target),
                 None => break,
             }
             probe = if i - j < LINEAR_PROBE {
@@ -306,12 +284,12 @@ impl KeyFilter {
         out
     }
 
-    /// A key up to which every key from `k` (which matches) on matches: the last
+    /// (The ordinal of) a key up to which every key from `k` (which matches) on matches: the last
     /// filtered column moved past the allowed range that holds it, the columns after it
     /// (which no filter bounds) at their smallest. `None` when that range ends the column.
-    fn run_bound(&self, k: &Key) -> Option<Key> {
+    fn run_bound(&self, k: &Key) -> Option<Ordinal> {
         let col = (0..5).rev().find(|&c| self.allowed[c].is_some())?;
-        let mut parts = key_parts(k);
+        let mut parts = k.parts();
         let r = self.allowed[col].as_ref()?;
         let i = r.0.partition_point(|(_, hi)| *hi < parts[col]);
         let next = r.0[i]
@@ -322,13 +300,13 @@ impl KeyFilter {
         for (d, slot) in parts.iter_mut().enumerate().skip(col + 1) {
             *slot = KEY_DOMAIN[d].0;
         }
-        Some(key_of(parts))
+        Some(ordinal_of(parts))
     }
 
-    /// The smallest key after `k` (which fails) whose columns are all allowed, as far as
+    /// (The ordinal of) the smallest key after `k` (which fails) whose columns are all allowed, as far as
     /// the columns up to the first failing one of `k` decide; `None` if there is none.
-    fn next_candidate(&self, k: &Key) -> Option<Key> {
-        let parts = key_parts(k);
+    fn next_candidate(&self, k: &Key) -> Option<Ordinal> {
+        let parts = k.parts();
         let fails = |c: usize| {
             self.allowed[c]
                 .as_ref()
@@ -350,7 +328,7 @@ impl KeyFilter {
                         .and_then(|r| r.0.first().map(|(lo, _)| *lo))
                         .unwrap_or(KEY_DOMAIN[d].0);
                 }
-                return Some(key_of(out));
+                return Some(ordinal_of(out));
             }
             col = col.checked_sub(1)?;
             want = parts[col].checked_add(1);
@@ -453,8 +431,8 @@ impl Pred {
             Pred::Time(r) => r.contains(i64::from(k.time)),
             Pred::Type(table) => table[k.typ as usize],
             Pred::Country(table) => table.get(k.country as usize).copied().unwrap_or(false),
-            Pred::Adv(r) => r.contains(k.adv),
-            Pred::Publ(r) => r.contains(k.publ),
+            Pred::Adv(r) => r.contains(k.id(false)),
+            Pred::Publ(r) => r.contains(k.id(true)),
         }
     }
 }
@@ -532,13 +510,7 @@ mod tests {
                     for adv in [0, 1, 3, 4, 9, NULL_ID] {
                         for publ in [-2, 0, 5, NULL_ID] {
                             if rng.gen_bool(0.5) {
-                                keys.push(Key {
-                                    time,
-                                    typ,
-                                    country,
-                                    adv,
-                                    publ,
-                                });
+                                keys.push(Key::new(time, typ, country, adv, publ));
                             }
                         }
                     }

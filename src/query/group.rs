@@ -45,8 +45,6 @@ enum Code {
     Rank { country: bool, rank: Vec<u32> },
     /// An id from the smallest one.
     Id { publ: bool, min: i64 },
-    /// An id's position among the distinct ids (ids spread too far apart to offset).
-    Distinct { publ: bool, values: Vec<i64> },
 }
 
 impl Code {
@@ -85,13 +83,9 @@ impl Code {
             } => at.add(out, |k| {
                 rank.get(k.country as usize).map_or(null, |r| u64::from(*r))
             }),
-            Code::Id { publ, min } => at.add(out, |k| match id(k, *publ) {
+            Code::Id { publ, min } => at.add(out, |k| match k.id(*publ) {
                 NULL_ID => null,
                 v => v.wrapping_sub(*min) as u64,
-            }),
-            Code::Distinct { publ, values } => at.add(out, |k| match id(k, *publ) {
-                NULL_ID => null,
-                v => values.binary_search(&v).map_or(null, |i| i as u64),
             }),
         }
     }
@@ -131,15 +125,6 @@ fn time_code_of<const LEN: u32>(k: &Key, base: i32, null: u64) -> u64 {
 /// The minutes of a bucket of `t`.
 const fn len(t: TimeCol) -> u32 {
     crate::query::filter::bucket_len(t) as u32
-}
-
-#[inline]
-fn id(k: &Key, publ: bool) -> i64 {
-    if publ {
-        k.publ
-    } else {
-        k.adv
-    }
 }
 
 /// Packs the group-by columns of a key into one integer that orders groups as the answer
@@ -246,9 +231,9 @@ fn time_code(t: TimeCol, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
 /// from reading every row.
 const BOUNDED_ROWS: usize = 1 << 14;
 
-/// An id column's code: offsets from the smallest id when they fit 32 bits, else
-/// positions among the distinct ids. The smallest and largest id are `bounds` when
-/// known and the rows are many, else read from the rows.
+/// An id column's code: offsets from the smallest id (ids are 32-bit, so they span less
+/// than 2^32). The smallest and largest id are `bounds` when known and the rows are
+/// many, else read from the rows.
 fn id_code(
     publ: bool,
     keys: &[Key],
@@ -256,31 +241,18 @@ fn id_code(
     bounds: Option<(i64, i64)>,
 ) -> (Code, u64) {
     let many = runs.iter().map(|r| r.len()).sum::<usize>() > BOUNDED_ROWS;
-    if let Some((min, max)) = bounds.filter(|_| many) {
-        if let Some(span) = max.checked_sub(min).filter(|span| *span < 1 << 32) {
-            return (Code::Id { publ, min }, span as u64 + 2);
-        }
-    }
-    let ids = || {
-        runs.iter()
+    let (min, max) = match bounds.filter(|_| many) {
+        Some(bounds) => bounds,
+        None => (runs.iter())
             .flat_map(|r| keys[r.clone()].iter())
-            .map(move |k| id(k, publ))
+            .map(|k| k.id(publ))
             .filter(|v| *v != NULL_ID)
+            .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v))),
     };
-    let (min, max) = ids().fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if min > max {
         return (Code::Id { publ, min: 0 }, 1);
     }
-    match max.checked_sub(min).filter(|span| *span < 1 << 32) {
-        Some(span) => (Code::Id { publ, min }, span as u64 + 2),
-        None => {
-            let mut values: Vec<i64> = ids().collect();
-            values.sort_unstable();
-            values.dedup();
-            let card = values.len() as u64 + 1;
-            (Code::Distinct { publ, values }, card)
-        }
-    }
+    (Code::Id { publ, min }, max.abs_diff(min) + 2)
 }
 
 /// One group-by column's place in a packed key.
@@ -434,12 +406,7 @@ mod tests {
     use super::*;
 
     fn key(time: i32, typ: u8, adv: i64) -> Key {
-        Key {
-            time,
-            typ,
-            adv,
-            ..Key::default()
-        }
+        Key::new(time, typ, 0, adv, 0)
     }
 
     /// Packed keys order as the group-by columns do, NULLs last, and every way of
@@ -451,7 +418,7 @@ mod tests {
             key(60, 1, NULL_ID),
             key(60, 3, 7),
             key(120, 0, 5),
-            key(NULL_TIME, 2, 1 << 40),
+            key(NULL_TIME, 2, i32::MAX as i64),
         ];
         let runs = vec![Range {
             start: 0,

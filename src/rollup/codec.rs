@@ -109,8 +109,8 @@ pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
         0 => 0,
         c => local.binary_search(&c).expect("code in dictionary") as i128 + 1,
     });
-    column(&|k| k.adv.into());
-    column(&|k| k.publ.into());
+    column(&|k| k.id(false).into());
+    column(&|k| k.id(true).into());
     for c in counts {
         put_u(&mut out, (*c).into());
     }
@@ -215,8 +215,12 @@ fn decode_columns(r: &mut Reader<'_>, codes: &[u16], n: usize) -> Result<RollupR
         let code = usize::try_from(v).ok().and_then(|i| codes.get(i));
         code.map(|c| k.country = *c).is_some()
     })?;
-    column(r, &mut |k, v| i64::try_from(v).map(|a| k.adv = a).is_ok())?;
-    column(r, &mut |k, v| i64::try_from(v).map(|p| k.publ = p).is_ok())?;
+    column(r, &mut |k, v| {
+        i64::try_from(v).is_ok_and(|a| k.set_id(false, a))
+    })?;
+    column(r, &mut |k, v| {
+        i64::try_from(v).is_ok_and(|p| k.set_id(true, p))
+    })?;
     let counts = (0..keys.len())
         .map(|_| Ok(r.u()? as u64))
         .collect::<Result<Vec<_>>>()?;
@@ -245,15 +249,15 @@ fn decode_rows(r: &mut Reader<'_>, codes: &[u16], n: usize) -> Result<RollupRows
             .get(r.at)
             .ok_or_else(|| Error::Internal("truncated partial".into()))?;
         r.at += 1;
-        let key = Key {
-            time,
-            typ,
-            country: *codes
-                .get(r.u()? as usize)
-                .ok_or_else(|| Error::Internal("bad country in partial".into()))?,
-            adv: r.i()? as i64,
-            publ: r.i()? as i64,
-        };
+        let country = *codes
+            .get(r.u()? as usize)
+            .ok_or_else(|| Error::Internal("bad country in partial".into()))?;
+        let (adv, publ) = (r.i()?, r.i()?);
+        let key = i64::try_from(adv)
+            .ok()
+            .zip(i64::try_from(publ).ok())
+            .and_then(|(adv, publ)| Key::try_new(time, typ, country, adv, publ))
+            .ok_or_else(|| Error::Internal("bad id in partial".into()))?;
         let agg = Agg {
             rows: r.u()? as u64,
             bid: get_measure(r)?,
@@ -285,39 +289,15 @@ mod tests {
         let countries = Countries::default();
         let (jp, br) = (countries.code("JP").unwrap(), countries.code("BR").unwrap());
         let rows = RollupRows::from_iter([
+            (Key::new(-100, 1, jp, 7, NULL_ID), a),
             (
-                Key {
-                    time: -100,
-                    typ: 1,
-                    country: jp,
-                    adv: 7,
-                    publ: NULL_ID,
-                },
-                a,
-            ),
-            (
-                Key {
-                    time: 28_000_000,
-                    typ: 0,
-                    country: 0,
-                    adv: NULL_ID,
-                    publ: -1,
-                },
+                Key::new(28_000_000, 0, 0, NULL_ID, -1),
                 Agg {
                     rows: 1,
                     ..Agg::default()
                 },
             ),
-            (
-                Key {
-                    time: NULL_TIME,
-                    typ: 4,
-                    country: br,
-                    adv: 0,
-                    publ: 0,
-                },
-                a,
-            ),
+            (Key::new(NULL_TIME, 4, br, 0, 0), a),
         ]);
         let encoded = encode(&rows, &countries);
         assert_eq!(decode(&encoded, &countries).unwrap(), rows);

@@ -125,7 +125,7 @@ impl RollupSpec {
     /// The key of a row with these column values under this rollup.
     #[inline]
     pub fn key(&self, row: &Key) -> Key {
-        Key {
+        let mut key = Key {
             time: match self.grain {
                 None => 0,
                 Some(_) if row.time == NULL_TIME => NULL_TIME,
@@ -137,17 +137,14 @@ impl RollupSpec {
             } else {
                 0
             },
-            adv: if self.has(Dim::Advertiser) {
-                row.adv
-            } else {
-                0
-            },
-            publ: if self.has(Dim::Publisher) {
-                row.publ
-            } else {
-                0
-            },
+            ..Key::default()
+        };
+        for (dim, publ) in [(Dim::Advertiser, false), (Dim::Publisher, true)] {
+            if self.has(dim) {
+                key.set_id(publ, row.id(publ));
+            }
         }
+        key
     }
 }
 
@@ -174,30 +171,117 @@ pub const NULL_TIME: i32 = i32::MAX;
 /// NULL in an id key (sorts last).
 pub const NULL_ID: i64 = i64::MAX;
 
-/// A rollup key. Dimensions a rollup does not keep are 0; NULLs are the `NULL_*`
-/// sentinels (0 for type and country codes). Ordered by its fields in order: time, type,
-/// country, advertiser, publisher.
+/// A rollup key: 16 bytes (ids are 32-bit; whether each is NULL is a bit of its own).
+/// Dimensions a rollup does not keep are 0; NULL times are `NULL_TIME`, NULL type and
+/// country codes 0, and NULL ids read as `NULL_ID` (see `id`). Ordered by its columns in
+/// order: time, type, country, advertiser, publisher (NULLs last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
 pub struct Key {
     /// Local minutes of the bucket start (0 for all-time rollups).
     pub time: i32,
     /// Event type code (see `schema::type_code`), 0 = NULL.
     pub typ: u8,
+    /// Bit 0: the advertiser id is NULL; bit 1: the publisher id is (its value then 0).
+    nulls: u8,
     /// Country code (see `countries`), 0 = NULL.
     pub country: u16,
-    pub adv: i64,
-    pub publ: i64,
+    adv: i32,
+    publ: i32,
+}
+
+/// Two integers that order keys: time, type and country in the first, the ids in the
+/// second (signed values shifted to unsigned ones of the same order).
+pub type Ordinal = (u64, u128);
+
+/// The ordinal of a key whose columns, in order, are `parts` (ids as `id` gives them):
+/// also a bound for keys of any column values, in range or not.
+#[inline]
+pub fn ordinal_of(parts: [i64; 5]) -> Ordinal {
+    let time = u64::from((parts[0] as i32 as u32) ^ (1 << 31));
+    let head = time << 24 | (parts[1] as u64 & 0xff) << 16 | (parts[2] as u64 & 0xffff);
+    let id = |v: i64| u128::from((v as u64) ^ (1 << 63));
+    (head, id(parts[3]) << 64 | id(parts[4]))
 }
 
 impl Key {
-    /// Two integers that order as the key does: time, type and country in the first, the
-    /// ids in the second (signed values shifted to unsigned ones of the same order).
+    /// The key of these columns. Ids are 32-bit values or `NULL_ID`: `None` otherwise.
+    pub fn try_new(time: i32, typ: u8, country: u16, adv: i64, publ: i64) -> Option<Key> {
+        let mut key = Key {
+            time,
+            typ,
+            country,
+            ..Key::default()
+        };
+        (key.set_id(false, adv) && key.set_id(true, publ)).then_some(key)
+    }
+
+    /// `try_new` for ids known to be 32-bit or `NULL_ID` (they come from the table's
+    /// 32-bit columns).
     #[inline]
-    fn ordinal(&self) -> (u64, u128) {
-        let time = u64::from((self.time as u32) ^ (1 << 31));
-        let head = time << 24 | u64::from(self.typ) << 16 | u64::from(self.country);
-        let id = |v: i64| u128::from((v as u64) ^ (1 << 63));
-        (head, id(self.adv) << 64 | id(self.publ))
+    pub fn new(time: i32, typ: u8, country: u16, adv: i64, publ: i64) -> Key {
+        Key::try_new(time, typ, country, adv, publ).expect("32-bit ids")
+    }
+
+    /// The advertiser (or publisher) id, `NULL_ID` when NULL.
+    #[inline]
+    pub fn id(&self, publ: bool) -> i64 {
+        let (bit, v) = match publ {
+            false => (1, self.adv),
+            true => (2, self.publ),
+        };
+        match self.nulls & bit {
+            0 => i64::from(v),
+            _ => NULL_ID,
+        }
+    }
+
+    /// The advertiser (or publisher) id, `None` when NULL.
+    #[inline]
+    pub fn id32(&self, publ: bool) -> Option<i32> {
+        let id = self.id(publ);
+        (id != NULL_ID).then_some(id as i32)
+    }
+
+    /// Sets the advertiser (or publisher) id to `v` (`NULL_ID` for NULL); false, leaving
+    /// it as it was, when `v` is not a 32-bit value.
+    #[inline]
+    pub fn set_id(&mut self, publ: bool, v: i64) -> bool {
+        let bit = if publ { 2 } else { 1 };
+        let value = match v {
+            NULL_ID => 0,
+            v => match i32::try_from(v) {
+                Ok(v) => v,
+                Err(_) => return false,
+            },
+        };
+        match v {
+            NULL_ID => self.nulls |= bit,
+            _ => self.nulls &= !bit,
+        }
+        match publ {
+            false => self.adv = value,
+            true => self.publ = value,
+        }
+        true
+    }
+
+    /// The columns in order, as integers (ids as `id` gives them).
+    #[inline]
+    pub fn parts(&self) -> [i64; 5] {
+        [
+            i64::from(self.time),
+            i64::from(self.typ),
+            i64::from(self.country),
+            self.id(false),
+            self.id(true),
+        ]
+    }
+
+    /// Two integers that order as the key does.
+    #[inline]
+    pub fn ordinal(&self) -> Ordinal {
+        ordinal_of(self.parts())
     }
 }
 
@@ -384,7 +468,7 @@ impl Default for IdSpans {
 impl IdSpans {
     #[inline]
     fn widen(&mut self, key: &Key) {
-        for (span, id) in self.0.iter_mut().zip([key.adv, key.publ]) {
+        for (span, id) in self.0.iter_mut().zip([key.id(false), key.id(true)]) {
             if id != NULL_ID {
                 *span = (span.0.min(id), span.1.max(id));
             }
@@ -1142,21 +1226,38 @@ fn gallop(keys: &[Key], k: &Key) -> usize {
 mod tests {
     use super::*;
 
+    /// A key is 16 bytes; ids outside 32 bits are refused, NULL ids read back as NULL
+    /// and compare equal whatever was set before.
+    #[test]
+    fn keys_hold_32_bit_ids_and_nulls() {
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+        assert!(Key::try_new(0, 1, 2, i64::from(i32::MAX) + 1, 0).is_none());
+        assert!(Key::try_new(0, 1, 2, 0, i64::from(i32::MIN) - 1).is_none());
+        let mut k = Key::new(5, 1, 2, -7, NULL_ID);
+        assert_eq!((k.id(false), k.id(true), k.id32(true)), (-7, NULL_ID, None));
+        assert!(k.set_id(false, NULL_ID));
+        assert_eq!(k, Key::new(5, 1, 2, NULL_ID, NULL_ID));
+        assert!(!k.set_id(true, i64::MIN));
+        assert_eq!(k.id(true), NULL_ID);
+    }
+
     /// Keys order as their fields do in turn, extremes and NULL sentinels included.
     #[test]
     fn keys_order_by_their_fields() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let times = [i32::MIN, -1, 0, 1, 28_000_000, NULL_TIME];
-        let ids = [i64::MIN, -5, -1, 0, 1, 7, NULL_ID];
-        let key = |rng: &mut rand_chacha::ChaCha8Rng| Key {
-            time: times[rng.gen_range(0..times.len())],
-            typ: rng.gen_range(0..3),
-            country: [0, 1, u16::MAX][rng.gen_range(0..3)],
-            adv: ids[rng.gen_range(0..ids.len())],
-            publ: ids[rng.gen_range(0..ids.len())],
+        let ids = [i32::MIN as i64, -5, -1, 0, 1, 7, i32::MAX as i64, NULL_ID];
+        let key = |rng: &mut rand_chacha::ChaCha8Rng| {
+            Key::new(
+                times[rng.gen_range(0..times.len())],
+                rng.gen_range(0..3),
+                [0, 1, u16::MAX][rng.gen_range(0..3)],
+                ids[rng.gen_range(0..ids.len())],
+                ids[rng.gen_range(0..ids.len())],
+            )
         };
-        let fields = |k: &Key| (k.time, k.typ, k.country, k.adv, k.publ);
+        let fields = |k: &Key| (k.time, k.typ, k.country, k.id(false), k.id(true));
         for _ in 0..20_000 {
             let (a, b) = (key(&mut rng), key(&mut rng));
             assert_eq!(a.cmp(&b), fields(&a).cmp(&fields(&b)), "{a:?} {b:?}");
@@ -1187,9 +1288,9 @@ mod tests {
             ..Key::default()
         };
         let bare: RollupRows = (0..1000).map(|t| (k(t), agg(1, None))).collect();
-        assert_eq!(bare.heap_bytes(), 1000 * 32);
+        assert_eq!(bare.heap_bytes(), 1000 * 24);
         let priced: RollupRows = (0..1000).map(|t| (k(t), agg(1, Some(t as i64)))).collect();
-        assert!(priced.heap_bytes() <= 1000 * (32 + 44) + 4096);
+        assert!(priced.heap_bytes() <= 1000 * (24 + 44) + 4096);
     }
 
     fn agg(rows: u64, bid: Option<i64>) -> Agg {

@@ -291,13 +291,13 @@ impl<'a> Rows<'a> {
     /// The full key of row `i` (every dimension kept).
     fn key(&self, i: usize) -> Key {
         let value = |d: usize| self.dims[d].values[self.dims[d].codes[i] as usize];
-        Key {
-            time: self.minute(i),
-            typ: value(0) as u8,
-            country: value(1) as u16,
-            adv: value(2),
-            publ: value(3),
-        }
+        Key::new(
+            self.minute(i),
+            value(0) as u8,
+            value(1) as u16,
+            value(2),
+            value(3),
+        )
     }
 }
 

@@ -476,14 +476,10 @@ fn to_batch(
                 keys.iter()
                     .map(|k| (k.country != 0).then(|| countries.name(k.country))),
             )),
-            Dim::Advertiser => Arc::new(Int32Array::from_iter(
-                keys.iter()
-                    .map(|k| (k.adv != NULL_ID).then_some(k.adv as i32)),
-            )),
-            Dim::Publisher => Arc::new(Int32Array::from_iter(
-                keys.iter()
-                    .map(|k| (k.publ != NULL_ID).then_some(k.publ as i32)),
-            )),
+            Dim::Advertiser | Dim::Publisher => {
+                let publ = *d == Dim::Publisher;
+                Arc::new(Int32Array::from_iter(keys.iter().map(|k| k.id32(publ))))
+            }
         };
         cols.push(col);
     }
@@ -550,11 +546,7 @@ fn from_batch(
                     } else {
                         c.as_primitive::<Int32Type>().value(i) as i64
                     };
-                    if *d == Dim::Advertiser {
-                        k.adv = v
-                    } else {
-                        k.publ = v
-                    }
+                    k.set_id(*d == Dim::Publisher, v);
                 }
             }
         }
@@ -624,37 +616,16 @@ mod tests {
         a.bid.add(1_500_000_000);
         a.bid.add(-2);
         let rows = RollupRows::from_iter([
+            (Key::new(28_401_660, 2, us, 0, 7), a),
             (
-                Key {
-                    time: 28_401_660,
-                    typ: 2,
-                    country: us,
-                    adv: 0,
-                    publ: 7,
-                },
-                a,
-            ),
-            (
-                Key {
-                    time: 28_500_000,
-                    typ: 0,
-                    country: 0,
-                    adv: 0,
-                    publ: NULL_ID,
-                },
+                Key::new(28_500_000, 0, 0, 0, NULL_ID),
                 Agg {
                     rows: 1,
                     ..Agg::default()
                 },
             ),
             (
-                Key {
-                    time: NULL_TIME,
-                    typ: 1,
-                    country: us,
-                    adv: 0,
-                    publ: 9,
-                },
+                Key::new(NULL_TIME, 1, us, 0, 9),
                 Agg {
                     rows: 2,
                     ..Agg::default()
@@ -694,11 +665,7 @@ mod tests {
         let rows_of = |range: std::ops::Range<i64>| -> RollupRows {
             range
                 .map(|adv| {
-                    let key = Key {
-                        time: 1440 * (adv % 40) as i32,
-                        adv,
-                        ..Key::default()
-                    };
+                    let key = Key::new(1440 * (adv % 40) as i32, 0, 0, adv, 0);
                     let mut a = Agg {
                         rows: 1 + adv as u64 % 3,
                         ..Agg::default()
@@ -723,7 +690,7 @@ mod tests {
             if removal {
                 let gone: RollupRows = next
                     .iter()
-                    .filter(|(k, _)| (lo + 500..lo + 600).contains(&k.adv))
+                    .filter(|(k, _)| (lo + 500..lo + 600).contains(&k.id(false)))
                     .collect();
                 let (rest, affected) = next.combine(&RollupRows::default(), &gone);
                 assert!(affected.is_empty());

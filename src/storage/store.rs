@@ -662,15 +662,7 @@ mod tests {
             rows: 2,
             ..Agg::default()
         };
-        [(
-            Key {
-                time,
-                ..Key::default()
-            },
-            agg,
-        )]
-        .into_iter()
-        .collect()
+        [(Key::new(time, 0, 0, 0, 0), agg)].into_iter().collect()
     }
 
     fn record(id: u32) -> FileRecord {

@@ -29,7 +29,7 @@ use crate::model::schema::{Column, TableCol, TimeCol, Zone};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
-use crate::rollup::{Countries, Extremes, Key, RollupSpec, NULL_ID, NULL_TIME};
+use crate::rollup::{Countries, Extremes, Key, RollupSpec, NULL_TIME};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -955,7 +955,6 @@ fn extremes_branch(i: usize, spec: &RollupSpec) -> String {
 /// position; dimensions a key does not keep are NULL there and not joined on.
 fn key_batch(wanted: &[(&RollupSpec, &[Key])], countries: &Countries) -> Result<RecordBatch> {
     let time = |k: &Key| (k.time != NULL_TIME).then_some(k.time);
-    let id = |v: i64| (v != NULL_ID).then_some(v as i32);
     let countries = countries.names();
     let keys = || wanted.iter().flat_map(|(_, keys)| keys.iter());
     let columns: Vec<ArrayRef> = vec![
@@ -975,8 +974,8 @@ fn key_batch(wanted: &[(&RollupSpec, &[Key])], countries: &Countries) -> Result<
         Arc::new(StringArray::from_iter(keys().map(|k| {
             (k.country != 0).then(|| countries[k.country as usize].as_str())
         }))),
-        Arc::new(Int32Array::from_iter(keys().map(|k| id(k.adv)))),
-        Arc::new(Int32Array::from_iter(keys().map(|k| id(k.publ)))),
+        Arc::new(Int32Array::from_iter(keys().map(|k| k.id32(false)))),
+        Arc::new(Int32Array::from_iter(keys().map(|k| k.id32(true)))),
     ];
     let schema = Arc::new(Schema::new(vec![
         Field::new("spec", DataType::Int32, false),
