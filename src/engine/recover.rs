@@ -189,6 +189,19 @@ impl Engine {
                 .filter(|r| !in_table.contains_key(&(r.id as i32)))
                 .cloned(),
         );
+        if !repairs.is_empty() {
+            let paths: Vec<String> = repairs
+                .iter()
+                .map(|r| r.path.display().to_string())
+                .collect();
+            // After an update interrupted between the table's commit and the store's.
+            tracing::info!(
+                "the table lacks rows of {} file(s) the store holds; they are folded again \
+                 (or dropped, if gone): {}",
+                repairs.len(),
+                paths.join(", ")
+            );
+        }
         *self.unloaded.lock().expect("unloaded lock") = repairs.iter().map(|r| r.id).collect();
         *self.repairs.lock().expect("repairs lock") = repairs;
         Ok(())
