@@ -96,6 +96,7 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
+    memory::before_updates();
     let mut daemon = Daemon::start(opts)?;
     if let Err(e) = daemon.wait_for_signal() {
         daemon.abandon();
