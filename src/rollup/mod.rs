@@ -190,18 +190,46 @@ pub struct Key {
     publ: i32,
 }
 
-/// Two integers that order keys: time, type and country in the first, the ids in the
-/// second (signed values shifted to unsigned ones of the same order).
-pub type Ordinal = (u64, u128);
+/// One integer that orders keys: time (32 bits), type (8), country (16), then each id in
+/// 33 bits (a 32-bit value shifted to unsigned of the same order, or 2^32 for NULL).
+pub type Ordinal = u128;
 
-/// The ordinal of a key whose columns, in order, are `parts` (ids as `id` gives them):
-/// also a bound for keys of any column values, in range or not.
+/// Where an id of a key lies in its ordinal: its 33-bit code.
 #[inline]
+fn id_code(v: i32, null: bool) -> u128 {
+    match null {
+        false => u128::from((v as u32) ^ (1 << 31)),
+        true => 1 << 32,
+    }
+}
+
+/// The ordinal of the key time, type and country `head` (as in an ordinal) and ids with
+/// these codes.
+#[inline]
+fn ordinal_with(head: u128, adv: u128, publ: u128) -> Ordinal {
+    head << 66 | adv << 33 | publ
+}
+
+/// A bound in ordinals for keys against columns `parts` (in order, ids as `Key::id` gives
+/// them, any i64): for every key `k`, `k.ordinal() < ordinal_of(p)` exactly when
+/// `k.parts() < p`. Time, type and country lie within their types' ranges. An id below
+/// every 32-bit value is bounded as the smallest code with the columns after it at their
+/// smallest; one above every 32-bit value (and not NULL) as NULL, likewise.
 pub fn ordinal_of(parts: [i64; 5]) -> Ordinal {
-    let time = u64::from((parts[0] as i32 as u32) ^ (1 << 31));
-    let head = time << 24 | (parts[1] as u64 & 0xff) << 16 | (parts[2] as u64 & 0xffff);
-    let id = |v: i64| u128::from((v as u64) ^ (1 << 63));
-    (head, id(parts[3]) << 64 | id(parts[4]))
+    let time = u128::from((parts[0] as i32 as u32) ^ (1 << 31));
+    let head = time << 24 | u128::from(parts[1] as u8) << 16 | u128::from(parts[2] as u16);
+    let code = |v: i64| match i32::try_from(v) {
+        Ok(v) => (id_code(v, false), false),
+        Err(_) if v == NULL_ID => (id_code(0, true), false),
+        Err(_) if v < 0 => (0, true),
+        Err(_) => (id_code(0, true), true),
+    };
+    let (adv, reset) = code(parts[3]);
+    let publ = match reset {
+        true => 0,
+        false => code(parts[4]).0,
+    };
+    ordinal_with(head, adv, publ)
 }
 
 impl Key {
@@ -278,10 +306,14 @@ impl Key {
         ]
     }
 
-    /// Two integers that order as the key does.
+    /// One integer that orders as the key does.
     #[inline]
     pub fn ordinal(&self) -> Ordinal {
-        ordinal_of(self.parts())
+        let time = u128::from((self.time as u32) ^ (1 << 31));
+        let head = time << 24 | u128::from(self.typ) << 16 | u128::from(self.country);
+        let adv = id_code(self.adv, self.nulls & 1 != 0);
+        let publ = id_code(self.publ, self.nulls & 2 != 0);
+        ordinal_with(head, adv, publ)
     }
 }
 
@@ -298,11 +330,10 @@ impl PartialOrd for Key {
         Some(self.cmp(other))
     }
 
-    /// Without a branch per field: searches over sorted keys compare this most.
+    /// One comparison of integers: searches over sorted keys compare this most.
     #[inline]
     fn lt(&self, other: &Self) -> bool {
-        let ((a, x), (b, y)) = (self.ordinal(), other.ordinal());
-        (a < b) | ((a == b) & (x < y))
+        self.ordinal() < other.ordinal()
     }
 }
 
@@ -1239,6 +1270,38 @@ mod tests {
         assert_eq!(k, Key::new(5, 1, 2, NULL_ID, NULL_ID));
         assert!(!k.set_id(true, i64::MIN));
         assert_eq!(k.id(true), NULL_ID);
+    }
+
+    /// A bound made from any column values orders against keys as those values do, ids
+    /// outside 32 bits included.
+    #[test]
+    fn bounds_order_against_keys_as_their_columns_do() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let ids = [i32::MIN as i64, -1, 0, 7, i32::MAX as i64, NULL_ID];
+        let wide = [
+            i64::MIN,
+            i32::MIN as i64 - 1,
+            0,
+            i32::MAX as i64 + 1,
+            NULL_ID - 1,
+        ];
+        for _ in 0..20_000 {
+            let mut pick = |values: &[i64]| values[rng.gen_range(0..values.len())];
+            let key = Key::new(pick(&[-1, 0, 5]) as i32, 1, 2, pick(&ids), pick(&ids));
+            let parts = [
+                pick(&[-1, 0, 5]),
+                1,
+                2,
+                pick(&[ids.as_slice(), &wide].concat()),
+                pick(&[ids.as_slice(), &wide].concat()),
+            ];
+            assert_eq!(
+                key.ordinal() < ordinal_of(parts),
+                key.parts() < parts,
+                "{key:?} {parts:?}"
+            );
+        }
     }
 
     /// Keys order as their fields do in turn, extremes and NULL sentinels included.
