@@ -76,7 +76,8 @@ fn time_shown(item: &Item) -> Option<TimeCol> {
 #[derive(Default)]
 struct Accs {
     rows: Vec<u64>,
-    /// Per price (bid, total), when an aggregate reads it.
+    /// Per price (bid, total), when an aggregate reads it (their minima and maxima only
+    /// when `Needs::extremes` says they are read).
     prices: [Vec<Measure>; 2],
     /// Per counted key column (`COUNT(type)`…), the rows where it is not NULL.
     non_null: Vec<Vec<u64>>,

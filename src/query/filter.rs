@@ -284,9 +284,10 @@ impl KeyFilter {
         out
     }
 
-    /// (The ordinal of) a key up to which every key from `k` (which matches) on matches: the last
-    /// filtered column moved past the allowed range that holds it, the columns after it
-    /// (which no filter bounds) at their smallest. `None` when that range ends the column.
+    /// The ordinal of a key up to which every key from `k` (which matches) on matches:
+    /// the last filtered column moved past the allowed range that holds it, the columns
+    /// after it (which no filter bounds) at their smallest. `None` when that range ends
+    /// the column.
     fn run_bound(&self, k: &Key) -> Option<Ordinal> {
         let col = (0..5).rev().find(|&c| self.allowed[c].is_some())?;
         let mut parts = k.parts();
@@ -303,8 +304,9 @@ impl KeyFilter {
         Some(ordinal_of(parts))
     }
 
-    /// (The ordinal of) the smallest key after `k` (which fails) whose columns are all allowed, as far as
-    /// the columns up to the first failing one of `k` decide; `None` if there is none.
+    /// The ordinal of the smallest key after `k` (which fails) whose columns are all
+    /// allowed, as far as the columns up to the first failing one of `k` decide; `None`
+    /// if there is none.
     fn next_candidate(&self, k: &Key) -> Option<Ordinal> {
         let parts = k.parts();
         let fails = |c: usize| {
