@@ -29,16 +29,7 @@ const KEEP_FREED: libc::c_int = 1 << 30;
 /// first (a cold build); called once, before them (glibc only; elsewhere nothing changes).
 pub fn before_updates() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: `mallopt` only changes the allocator's tuning parameters.
-        let set = unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, UPDATE_MMAP) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, UPDATE_MMAP) == 1
-        };
-        if !set {
-            tracing::warn!("the allocator's thresholds could not be set; the defaults stay");
-        }
-    }
+    set_thresholds(UPDATE_MMAP, UPDATE_MMAP);
 }
 
 /// Gives the memory the allocator holds freed back to the system, and has it keep what
@@ -49,18 +40,24 @@ pub fn after_update() {
     {
         static TUNED: std::sync::Once = std::sync::Once::new();
         // SAFETY: `malloc_trim` only returns free memory at the heaps' tops and in their
-        // holes; `mallopt` only changes the allocator's tuning parameters.
+        // holes.
         unsafe {
             libc::malloc_trim(0);
         }
-        TUNED.call_once(|| {
-            let set = unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_MAX) == 1
-                    && libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED) == 1
-            };
-            if !set {
-                tracing::warn!("the allocator's thresholds could not be set; the defaults stay");
-            }
-        });
+        TUNED.call_once(|| set_thresholds(MMAP_MAX, KEEP_FREED));
+    }
+}
+
+/// Sets the size from which allocations get their own mapping, and the freed memory a
+/// heap's top keeps; says so when the allocator refuses.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_thresholds(mmap: libc::c_int, trim: libc::c_int) {
+    // SAFETY: `mallopt` only changes the allocator's tuning parameters.
+    let set = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, mmap) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1
+    };
+    if !set {
+        tracing::warn!("the allocator's thresholds could not be set; the defaults stay");
     }
 }
