@@ -15,7 +15,7 @@ use arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::ingest::changes::{detect, fingerprint, Change, Seen};
-use crate::ingest::fold::{parse_text, Folded, Parsed, Text};
+use crate::ingest::fold::{parse_text, Folded, Text};
 use crate::ingest::lines::{Chunk, Lines};
 use crate::ingest::regular::{open_as_seen, still_as_seen};
 use crate::ingest::watch::{line_held_until, scan};
@@ -271,6 +271,9 @@ impl Engine {
             .build()
             .map_err(|e| Error::Internal(e.to_string()))?;
         let (changes, ids) = (gather.changes, gather.ids);
+        // Threads a file gets: all when it folds alone, one each when several fold.
+        let folding = changes.iter().filter(|c| change_seen(c).is_some()).count();
+        let workers = (pool.current_num_threads() / folding.max(1)).max(1);
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Piece)>(2);
         std::thread::scope(|scope| -> Result<()> {
             scope.spawn(move || {
@@ -290,7 +293,8 @@ impl Engine {
                             let mut emit = |batch| {
                                 let _ = tx.send((i, Piece::Rows(batch)));
                             };
-                            let folded = self.fold(s, from, (ids[i] as i32, part), &mut emit);
+                            let folded =
+                                self.fold(s, from, (ids[i] as i32, part), workers, &mut emit);
                             let _ = tx.send((i, Piece::Done(folded)));
                         })
                 })
@@ -309,19 +313,21 @@ impl Engine {
         })
     }
 
-    /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time
-    /// (`chunk_bytes`), through its last complete line (or all of it once the file has
-    /// been quiet for `line_hold`). The table rows of every chunk but the last go to
-    /// `emit` as they are folded; the fold returned holds the last chunk's rows, the whole
-    /// partial and the fingerprint of everything up to the end of what was folded. `None`
-    /// when there is no complete line past `from` yet. Fails with `Error::Changed` when
-    /// the file changed while read or folded: nothing of it is committed, and it is folded
-    /// again later.
+    /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time,
+    /// through its last complete line (or all of it once the file has been quiet for
+    /// `line_hold`). Up to `workers` chunks fold at once (this thread reads the next one
+    /// meanwhile), so a file alone in its batch folds on every core. The table rows of
+    /// every chunk but one go to `emit` as they are folded; the fold returned holds the
+    /// remaining chunk's rows, the whole partial and the fingerprint of everything up to
+    /// the end of what was folded. `None` when there is no complete line past `from`
+    /// yet. Fails with `Error::Changed` when the file changed while read or folded:
+    /// nothing of it is committed, and it is folded again later.
     pub(super) fn fold(
         &self,
         s: &Seen,
         from: u64,
         ids: (i32, i32),
+        workers: usize,
         emit: &mut dyn FnMut(RecordBatch),
     ) -> Result<Option<Fold>> {
         if self.cancelled.load(Ordering::SeqCst) {
@@ -330,7 +336,8 @@ impl Engine {
         let file = open_as_seen(s)?;
         self.opts.failpoints.hit("fold.read")?;
         let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
-        let mut lines = Lines::new(&s.path, file.take(s.size), self.opts.chunk_bytes);
+        let chunk = chunk_len(self.opts.chunk_bytes, s.size.saturating_sub(from), workers);
+        let mut lines = Lines::new(&s.path, file.take(s.size), chunk);
         let header = match lines.header()? {
             Some(header) => header,
             None if !quiet => return Ok(None),
@@ -344,8 +351,7 @@ impl Engine {
         }
         lines.skip_to(from)?;
         let start = Instant::now();
-        let mut whole: Option<Folded> = None;
-        let mut fold_chunk = |chunk: Chunk, whole: &mut Option<Folded>| -> Result<()> {
+        let fold_chunk = |chunk: Chunk| -> Result<Folded> {
             let text = Text {
                 path: &s.path,
                 header: &header,
@@ -355,38 +361,74 @@ impl Engine {
                 zone: self.layout().zone,
                 countries: self.store.countries(),
             };
-            let bad = whole.as_ref().map_or(0, |w| w.bad_rows.len() as u64);
-            let parsed = parse_text(&text, self.opts.max_bad_rows - bad)?;
+            let parsed = parse_text(&text, self.opts.max_bad_rows)?;
             self.stats.chunk_folded(chunk.bytes.len());
             // The text is not needed past the parse: its memory goes before the partials'.
             drop(chunk);
-            self.fold_chunk(parsed, whole, emit)
+            parsed.fold(&self.layout().specs, self.store.countries())
         };
-        while let Some(chunk) = lines.next_lines()? {
+        let mut whole = Whole {
+            fold: None,
+            path: &s.path,
+            max_bad_rows: self.opts.max_bad_rows,
+        };
+        let mut rest = quiet;
+        let mut next = |lines: &mut Lines<_>| -> Result<Option<Chunk>> {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Error::Cancelled);
             }
-            fold_chunk(chunk, &mut whole)?;
-        }
-        if quiet {
-            let rest = lines.rest()?;
-            if !rest.bytes.is_empty() {
-                fold_chunk(rest, &mut whole)?;
+            match lines.next_lines()? {
+                Some(chunk) => Ok(Some(chunk)),
+                None if std::mem::take(&mut rest) => {
+                    let chunk = lines.rest()?;
+                    Ok((!chunk.bytes.is_empty()).then_some(chunk))
+                }
+                None => Ok(None),
             }
-        }
+        };
+        rayon::in_place_scope(|scope| -> Result<()> {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let fold_chunk = &fold_chunk;
+            // Chunks folding on other threads.
+            let mut away = 0;
+            while let Some(chunk) = next(&mut lines)? {
+                if away + 1 < workers {
+                    away += 1;
+                    let tx = tx.clone();
+                    scope.spawn(move |_| {
+                        let _ = tx.send(fold_chunk(chunk));
+                    });
+                } else {
+                    whole.add(fold_chunk(chunk)?, emit)?;
+                }
+                for piece in rx.try_iter() {
+                    away -= 1;
+                    whole.add(piece?, emit)?;
+                }
+            }
+            while away > 0 {
+                let piece = match rx.try_recv() {
+                    Ok(piece) => piece,
+                    // Fold it here if no other thread has taken it yet.
+                    Err(_) => match rayon::yield_local() {
+                        Some(rayon::Yield::Executed) => continue,
+                        _ => rx.recv().expect("a chunk sends its fold"),
+                    },
+                };
+                away -= 1;
+                whole.add(piece?, emit)?;
+            }
+            Ok(())
+        })?;
         if from > 0 && lines.taken() <= from {
             return Ok(None);
         }
-        let mut f = match whole {
+        let mut f = match whole.fold {
             Some(f) => f,
-            None => {
-                let chunk = Chunk {
-                    bytes: Vec::new(),
-                    first_line: 2,
-                };
-                fold_chunk(chunk, &mut whole)?;
-                whole.expect("folded")
-            }
+            None => fold_chunk(Chunk {
+                bytes: Vec::new(),
+                first_line: 2,
+            })?,
         };
         if from == 0 {
             f.bytes += header.len() as u64;
@@ -411,21 +453,39 @@ impl Engine {
             encoded,
         }))
     }
+}
 
-    /// Folds one parsed chunk of a file: the first becomes the file's fold, each later one
-    /// is merged into it, the rows the fold held so far going to `emit`.
-    fn fold_chunk(
-        &self,
-        parsed: Parsed,
-        whole: &mut Option<Folded>,
-        emit: &mut dyn FnMut(RecordBatch),
-    ) -> Result<()> {
-        let piece = parsed.fold(&self.layout().specs, self.store.countries())?;
-        match whole {
-            None => *whole = Some(piece),
-            Some(w) => emit(w.then(piece)),
-        }
-        Ok(())
+/// The smallest chunk a file is cut into so that several threads fold it.
+const MIN_SHARED_CHUNK: u64 = 4 << 20;
+
+/// How many bytes a chunk of a fold of `len` bytes by `workers` threads holds: the
+/// configured chunk, or less, so that every worker gets one.
+fn chunk_len(chunk_bytes: usize, len: u64, workers: usize) -> usize {
+    match workers {
+        0 | 1 => chunk_bytes,
+        w => (len.div_ceil(w as u64).max(MIN_SHARED_CHUNK) as usize).min(chunk_bytes),
+    }
+}
+
+/// A file's fold, built from its chunks' folds as they come, in any order.
+struct Whole<'a> {
+    fold: Option<Folded>,
+    path: &'a Path,
+    max_bad_rows: u64,
+}
+
+impl Whole<'_> {
+    /// Adds a chunk's fold; the rows the fold held so far go to `emit`. Fails once the
+    /// chunks hold more than `max_bad_rows` bad rows.
+    fn add(&mut self, piece: Folded, emit: &mut dyn FnMut(RecordBatch)) -> Result<()> {
+        let whole = match &mut self.fold {
+            None => self.fold.insert(piece),
+            Some(w) => {
+                emit(w.then(piece));
+                w
+            }
+        };
+        whole.check_bad_rows(self.path, self.max_bad_rows)
     }
 }
 
@@ -522,7 +582,7 @@ pub(super) fn add_partial(added: &mut [RollupRows], partial: Vec<RollupRows>) {
 
 pub(super) fn encode_all(partial: &[RollupRows], countries: &Countries) -> Vec<Vec<u8>> {
     partial
-        .iter()
+        .par_iter()
         .map(|p| codec::encode(p, countries))
         .collect()
 }

@@ -59,16 +59,33 @@ pub struct Folded {
 }
 
 impl Folded {
-    /// Adds the fold of the next chunk of the same file; returns this fold's table rows,
-    /// which the next chunk's replace (the caller sends them on).
+    /// Adds the fold of another chunk of the same file; returns this fold's table rows,
+    /// which the other chunk's replace (the caller sends them on).
     pub fn then(&mut self, next: Folded) -> RecordBatch {
         for (p, n) in self.partial.iter_mut().zip(&next.partial) {
-            *p = p.merge(n);
+            p.merge_in_place(n);
         }
         self.rows += next.rows;
         self.bytes += next.bytes;
         self.bad_rows.extend(next.bad_rows);
+        self.bad_rows.sort_unstable();
         std::mem::replace(&mut self.table, next.table)
+    }
+
+    /// Fails when the fold skipped more than `max_bad_rows` bad rows.
+    pub fn check_bad_rows(&self, path: &Path, max_bad_rows: u64) -> Result<()> {
+        match self.bad_rows.len() as u64 > max_bad_rows {
+            true => Err(too_many_bad_rows(path, max_bad_rows, &self.bad_rows)),
+            false => Ok(()),
+        }
+    }
+}
+
+/// The failure of a file with more than `max_bad_rows` bad rows, `bad` (sorted by line).
+fn too_many_bad_rows(path: &Path, max_bad_rows: u64, bad: &[(usize, String)]) -> Error {
+    Error::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("more than {max_bad_rows} bad rows; first: {}", bad[0].1),
     }
 }
 
@@ -279,10 +296,7 @@ fn parse_tolerant(text: &Text<'_>, max_bad_rows: u64) -> Result<Tolerated> {
                 bad.push((first_line + a, e.to_string()));
                 if bad.len() as u64 > max_bad_rows {
                     bad.sort();
-                    return Err(Error::BadFile {
-                        path: text.path.to_path_buf(),
-                        reason: format!("more than {max_bad_rows} bad rows; first: {}", bad[0].1),
-                    });
+                    return Err(too_many_bad_rows(text.path, max_bad_rows, &bad));
                 }
             }
             Err(_) => {

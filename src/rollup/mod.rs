@@ -545,15 +545,6 @@ impl Sparse {
         self.at.binary_search(&row_index(row)).ok()
     }
 
-    /// Moves cursor `j` past the measures of rows before `row`; whether `row` has one.
-    #[inline]
-    fn advance_to(&self, j: &mut usize, row: usize) -> bool {
-        while self.at.get(*j).is_some_and(|&a| (a as usize) < row) {
-            *j += 1;
-        }
-        self.at.get(*j).is_some_and(|&a| a as usize == row)
-    }
-
     /// The measure of the row a cursor `j` (see `seek`) has reached, moving past it.
     #[inline]
     fn take(&self, j: &mut usize, row: usize) -> Measure {
@@ -916,42 +907,43 @@ impl RollupRows {
         old.next().is_none().then_some(out)
     }
 
-    /// Merges sorted rows into these in place: the columns grow to their new length and
-    /// are filled from the back, so no second copy of the rollup is ever held. Gives the
-    /// same rows as `merge`.
+    /// Merges sorted rows into these in place: the columns grow by `add`'s length and are
+    /// filled from the back, so no second copy of the rollup is ever held; the rows both
+    /// sides share leave a gap at the front of what was written, closed at the end (the
+    /// rows below every key of `add` are already where they belong). Gives the same rows
+    /// as `merge`.
     pub fn merge_in_place(&mut self, add: &RollupRows) {
         if add.is_empty() {
             return;
         }
-        let n = self.len();
         self.ids.union(&add.ids);
-        let [common, bid_both, total_both] = self.count_common(add);
-        let out = n + add.len() - common;
-        let bid_out = self.bid.at.len() + add.bid.at.len() - bid_both;
-        let total_out = self.total.at.len() + add.total.at.len() - total_both;
-        // Exactly: a rollup grown by doubling would hold up to twice its rows.
-        self.keys.reserve_exact(out - n);
-        self.keys.resize(out, Key::default());
-        self.rows.reserve_exact(out - n);
-        self.rows.resize(out, 0);
+        let (n, top) = (self.len(), self.len() + add.len());
+        self.keys.reserve_exact(add.len());
+        self.keys.resize(top, Key::default());
+        self.rows.reserve_exact(add.len());
+        self.rows.resize(top, 0);
         let mut cursors = [
-            Back::new(&mut self.bid, bid_out),
-            Back::new(&mut self.total, total_out),
+            Back::new(&mut self.bid, add.bid.at.len()),
+            Back::new(&mut self.total, add.total.at.len()),
         ];
-        let (mut i, mut j) = (n, add.len());
+        let (mut i, mut j, mut k) = (n, add.len(), top);
         let (mut ab, mut at) = (add.bid.at.len(), add.total.at.len());
-        for k in (0..out).rev() {
-            let take_mine = j == 0 || (i > 0 && self.keys[i - 1] >= add.keys[j - 1]);
-            let take_theirs = i == 0 || (j > 0 && add.keys[j - 1] >= self.keys[i - 1]);
+        while j > 0 {
+            k -= 1;
+            let theirs = add.keys[j - 1].ordinal();
+            let mine = match i {
+                0 => None,
+                _ => Some(self.keys[i - 1].ordinal()),
+            };
             let mut agg = Agg::default();
-            if take_mine {
+            if mine >= Some(theirs) {
                 i -= 1;
                 agg.rows = self.rows[i];
                 agg.bid = cursors[0].take_back(i);
                 agg.total = cursors[1].take_back(i);
                 self.keys[k] = self.keys[i];
             }
-            if take_theirs {
+            if mine <= Some(theirs) {
                 j -= 1;
                 agg.merge(&Agg {
                     rows: add.rows[j],
@@ -964,37 +956,17 @@ impl RollupRows {
             cursors[0].put_back(k, &agg.bid);
             cursors[1].put_back(k, &agg.total);
         }
-    }
-
-    /// How many keys these rows and `other` share, and how many of those hold a bid and
-    /// a total measure on both sides: one pass over both, the sparse columns followed by
-    /// cursors.
-    fn count_common(&self, other: &RollupRows) -> [usize; 3] {
-        let (a, b) = (&self.keys, &other.keys);
-        let (mut i, mut j, mut n) = (0, 0, 0);
-        let mut both = [0; 2];
-        let mut cursors = [[0usize; 2]; 2];
-        let columns = [[&self.bid, &other.bid], [&self.total, &other.total]];
-        while i < a.len() && j < b.len() {
-            match a[i].cmp(&b[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    n += 1;
-                    for ((count, [mine, theirs]), [ci, cj]) in
-                        both.iter_mut().zip(&columns).zip(&mut cursors)
-                    {
-                        let here = mine.advance_to(ci, i);
-                        if theirs.advance_to(cj, j) && here {
-                            *count += 1;
-                        }
-                    }
-                    i += 1;
-                    j += 1;
-                }
-            }
+        let gap = k - i;
+        for c in cursors {
+            c.close(gap);
         }
-        [n, both[0], both[1]]
+        if gap > 0 {
+            self.keys.copy_within(k.., i);
+            self.keys.truncate(top - gap);
+            self.rows.copy_within(k.., i);
+            self.rows.truncate(top - gap);
+            self.shrink_to_fit();
+        }
     }
 
     /// Gives back the memory grown past the rows' length.
@@ -1170,18 +1142,33 @@ struct Back<'a> {
 }
 
 impl<'a> Back<'a> {
-    /// Grows the column to `len` measures.
-    fn new(s: &'a mut Sparse, len: usize) -> Back<'a> {
+    /// Grows the column by `more` measures.
+    fn new(s: &'a mut Sparse, more: usize) -> Back<'a> {
         let read = s.at.len();
-        s.at.reserve_exact(len - read);
-        s.at.resize(len, 0);
-        s.values.reserve_exact(len - read);
-        s.values.resize(len, Measure::default());
+        s.at.reserve_exact(more);
+        s.at.resize(read + more, 0);
+        s.values.reserve_exact(more);
+        s.values.resize(read + more, Measure::default());
         Back {
             s,
             read,
-            write: len,
+            write: read + more,
         }
+    }
+
+    /// Moves the measures written down to those not read, their rows `gap` lower.
+    fn close(self, gap: usize) {
+        let (read, write, len) = (self.read, self.write, self.s.at.len());
+        if gap == 0 && read == write {
+            return;
+        }
+        for a in &mut self.s.at[write..] {
+            *a -= gap as u32;
+        }
+        self.s.at.copy_within(write.., read);
+        self.s.at.truncate(len - (write - read));
+        self.s.values.copy_within(write.., read);
+        self.s.values.truncate(len - (write - read));
     }
 
     /// The measure of old row `row` (read from the back), if it has one.
