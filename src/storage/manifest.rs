@@ -25,6 +25,7 @@ use arrow::datatypes::{
 };
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow_ipc::CompressionType;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -262,26 +263,29 @@ pub fn write_rollup(
         })
         .unwrap_or_default();
     let old_rows = previous.map(|(_, rows)| rows);
-    let mut entries = Vec::new();
-    let mut wrote = false;
-    for (key, part) in partitions(spec, rows) {
-        if let (Some((p, old_part)), Some(old_rows)) = (old.get(&key), old_rows) {
-            if rows.range_eq(part.clone(), old_rows, old_part.clone()) {
-                entries.push((*p).clone());
-                continue;
+    // Each partition that changed is written on a thread of its own (the largest rollup
+    // would otherwise keep one thread busy long after the others are done).
+    let written = partitions(spec, rows)
+        .into_par_iter()
+        .map(|(key, part)| {
+            if let (Some((p, old_part)), Some(old_rows)) = (old.get(&key), old_rows) {
+                if rows.range_eq(part.clone(), old_rows, old_part.clone()) {
+                    return Ok(((*p).clone(), false));
+                }
             }
-        }
-
-        let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
-        let bytes = write_ipc(&state.join(&file), (spec, rows), part.clone(), countries)?;
-        wrote = true;
-        entries.push(PartitionEntry {
-            key,
-            file,
-            rows: part.len() as u64,
-            bytes,
-        });
-    }
+            let file = format!("{ROLLUP_DIR}/{name}/{key}.g{generation}.arrow");
+            let bytes = write_ipc(&state.join(&file), (spec, rows), part.clone(), countries)?;
+            let entry = PartitionEntry {
+                key,
+                file,
+                rows: part.len() as u64,
+                bytes,
+            };
+            Ok((entry, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let wrote = written.iter().any(|(_, wrote)| *wrote);
+    let entries: Vec<PartitionEntry> = written.into_iter().map(|(entry, _)| entry).collect();
     if wrote {
         sync_dir(&dir)?;
     }
