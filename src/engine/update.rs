@@ -3,6 +3,7 @@
 //! generation and merged into the rollups.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -333,23 +334,14 @@ impl Engine {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
         }
-        let file = open_as_seen(s)?;
-        self.opts.failpoints.hit("fold.read")?;
-        let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
-        let chunk = chunk_len(self.opts.chunk_bytes, s.size.saturating_sub(from), workers);
-        let mut lines = Lines::new(&s.path, file.take(s.size), chunk);
-        let header = match lines.header()? {
-            Some(header) => header,
-            None if !quiet => return Ok(None),
-            None => lines.rest()?.bytes,
+        let Some(Opened {
+            mut lines,
+            header,
+            quiet,
+        }) = self.open_for_fold(s, from, workers)?
+        else {
+            return Ok(None);
         };
-        if header.is_empty() {
-            return Err(Error::BadFile {
-                path: s.path.clone(),
-                reason: "empty file (no header line)".into(),
-            });
-        }
-        lines.skip_to(from)?;
         let start = Instant::now();
         let fold_chunk = |chunk: Chunk| -> Result<Folded> {
             let text = Text {
@@ -367,13 +359,8 @@ impl Engine {
             drop(chunk);
             parsed.fold(&self.layout().specs, self.store.countries())
         };
-        let mut whole = Whole {
-            fold: None,
-            path: &s.path,
-            max_bad_rows: self.opts.max_bad_rows,
-        };
         let mut rest = quiet;
-        let mut next = |lines: &mut Lines<_>| -> Result<Option<Chunk>> {
+        let next = || -> Result<Option<Chunk>> {
             if self.cancelled.load(Ordering::SeqCst) {
                 return Err(Error::Cancelled);
             }
@@ -386,40 +373,12 @@ impl Engine {
                 None => Ok(None),
             }
         };
-        rayon::in_place_scope(|scope| -> Result<()> {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            let fold_chunk = &fold_chunk;
-            // Chunks folding on other threads.
-            let mut away = 0;
-            while let Some(chunk) = next(&mut lines)? {
-                if away + 1 < workers {
-                    away += 1;
-                    let tx = tx.clone();
-                    scope.spawn(move |_| {
-                        let _ = tx.send(fold_chunk(chunk));
-                    });
-                } else {
-                    whole.add(fold_chunk(chunk)?, emit)?;
-                }
-                for piece in rx.try_iter() {
-                    away -= 1;
-                    whole.add(piece?, emit)?;
-                }
-            }
-            while away > 0 {
-                let piece = match rx.try_recv() {
-                    Ok(piece) => piece,
-                    // Fold it here if no other thread has taken it yet.
-                    Err(_) => match rayon::yield_local() {
-                        Some(rayon::Yield::Executed) => continue,
-                        _ => rx.recv().expect("a chunk sends its fold"),
-                    },
-                };
-                away -= 1;
-                whole.add(piece?, emit)?;
-            }
-            Ok(())
-        })?;
+        let mut whole = Whole {
+            fold: None,
+            path: &s.path,
+            max_bad_rows: self.opts.max_bad_rows,
+        };
+        whole.fold_chunks(next, workers, &fold_chunk, emit)?;
         if from > 0 && lines.taken() <= from {
             return Ok(None);
         }
@@ -453,6 +412,43 @@ impl Engine {
             encoded,
         }))
     }
+
+    /// A file opened to fold from byte `from` on (in chunks for `workers` threads);
+    /// `None` while not even its header line is whole.
+    fn open_for_fold(&self, s: &Seen, from: u64, workers: usize) -> Result<Option<Opened>> {
+        let file = open_as_seen(s)?;
+        self.opts.failpoints.hit("fold.read")?;
+        let quiet = SystemTime::now() >= line_held_until(s.mtime_ns, self.opts.line_hold);
+        let chunk = chunk_len(self.opts.chunk_bytes, s.size.saturating_sub(from), workers);
+        let mut lines = Lines::new(&s.path, file.take(s.size), chunk);
+        let header = match lines.header()? {
+            Some(header) => header,
+            None if !quiet => return Ok(None),
+            None => lines.rest()?.bytes,
+        };
+        if header.is_empty() {
+            return Err(Error::BadFile {
+                path: s.path.clone(),
+                reason: "empty file (no header line)".into(),
+            });
+        }
+        lines.skip_to(from)?;
+        Ok(Some(Opened {
+            lines,
+            header,
+            quiet,
+        }))
+    }
+}
+
+/// A file opened for a fold.
+struct Opened {
+    /// Its lines, from where the fold starts.
+    lines: Lines<std::io::Take<File>>,
+    header: Vec<u8>,
+    /// Whether it has been quiet for `line_hold` (its last line then counts even without
+    /// a newline).
+    quiet: bool,
 }
 
 /// The smallest chunk a file is cut into so that several threads fold it.
@@ -475,6 +471,50 @@ struct Whole<'a> {
 }
 
 impl Whole<'_> {
+    /// Folds the chunks `next` reads with `fold_chunk`, up to `workers` at once on the
+    /// pool (this thread folds the others, and reads), adding each as it is done.
+    fn fold_chunks(
+        &mut self,
+        mut next: impl FnMut() -> Result<Option<Chunk>>,
+        workers: usize,
+        fold_chunk: &(dyn Fn(Chunk) -> Result<Folded> + Sync),
+        emit: &mut dyn FnMut(RecordBatch),
+    ) -> Result<()> {
+        rayon::in_place_scope(|scope| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            // Chunks folding on other threads.
+            let mut away = 0;
+            while let Some(chunk) = next()? {
+                if away + 1 < workers {
+                    away += 1;
+                    let tx = tx.clone();
+                    scope.spawn(move |_| {
+                        let _ = tx.send(fold_chunk(chunk));
+                    });
+                } else {
+                    self.add(fold_chunk(chunk)?, emit)?;
+                }
+                for piece in rx.try_iter() {
+                    away -= 1;
+                    self.add(piece?, emit)?;
+                }
+            }
+            while away > 0 {
+                let piece = match rx.try_recv() {
+                    Ok(piece) => piece,
+                    // Fold it here if no other thread has taken it yet.
+                    Err(_) => match rayon::yield_local() {
+                        Some(rayon::Yield::Executed) => continue,
+                        _ => rx.recv().expect("a chunk sends its fold"),
+                    },
+                };
+                away -= 1;
+                self.add(piece?, emit)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Adds a chunk's fold; the rows the fold held so far go to `emit`. Fails once the
     /// chunks hold more than `max_bad_rows` bad rows.
     fn add(&mut self, piece: Folded, emit: &mut dyn FnMut(RecordBatch)) -> Result<()> {
