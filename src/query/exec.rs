@@ -16,6 +16,8 @@ use std::cmp::Ordering;
 use std::ops::Range;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
@@ -94,6 +96,19 @@ impl Accs {
         }
     }
 
+    /// Room for groups up to `groups`, their aggregates zero.
+    fn grow(&mut self, groups: usize, prices: [bool; 2]) {
+        self.rows.resize(groups, 0);
+        for (p, wanted) in self.prices.iter_mut().zip(prices) {
+            if wanted {
+                p.resize(groups, Measure::default());
+            }
+        }
+        for n in &mut self.non_null {
+            n.resize(groups, 0);
+        }
+    }
+
     fn push(&mut self, prices: [bool; 2]) {
         self.rows.push(0);
         for (p, wanted) in self.prices.iter_mut().zip(prices) {
@@ -153,6 +168,9 @@ impl Needs {
     }
 }
 
+/// Answered groups from which the answer's columns are built on threads of their own.
+const PARALLEL_GROUPS: usize = 1 << 16;
+
 /// Rows between two checks of the cancel while scanning.
 const CANCEL_CHECK_ROWS: usize = 1 << 16;
 
@@ -211,16 +229,15 @@ fn aggregate_rollup(
         true => Vec::new(),
         false => order.iter().map(|&g| groups.values[g as usize]).collect(),
     };
-    let columns = query
-        .select
-        .iter()
-        .zip(aggs)
-        .map(|(item, agg)| match (item, agg) {
-            (Item::Column(c), _) => group_column(*c, values.iter().copied(), &selected.countries),
-            (Item::Agg(_), Some(data)) => data.gather(&order),
-            (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
-        })
-        .collect();
+    let column = |(item, agg): (&Item, Option<Data>)| match (item, agg) {
+        (Item::Column(c), _) => group_column(*c, values.iter().copied(), &selected.countries),
+        (Item::Agg(_), Some(data)) => data.gather(&order),
+        (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
+    };
+    let columns = match order.len() < PARALLEL_GROUPS {
+        true => query.select.iter().zip(aggs).map(column).collect(),
+        false => query.select.par_iter().zip(aggs).map(column).collect(),
+    };
     Ok(Rows::new(columns))
 }
 
@@ -490,20 +507,30 @@ fn cut_runs(runs: &[Range<usize>], rows: usize) -> Vec<Vec<Range<usize>>> {
 /// Adds the groups and aggregates of `part` to `whole`'s.
 fn absorb(whole: &mut (Groups, Accs), part: (Groups, Accs), needs: &Needs) {
     let ((groups, accs), (part_groups, part_accs)) = (whole, part);
-    for (g, (key, value)) in part_groups.keys.iter().zip(&part_groups.values).enumerate() {
-        let (to, new) = groups.find(*key, value);
-        if new {
-            accs.push(needs.prices);
-        }
-        let to = to as usize;
-        accs.rows[to] += part_accs.rows[g];
-        for (n, part_n) in accs.non_null.iter_mut().zip(&part_accs.non_null) {
-            n[to] += part_n[g];
-        }
-        for (i, (p, part_p)) in accs.prices.iter_mut().zip(&part_accs.prices).enumerate() {
-            if let Some(m) = part_p.get(g) {
-                needs.add(i, &mut p[to], m);
+    let (keys, values) = (&part_groups.keys, &part_groups.values);
+    let mut found = Vec::with_capacity(keys.len());
+    if groups.find_direct(keys, values, &mut found) {
+        accs.grow(groups.len(), needs.prices);
+    } else {
+        for (key, value) in keys.iter().zip(values) {
+            let (to, new) = groups.find(*key, value);
+            if new {
+                accs.push(needs.prices);
             }
+            found.push(to);
+        }
+    }
+    for (&to, n) in found.iter().zip(&part_accs.rows) {
+        accs.rows[to as usize] += n;
+    }
+    for (whole_n, part_n) in accs.non_null.iter_mut().zip(&part_accs.non_null) {
+        for (&to, n) in found.iter().zip(part_n) {
+            whole_n[to as usize] += n;
+        }
+    }
+    for (i, (p, part_p)) in accs.prices.iter_mut().zip(&part_accs.prices).enumerate() {
+        for (&to, m) in found.iter().zip(part_p) {
+            needs.add(i, &mut p[to as usize], m);
         }
     }
 }
@@ -638,6 +665,14 @@ impl Fold<'_> {
     fn group(&mut self, block: Range<usize>) {
         let (keys, _, _) = self.rollup.columns();
         self.coder.pack(&keys[block.clone()], &mut self.packed);
+        let values = &keys[block.clone()];
+        if self
+            .groups
+            .find_direct(&self.packed, values, &mut self.found)
+        {
+            self.accs.grow(self.groups.len(), self.needs.prices);
+            return;
+        }
         self.found.clear();
         for (i, value) in block.clone().zip(&keys[block.clone()]) {
             let g = self.group_of(self.packed[i - block.start], value);
@@ -666,9 +701,16 @@ impl Fold<'_> {
         for p in (0..2).filter(|p| self.needs.prices[*p]) {
             let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
             let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < block.end);
-            for (&a, m) in at[*cursor..end].iter().zip(&values[*cursor..end]) {
-                let g = found[a as usize - block.start] as usize;
-                self.needs.add(p, &mut accs.prices[p][g], m);
+            let rows = at[*cursor..end].iter().zip(&values[*cursor..end]);
+            let (sums, found) = (&mut accs.prices[p], &found[..block.len()]);
+            let group = |a: u32| found[a as usize - block.start] as usize;
+            match self.needs.extremes[p] {
+                true => rows.for_each(|(&a, m)| sums[group(a)].merge(m)),
+                false => rows.for_each(|(&a, m)| {
+                    let sum = &mut sums[group(a)];
+                    sum.n += m.n;
+                    sum.sum += m.sum;
+                }),
             }
             *cursor = end;
         }
@@ -801,10 +843,7 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
     if query.order_by.is_empty() {
         let mut order = match groups.in_order() {
             Some(order) => order,
-            None => {
-                let pairs = keys.iter().copied().zip(0..n as u32).collect();
-                top_groups(pairs, limit, |_, _| Ordering::Equal)
-            }
+            None => top_groups(n, |g| keys[g as usize], limit, |_, _| Ordering::Equal),
         };
         order.truncate(limit);
         return order;
@@ -812,16 +851,6 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
     // The first order key as one integer beside each group; groups whose first keys tie
     // are ordered by every key, then by their packed keys.
     let first = query.order_by[0];
-    let pairs: Vec<(u128, u32)> = match &aggs[first.item] {
-        Some(data) => (0..n)
-            .map(|g| (data.sort_key(g, first.desc), g as u32))
-            .collect(),
-        None => {
-            let weight = coder.weight(group_slot(query, first.item));
-            let lead = keys.iter().map(|k| weight.sort_key(*k, first.desc));
-            lead.zip(0..n as u32).collect()
-        }
-    };
     let tie = |x: u32, y: u32| {
         let (x, y) = (x as usize, y as usize);
         for k in &query.order_by {
@@ -839,7 +868,14 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         }
         keys[x].cmp(&keys[y])
     };
-    top_groups(pairs, limit, tie)
+    match &aggs[first.item] {
+        Some(data) => top_groups(n, |g| data.sort_key(g as usize, first.desc), limit, tie),
+        None => {
+            let weight = coder.weight(group_slot(query, first.item));
+            let key = |g: u32| weight.sort_key(keys[g as usize], first.desc);
+            top_groups(n, key, limit, tie)
+        }
+    }
 }
 
 /// The group-by position of select item `item` (a plain column).

@@ -48,14 +48,24 @@ enum Code {
 }
 
 impl Code {
-    /// Adds each key's code times `radix` to its packed key in `out` (the codes in
-    /// 64-bit arithmetic when `narrow`: the whole packed key fits 64 bits), one column
-    /// at a time so the loop is the same for every row.
-    fn add_to(&self, keys: &[Key], null: u64, radix: u128, narrow: bool, out: &mut [u128]) {
+    /// Puts each key's code times `radix` in its packed key in `out` (`first`: `out`
+    /// holds nothing yet, so the codes are written rather than added), in 64-bit
+    /// arithmetic when `narrow` (the whole packed key fits 64 bits), one column at a time
+    /// so the loop is the same for every row.
+    fn add_to(
+        &self,
+        keys: &[Key],
+        null: u64,
+        radix: u128,
+        narrow: bool,
+        first: bool,
+        out: &mut Vec<u128>,
+    ) {
         let at = Cells {
             keys,
             radix,
             narrow,
+            first,
         };
         match self {
             // The bucket length a constant, its division compiles to a multiply.
@@ -91,24 +101,37 @@ impl Code {
     }
 }
 
-/// The keys a column's codes are added for, at the column's radix.
+/// The keys a column's codes are put in packed keys for, at the column's radix.
 struct Cells<'a> {
     keys: &'a [Key],
     radix: u128,
     narrow: bool,
+    /// Whether this is the first column: its codes are written, not added.
+    first: bool,
 }
 
 impl Cells<'_> {
-    /// Adds `code(key) * radix` to each packed key of `out`.
+    /// Adds `code(key) * radix` to each packed key of `out`, or for the first column
+    /// fills `out` with them.
     #[inline(always)]
-    fn add(&self, out: &mut [u128], code: impl Fn(&Key) -> u64) {
-        let cells = out.iter_mut().zip(self.keys);
-        match self.narrow {
-            true => {
+    fn add(&self, out: &mut Vec<u128>, code: impl Fn(&Key) -> u64) {
+        match (self.narrow, self.first) {
+            (true, true) => {
                 let radix = self.radix as u64;
+                out.extend(self.keys.iter().map(|k| u128::from(code(k) * radix)));
+            }
+            (false, true) => {
+                out.extend(self.keys.iter().map(|k| u128::from(code(k)) * self.radix));
+            }
+            (true, false) => {
+                let radix = self.radix as u64;
+                let cells = out.iter_mut().zip(self.keys);
                 cells.for_each(|(o, k)| *o += u128::from(code(k) * radix));
             }
-            false => cells.for_each(|(o, k)| *o += u128::from(code(k)) * self.radix),
+            (false, false) => {
+                let cells = out.iter_mut().zip(self.keys);
+                cells.for_each(|(o, k)| *o += u128::from(code(k)) * self.radix);
+            }
         }
     }
 }
@@ -193,10 +216,12 @@ impl Coder {
     /// The packed keys of `keys` into `out` (replacing what it held).
     pub fn pack(&self, keys: &[Key], out: &mut Vec<u128>) {
         out.clear();
-        out.resize(keys.len(), 0);
+        if self.codes.is_empty() {
+            return out.resize(keys.len(), 0);
+        }
         let narrow = self.space <= u128::from(u64::MAX);
-        for (code, null, radix) in &self.codes {
-            code.add_to(keys, *null, *radix, narrow, out);
+        for (i, (code, null, radix)) in self.codes.iter().enumerate() {
+            code.add_to(keys, *null, *radix, narrow, i == 0, out);
         }
     }
 }
@@ -348,6 +373,27 @@ impl Groups {
             return (next, true);
         }
         self.find_indexed(key, value)
+    }
+
+    /// The groups of packed keys `packed` (of rollup keys `values`) into `found`, making
+    /// the new ones; whether the index is a direct table (else nothing was done: find
+    /// them one by one).
+    #[inline]
+    pub fn find_direct(&mut self, packed: &[u128], values: &[Key], found: &mut Vec<u32>) -> bool {
+        let Index::Direct(table) = &mut self.index else {
+            return false;
+        };
+        found.clear();
+        for (&key, value) in packed.iter().zip(values) {
+            let slot = &mut table[key as usize];
+            if *slot == 0 {
+                self.keys.push(key);
+                self.values.push(*value);
+                *slot = self.keys.len() as u32;
+            }
+            found.push(*slot - 1);
+        }
+        true
     }
 
     /// `find` through a sorted list or a hash map.

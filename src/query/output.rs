@@ -12,6 +12,7 @@ use arrow::datatypes::ArrowPrimitiveType;
 use arrow::datatypes::{DataType, Decimal128Type, Field, Float64Type, Int32Type, Int64Type};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
@@ -349,28 +350,38 @@ impl TimeText {
     }
 
     /// Appends the text of bucket `m` of column `t` to `out` (ASCII).
+    #[inline]
     pub fn write(&mut self, t: TimeCol, m: i32, out: &mut Vec<u8>) {
-        let (day, minute) = (i64::from(m).div_euclid(1440), i64::from(m).rem_euclid(1440));
+        let day = m.div_euclid(1440);
         match self.day {
-            Some((d, date)) if d == day => out.extend_from_slice(&date),
-            _ => match self.date(day) {
-                Some(date) => {
-                    self.day = Some((day, date));
-                    out.extend_from_slice(&date);
-                }
-                None => {
-                    let (y, mo, d) = civil_from_days(day);
-                    let _ = write!(out, "{y:04}-{mo:02}-{d:02}");
-                }
-            },
+            Some((d, date)) if d == i64::from(day) => out.extend_from_slice(&date),
+            _ => self.write_date(i64::from(day), out),
         }
-        let (h, mi) = (two(minute / 60), two(minute % 60));
-        match t {
-            TimeCol::Minute => out.extend_from_slice(&[b' ', h[0], h[1], b':', mi[0], mi[1]]),
-            TimeCol::Hour => {
-                out.extend_from_slice(&[b' ', h[0], h[1], b':', b'0', b'0', b':', b'0', b'0'])
+        if let TimeCol::Minute | TimeCol::Hour = t {
+            let minute = i64::from(m.rem_euclid(1440));
+            let (h, mi) = (two(minute / 60), two(minute % 60));
+            match t {
+                TimeCol::Minute => {
+                    out.extend_from_slice(&[b' ', h[0], h[1], b':', mi[0], mi[1]]);
+                }
+                _ => out.extend_from_slice(&[b' ', h[0], h[1], b':', b'0', b'0', b':', b'0', b'0']),
             }
-            TimeCol::Day | TimeCol::Week => {}
+        }
+    }
+
+    /// Appends the date of `day` (another than the last one written) and keeps it as the
+    /// last one.
+    #[inline(never)]
+    fn write_date(&mut self, day: i64, out: &mut Vec<u8>) {
+        match self.date(day) {
+            Some(date) => {
+                self.day = Some((day, date));
+                out.extend_from_slice(&date);
+            }
+            None => {
+                let (y, mo, d) = civil_from_days(day);
+                let _ = write!(out, "{y:04}-{mo:02}-{d:02}");
+            }
         }
     }
 
@@ -492,18 +503,22 @@ impl ResultSet {
     }
 
     /// Writes the result as an Arrow IPC stream to `w`: record batches of at most
-    /// `BATCH_ROWS` rows, each built and written before the next (one batch when the
-    /// result is empty).
+    /// `BATCH_ROWS` rows (one when the result is empty), built a few at a time on every
+    /// core, each few written before the next are built.
     pub fn write_arrow_ipc(&self, w: &mut impl Write) -> Result<()> {
         let schema = self.schema();
         let mut writer = arrow_ipc::writer::StreamWriter::try_new(w, &schema)?;
-        let mut start = 0;
-        loop {
-            let end = (start + BATCH_ROWS).min(self.rows.len);
-            writer.write(&self.batch(schema.clone(), start..end)?)?;
-            start = end;
-            if start == self.rows.len {
-                break;
+        let starts: Vec<usize> = (0..self.rows.len.max(1)).step_by(BATCH_ROWS).collect();
+        for few in starts.chunks(crate::query::cores()) {
+            let batches: Vec<Result<RecordBatch>> = few
+                .par_iter()
+                .map(|&start| {
+                    let end = (start + BATCH_ROWS).min(self.rows.len);
+                    self.batch(schema.clone(), start..end)
+                })
+                .collect();
+            for batch in batches {
+                writer.write(&batch?)?;
             }
         }
         writer.finish()?;
