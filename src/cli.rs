@@ -322,8 +322,14 @@ fn command() -> clap::Command {
 
 pub fn run() -> Result<()> {
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
-    // The daemon logs what it does; other commands only warnings.
-    let level = match cli.command {
+    init_logging(&cli.command);
+    dispatch(cli.command)
+}
+
+/// Logs to stderr: the daemon what it does, other commands only warnings (`RUST_LOG`
+/// overrides either).
+fn init_logging(command: &Command) {
+    let level = match command {
         Command::Run { .. } => "info",
         _ => "warn",
     };
@@ -335,19 +341,12 @@ pub fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        Command::Run { settings } => {
-            let mut opts = settings.config()?.daemon_options()?;
-            // `reload` reads the same config file, under the same flags.
-            let again = settings.clone();
-            opts.reload = Some(rollupd::daemon::Reloader::new(move || {
-                let config = again
-                    .config()
-                    .map_err(|e| rollupd::Error::Internal(format!("{e:#}")))?;
-                config.layout()
-            }));
-            rollupd::daemon::run(opts)?
-        }
+}
+
+/// Runs one command.
+fn dispatch(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Run { settings } => run_daemon(settings)?,
         Command::Build { settings, json } => build(&settings.config()?, json)?,
         Command::Query {
             target,
@@ -360,22 +359,7 @@ pub fn run() -> Result<()> {
             format,
             follow: false,
             input,
-        } => {
-            let queries = match input.json()? {
-                Json::Array(items) => items,
-                one => vec![one],
-            };
-            // --state alone means "that state folder": through its daemon if one serves it,
-            // straight from the folder otherwise.
-            let direct = target.socket.is_none()
-                && target.state.is_some()
-                && Client::connect(&target.socket()?).is_err();
-            let answers = match &target.state {
-                Some(state) if direct => query_state(state, &queries, format)?,
-                _ => query_socket(&mut target.client()?, queries.clone(), format)?,
-            };
-            print_answers(answers, queries.len() > 1, format)?;
-        }
+        } => query(&target, input.json()?, format)?,
         Command::Explain {
             target,
             input,
@@ -398,19 +382,7 @@ pub fn run() -> Result<()> {
             print_op(&target, &Request::Status {}, json, status_text)?
         }
         Command::Files { target, json } => print_op(&target, &Request::Files {}, json, files_text)?,
-        Command::Sync { target, json } => {
-            // The daemon gives up first and says so; the client waits a little longer.
-            let sync = Request::Sync {
-                timeout_ms: Some(target.timeout.saturating_mul(1000)),
-            };
-            let target = Target {
-                timeout: target.timeout.saturating_add(10),
-                ..target
-            };
-            print_op(&target, &sync, json, |r: &SyncReply| {
-                format!("generation {}\n", r.generation)
-            })?
-        }
+        Command::Sync { target, json } => sync(target, json)?,
         Command::Reload { target, json } => {
             print_op(&target, &Request::Reload {}, json, reload_text)?
         }
@@ -440,27 +412,75 @@ pub fn run() -> Result<()> {
             files,
             rows_per_file,
             seed,
-        } => {
-            let start = std::time::Instant::now();
-            let report = generate(
-                &dir,
-                &GenOptions {
-                    files,
-                    rows_per_file,
-                    seed,
-                },
-            )
-            .with_context(|| format!("generating into {}", dir.display()))?;
-            eprintln!(
-                "wrote {} files, {} rows, {:.1} MB to {} in {:.1} s",
-                report.files.len(),
-                report.rows,
-                report.bytes as f64 / 1e6,
-                dir.display(),
-                start.elapsed().as_secs_f64()
-            );
-        }
+        } => gen(&dir, files, rows_per_file, seed)?,
     }
+    Ok(())
+}
+
+/// Runs the daemon in the foreground; `reload` reads the same config file, under the
+/// same flags.
+fn run_daemon(settings: Settings) -> Result<()> {
+    let mut opts = settings.config()?.daemon_options()?;
+    opts.reload = Some(rollupd::daemon::Reloader::new(move || {
+        let config = settings
+            .config()
+            .map_err(|e| rollupd::Error::Internal(format!("{e:#}")))?;
+        config.layout()
+    }));
+    Ok(rollupd::daemon::run(opts)?)
+}
+
+/// Answers a query, or an array of them, and prints the answers. `--state` alone means
+/// "that state folder": through its daemon if one serves it, straight from the folder
+/// otherwise.
+fn query(target: &Target, input: Json, format: Format) -> Result<()> {
+    let queries = match input {
+        Json::Array(items) => items,
+        one => vec![one],
+    };
+    let direct = target.socket.is_none()
+        && target.state.is_some()
+        && Client::connect(&target.socket()?).is_err();
+    let answers = match &target.state {
+        Some(state) if direct => query_state(state, &queries, format)?,
+        _ => query_socket(&mut target.client()?, queries.clone(), format)?,
+    };
+    print_answers(answers, queries.len() > 1, format)
+}
+
+/// Waits until the daemon has folded and published every change. The daemon gives up
+/// first and says so; the client waits a little longer.
+fn sync(target: Target, json: bool) -> Result<()> {
+    let sync = Request::Sync {
+        timeout_ms: Some(target.timeout.saturating_mul(1000)),
+    };
+    let target = Target {
+        timeout: target.timeout.saturating_add(10),
+        ..target
+    };
+    print_op(&target, &sync, json, |r: &SyncReply| {
+        format!("generation {}\n", r.generation)
+    })
+}
+
+/// Generates sample files into `dir` and says what it wrote.
+fn gen(dir: &Path, files: usize, rows_per_file: usize, seed: u64) -> Result<()> {
+    let start = std::time::Instant::now();
+    let options = GenOptions {
+        files,
+        rows_per_file,
+        seed,
+    };
+    let report =
+        generate(dir, &options).with_context(|| format!("generating into {}", dir.display()))?;
+    eprintln!(
+        "wrote {} files, {} rows, {:.1} MB to {} in {:.1} s",
+        report.files.len(),
+        report.rows,
+        report.bytes as f64 / 1e6,
+        dir.display(),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

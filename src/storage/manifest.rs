@@ -211,41 +211,73 @@ pub fn write_rollup(
     previous: Option<(&RollupEntry, &RollupRows)>,
     countries: &Countries,
 ) -> Result<RollupEntry> {
-    let name = spec.name();
-    let dir = state.join(ROLLUP_DIR).join(&name);
+    let dir = state.join(ROLLUP_DIR).join(spec.name());
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some((entry, old)) = previous {
         if std::ptr::eq(old, rows) {
             return Ok(entry.clone());
         }
-        let added = old.additions_to(rows);
-        if let Some(changes) = added.filter(|added| {
-            let carried: u64 =
-                entry.deltas.iter().map(|d| d.rows).sum::<u64>() + added.len() as u64;
-            entry.deltas.len() < MAX_DELTAS
-                && carried <= (rows.len() as u64 / 8).max(MIN_DELTA_ROWS)
-        }) {
-            if changes.is_empty() {
-                return Ok(entry.clone());
-            }
-            let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
-            let all = 0..changes.len();
-            let bytes = write_ipc(&state.join(&file), (spec, &changes), all, countries)?;
-            sync_dir(&dir)?;
-            let mut entry = entry.clone();
-            entry.deltas.push(PartitionEntry {
-                key: "delta".into(),
-                file,
-                rows: changes.len() as u64,
-                bytes,
-            });
-            entry.rows = rows.len() as u64;
-            entry.bytes = entry.files().map(|p| p.bytes).sum();
-            return Ok(entry);
+        if let Some(changes) = delta_of(entry, old, rows) {
+            let total = rows.len() as u64;
+            return write_delta(state, (spec, &changes), entry, total, generation, countries);
         }
     }
     // Partitions under deltas differ from the rows they add up to: all are written.
     let previous = previous.filter(|(entry, _)| entry.deltas.is_empty());
+    write_partitions(state, (spec, rows), generation, previous, countries)
+}
+
+/// The rows added since `entry` was written from `old`, when they can go to a delta:
+/// nothing was taken away, and the rollup's deltas stay few and small beside `rows`.
+fn delta_of(entry: &RollupEntry, old: &RollupRows, rows: &RollupRows) -> Option<RollupRows> {
+    old.additions_to(rows).filter(|added| {
+        let carried: u64 = entry.deltas.iter().map(|d| d.rows).sum::<u64>() + added.len() as u64;
+        entry.deltas.len() < MAX_DELTAS && carried <= (rows.len() as u64 / 8).max(MIN_DELTA_ROWS)
+    })
+}
+
+/// `entry` with the delta `changes` (of `generation`) written beside its files, for a
+/// rollup of `total` rows.
+fn write_delta(
+    state: &Path,
+    (spec, changes): (&RollupSpec, &RollupRows),
+    entry: &RollupEntry,
+    total: u64,
+    generation: u64,
+    countries: &Countries,
+) -> Result<RollupEntry> {
+    if changes.is_empty() {
+        return Ok(entry.clone());
+    }
+    let name = spec.name();
+    let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
+    let all = 0..changes.len();
+    let bytes = write_ipc(&state.join(&file), (spec, changes), all, countries)?;
+    sync_dir(&state.join(ROLLUP_DIR).join(&name))?;
+    let mut entry = entry.clone();
+    entry.deltas.push(PartitionEntry {
+        key: "delta".into(),
+        file,
+        rows: changes.len() as u64,
+        bytes,
+    });
+    entry.rows = total;
+    entry.bytes = entry.files().map(|p| p.bytes).sum();
+    Ok(entry)
+}
+
+/// Writes the partitions of `rows` for `generation`, keeping those whose rows equal
+/// the same partition's in `previous` (an entry without deltas and its rows); each
+/// partition that changed is written on a thread of its own (the largest rollup would
+/// otherwise keep one thread busy long after the others are done).
+fn write_partitions(
+    state: &Path,
+    (spec, rows): (&RollupSpec, &RollupRows),
+    generation: u64,
+    previous: Option<(&RollupEntry, &RollupRows)>,
+    countries: &Countries,
+) -> Result<RollupEntry> {
+    let name = spec.name();
     type Previous<'a> = std::collections::HashMap<String, (&'a PartitionEntry, Range<usize>)>;
     let old: Previous = previous
         .map(|(entry, old_rows)| {
@@ -263,8 +295,6 @@ pub fn write_rollup(
         })
         .unwrap_or_default();
     let old_rows = previous.map(|(_, rows)| rows);
-    // Each partition that changed is written on a thread of its own (the largest rollup
-    // would otherwise keep one thread busy long after the others are done).
     let written = partitions(spec, rows)
         .into_par_iter()
         .map(|(key, part)| {
@@ -284,11 +314,10 @@ pub fn write_rollup(
             Ok((entry, true))
         })
         .collect::<Result<Vec<_>>>()?;
-    let wrote = written.iter().any(|(_, wrote)| *wrote);
-    let entries: Vec<PartitionEntry> = written.into_iter().map(|(entry, _)| entry).collect();
-    if wrote {
-        sync_dir(&dir)?;
+    if written.iter().any(|(_, wrote)| *wrote) {
+        sync_dir(&state.join(ROLLUP_DIR).join(&name))?;
     }
+    let entries: Vec<PartitionEntry> = written.into_iter().map(|(entry, _)| entry).collect();
     Ok(RollupEntry {
         name,
         spec: spec.clone(),
@@ -506,15 +535,33 @@ fn from_batch(
     out: &mut RollupRows,
     countries: &Countries,
 ) -> Result<()> {
-    let col = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| bad_file(&format!("missing column {name}")))
-    };
-    let n = batch.num_rows();
-    let mut keys = vec![Key::default(); n];
+    let keys = keys_of(spec, batch, countries)?;
+    let count = column(batch, "count")?.as_primitive::<Int64Type>();
+    let bid = measures_of(batch, "bid_price")?;
+    let total = measures_of(batch, "total_price")?;
+    for (i, key) in keys.into_iter().enumerate() {
+        let agg = Agg {
+            rows: count.value(i) as u64,
+            bid: bid[i],
+            total: total[i],
+        };
+        out.push(key, &agg);
+    }
+    Ok(())
+}
+
+/// Column `name` of a rollup file's batch.
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| bad_file(&format!("missing column {name}")))
+}
+
+/// The keys of a rollup file's rows: its time and dimension columns.
+fn keys_of(spec: &RollupSpec, batch: &RecordBatch, countries: &Countries) -> Result<Vec<Key>> {
+    let mut keys = vec![Key::default(); batch.num_rows()];
     if let Some(t) = spec.grain {
-        let c = col(t.name())?;
+        let c = column(batch, t.name())?;
         for (i, k) in keys.iter_mut().enumerate() {
             k.time = if c.is_null(i) {
                 NULL_TIME
@@ -526,7 +573,7 @@ fn from_batch(
         }
     }
     for d in &spec.dims {
-        let c = col(d.column().name())?;
+        let c = column(batch, d.column().name())?;
         for (i, k) in keys.iter_mut().enumerate() {
             match d {
                 Dim::Type => {
@@ -555,48 +602,25 @@ fn from_batch(
             }
         }
     }
-    let count = col("count")?.as_primitive::<Int64Type>().clone();
-    let measure = |name: &str| -> Result<Vec<Measure>> {
-        let n_col = col(&format!("{name}_count"))?
-            .as_primitive::<Int64Type>()
-            .clone();
-        let sum = col(&format!("{name}_sum"))?
-            .as_primitive::<Decimal128Type>()
-            .clone();
-        let min = col(&format!("{name}_min"))?
-            .as_primitive::<Decimal128Type>()
-            .clone();
-        let max = col(&format!("{name}_max"))?
-            .as_primitive::<Decimal128Type>()
-            .clone();
-        Ok((0..n)
-            .map(|i| Measure {
-                n: n_col.value(i) as u64,
-                sum: if sum.is_valid(i) { sum.value(i) } else { 0 },
-                min: if min.is_valid(i) {
-                    min.value(i) as i64
-                } else {
-                    0
-                },
-                max: if max.is_valid(i) {
-                    max.value(i) as i64
-                } else {
-                    0
-                },
-            })
-            .collect())
+    Ok(keys)
+}
+
+/// The measures of price `name` of a rollup file's rows (NULL sums and extremes: 0).
+fn measures_of(batch: &RecordBatch, name: &str) -> Result<Vec<Measure>> {
+    let n = column(batch, &format!("{name}_count"))?.as_primitive::<Int64Type>();
+    let decimals = |part: &str| -> Result<&Decimal128Array> {
+        Ok(column(batch, &format!("{name}_{part}"))?.as_primitive::<Decimal128Type>())
     };
-    let bid = measure("bid_price")?;
-    let total = measure("total_price")?;
-    for i in 0..n {
-        let agg = Agg {
-            rows: count.value(i) as u64,
-            bid: bid[i],
-            total: total[i],
-        };
-        out.push(keys[i], &agg);
-    }
-    Ok(())
+    let (sum, min, max) = (decimals("sum")?, decimals("min")?, decimals("max")?);
+    let value = |c: &Decimal128Array, i: usize| if c.is_valid(i) { c.value(i) } else { 0 };
+    Ok((0..batch.num_rows())
+        .map(|i| Measure {
+            n: n.value(i) as u64,
+            sum: value(sum, i),
+            min: value(min, i) as i64,
+            max: value(max, i) as i64,
+        })
+        .collect())
 }
 
 #[cfg(test)]
