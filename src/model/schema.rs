@@ -453,13 +453,52 @@ impl LocalClock {
 }
 
 /// Formats an exact price (10^-9 units) as a float.
+#[inline]
 pub fn price_to_f64(v: i128) -> f64 {
-    v as f64 / PRICE_UNIT
+    exact_to_f64(v) / PRICE_UNIT
+}
+
+/// The float nearest an exact sum. A value within 64 bits converts in one instruction
+/// (rounding the same as from 128 bits, which is a library call).
+#[inline]
+pub fn exact_to_f64(v: i128) -> f64 {
+    match i64::try_from(v) {
+        Ok(v) => v as f64,
+        Err(_) => v as f64,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Prices convert to the nearest float whether they fit 64 bits or not, as a
+    /// conversion from 128 bits rounds them.
+    #[test]
+    fn prices_convert_as_from_128_bits() {
+        let edges = [
+            0,
+            1,
+            -1,
+            1 << 53,
+            (1 << 53) + 1,
+            (1 << 62) + 3,
+            i64::MAX as i128,
+        ];
+        let wide = [
+            i64::MAX as i128 + 1,
+            i64::MIN as i128 - 1,
+            3 << 90,
+            -(1 << 100) - 7,
+        ];
+        for v in edges.iter().flat_map(|v| [*v, -*v]).chain(wide) {
+            assert_eq!(
+                price_to_f64(v).to_bits(),
+                (v as f64 / PRICE_UNIT).to_bits(),
+                "{v}"
+            );
+        }
+    }
 
     #[test]
     fn buckets_and_text() {

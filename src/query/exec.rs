@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
-use crate::model::schema::{price_to_f64, Column, TimeCol, PRICE_UNIT};
+use crate::model::schema::{exact_to_f64, price_to_f64, Column, TimeCol, PRICE_UNIT};
 use crate::query::filter::{gallop, KeyFilter};
 use crate::query::group::{type_names, Coder, Groups};
 use crate::query::output::{Data, ResultSet, Rows};
@@ -826,7 +826,7 @@ fn price_column<'a>(func: Func, measures: impl Iterator<Item = Option<&'a Measur
             return Data::Int(measures.map(n).collect());
         }
         Func::Sum => |m| price_to_f64(m.sum),
-        Func::Avg => |m| m.sum as f64 / m.n as f64 / PRICE_UNIT,
+        Func::Avg => |m| exact_to_f64(m.sum) / m.n as f64 / PRICE_UNIT,
         Func::Min => |m| price_to_f64(m.min.into()),
         Func::Max => |m| price_to_f64(m.max.into()),
     };
