@@ -381,6 +381,10 @@ pub fn random_mix(socket: &Path, native: &Native, n: usize, rounds: usize) {
     }
 }
 
+/// Timed runs of each large answer (their median is reported): enough that a slow
+/// stretch of a shared machine moves few of them.
+const LARGE_RUNS: usize = 11;
+
 /// Large answers: rows per second at the client, json and arrow, against the native table.
 pub fn large_answers(socket: &Path, native: &Native) {
     let queries = [
@@ -403,7 +407,7 @@ pub fn large_answers(socket: &Path, native: &Native) {
     ];
     let mut conn = Raw::connect(socket);
     println!(
-        "\n### Large answers through the socket\n\nMedian of 5 runs after one warm-up, timed \
+        "\n### Large answers through the socket\n\nMedian of {LARGE_RUNS} runs after one warm-up, timed \
          at the client until the whole answer is read: whole (the `json` line, or the line \
          and the Arrow IPC payload) and streamed (`\"stream\": true`: the reply line, the \
          chunks and the end line). DuckDB: the daemon's SQL on the native table, reading \
@@ -416,7 +420,7 @@ pub fn large_answers(socket: &Path, native: &Native) {
     for (label, q) in &queries {
         let mut run = |request: Json| {
             let (_, head, rows, _) = conn.answer(&request);
-            let t: Vec<f64> = (0..5).map(|_| conn.answer(&request).0).collect();
+            let t: Vec<f64> = (0..LARGE_RUNS).map(|_| conn.answer(&request).0).collect();
             (
                 pct(&sorted(t), 0.5),
                 rows,
