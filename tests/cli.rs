@@ -214,3 +214,19 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
         assert!(man.contains(sub), "the man page lists {sub}");
     }
 }
+
+/// `rollupd man | head`: output to a pipe whose reader has gone ended in an error
+/// message and a failure.
+#[test]
+fn a_reader_closing_the_pipe_made_output_fail() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollupd"))
+        .arg("man")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
