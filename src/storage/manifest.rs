@@ -211,7 +211,7 @@ pub fn write_rollup(
     previous: Option<(&RollupEntry, &RollupRows)>,
     countries: &Countries,
 ) -> Result<RollupEntry> {
-    let dir = state.join(ROLLUP_DIR).join(spec.name());
+    let dir = rollup_dir(state, &spec.name());
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some((entry, old)) = previous {
         if std::ptr::eq(old, rows) {
@@ -225,6 +225,11 @@ pub fn write_rollup(
     // Partitions under deltas differ from the rows they add up to: all are written.
     let previous = previous.filter(|(entry, _)| entry.deltas.is_empty());
     write_partitions(state, (spec, rows), generation, previous, countries)
+}
+
+/// The folder of rollup `name`'s files.
+fn rollup_dir(state: &Path, name: &str) -> PathBuf {
+    state.join(ROLLUP_DIR).join(name)
 }
 
 /// The rows added since `entry` was written from `old`, when they can go to a delta:
@@ -253,7 +258,7 @@ fn write_delta(
     let file = format!("{ROLLUP_DIR}/{name}/delta.g{generation}.arrow");
     let all = 0..changes.len();
     let bytes = write_ipc(&state.join(&file), (spec, changes), all, countries)?;
-    sync_dir(&state.join(ROLLUP_DIR).join(&name))?;
+    sync_dir(&rollup_dir(state, &name))?;
     let mut entry = entry.clone();
     entry.deltas.push(PartitionEntry {
         key: "delta".into(),
@@ -315,7 +320,7 @@ fn write_partitions(
         })
         .collect::<Result<Vec<_>>>()?;
     if written.iter().any(|(_, wrote)| *wrote) {
-        sync_dir(&state.join(ROLLUP_DIR).join(&name))?;
+        sync_dir(&rollup_dir(state, &name))?;
     }
     let entries: Vec<PartitionEntry> = written.into_iter().map(|(entry, _)| entry).collect();
     Ok(RollupEntry {
