@@ -110,6 +110,25 @@ pub struct FoldWith<'a> {
 /// Longest line accepted, in bytes.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// Where the first line of `text` longer than `MAX_LINE` bytes (newline not counted)
+/// starts, if there is one; the last line may lack its newline.
+pub(crate) fn first_long_line(text: &[u8]) -> Option<usize> {
+    first_line_over(text, MAX_LINE)
+}
+
+/// `first_long_line` for lines longer than `max`. It reads a few bytes per `max`: from
+/// a line's start, the last newline within `max` bytes ends lines that all fit.
+fn first_line_over(text: &[u8], max: usize) -> Option<usize> {
+    let mut start = 0;
+    while text.len() - start > max {
+        match memchr::memrchr(b'\n', &text[start..=start + max]) {
+            Some(nl) => start += nl + 1,
+            None => return Some(start),
+        }
+    }
+    None
+}
+
 /// Folds file content `bytes`, from byte `from` on (0 = the whole file; otherwise the
 /// start of an appended tail, parsed with the file's header line). `ids` is the file id
 /// and the part number its rows get in the table. Up to `max_bad_rows` rows that do not
@@ -140,18 +159,9 @@ pub fn fold_bytes(
     let from = from.max(header_len);
     let body = &bytes[from..];
     let first_line = 1 + memchr::memchr_iter(b'\n', &bytes[..from]).count();
-    let mut start = 0;
-    for (i, nl) in memchr::memchr_iter(b'\n', body)
-        .chain(std::iter::once(body.len()))
-        .enumerate()
-    {
-        if nl - start > MAX_LINE {
-            return Err(bad(
-                first_line + i,
-                format!("line longer than {MAX_LINE} bytes"),
-            ));
-        }
-        start = nl + 1;
+    if let Some(at) = first_long_line(body) {
+        let line = first_line + memchr::memchr_iter(b'\n', &body[..at]).count();
+        return Err(bad(line, format!("line longer than {MAX_LINE} bytes")));
     }
     let text = Text {
         path,
@@ -587,6 +597,8 @@ fn sort_for_table(batch: &RecordBatch) -> Result<RecordBatch> {
 
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     #[test]
@@ -610,5 +622,38 @@ mod tests {
             parse_uuid(&canonical.replace('-', ""))
         );
         assert_eq!(parse_uuid(canonical), Some(u));
+    }
+
+    /// The long-line search finds what looking at every line finds, for lines of every
+    /// length around the limit, with and without a last newline.
+    #[test]
+    fn long_lines_found_as_line_by_line() {
+        let every_line = |text: &[u8], max: usize| {
+            let mut start = 0;
+            for nl in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
+                if nl - start > max {
+                    return Some(start);
+                }
+                start = nl + 1;
+            }
+            None
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let max = rng.gen_range(1..12);
+            let mut text = Vec::new();
+            for _ in 0..rng.gen_range(0..8) {
+                text.extend(std::iter::repeat_n(b'x', rng.gen_range(0..max + 3)));
+                text.push(b'\n');
+            }
+            if rng.gen_bool(0.5) {
+                text.extend(std::iter::repeat_n(b'y', rng.gen_range(0..max + 3)));
+            }
+            assert_eq!(
+                first_line_over(&text, max),
+                every_line(&text, max),
+                "{text:?}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
-use crate::ingest::fold::MAX_LINE;
+use crate::ingest::fold::{first_long_line, MAX_LINE};
 
 /// Whole lines of a file, a chunk at a time.
 pub struct Lines<R> {
@@ -119,12 +119,9 @@ impl<R: Read> Lines<R> {
             return Ok(None);
         };
         let first_line = self.lines + 1;
-        let mut start = 0;
-        for (i, nl) in memchr::memchr_iter(b'\n', &self.buf[..end + 1]).enumerate() {
-            if nl - start > MAX_LINE {
-                return Err(self.too_long(first_line + i));
-            }
-            start = nl + 1;
+        if let Some(at) = first_long_line(&self.buf[..end + 1]) {
+            let before = memchr::memchr_iter(b'\n', &self.buf[..at]).count();
+            return Err(self.too_long(first_line + before));
         }
         Ok(Some(Chunk {
             bytes: self.take(end + 1),

@@ -2,4 +2,5 @@
 //! time zone they are computed in.
 
 pub mod arrays;
+pub mod buckets;
 pub mod schema;

@@ -12,6 +12,7 @@ use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::Result;
+use crate::model::buckets::Buckets;
 use crate::model::schema::{type_code, TableCol, TimeCol};
 use crate::rollup::{Agg, Countries, Dim, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
 
@@ -418,27 +419,13 @@ impl<'a> Cells<'a> {
                 continue;
             }
             // A counting sort of the day's rows by their group.
-            let group = |i: usize| {
+            let by_group = Buckets::sort(from..to, groups, |i| {
                 self.dims[..self.outer].iter().fold(0, |acc, (d, card)| {
                     acc * card + rows.dims[*d].codes[i] as usize
                 })
-            };
-            let mut first = vec![0u32; groups + 1];
-            for i in from..to {
-                first[group(i) + 1] += 1;
-            }
+            });
             for g in 0..groups {
-                first[g + 1] += first[g];
-            }
-            let mut next = first.clone();
-            let mut order = vec![0u32; to - from];
-            for i in from..to {
-                let g = group(i);
-                order[next[g] as usize] = i as u32;
-                next[g] += 1;
-            }
-            for g in 0..groups {
-                let members = &order[first[g] as usize..first[g + 1] as usize];
+                let members = by_group.of(g);
                 if !members.is_empty() {
                     fold(&mut members.iter().map(|i| *i as usize), g * width, start);
                 }
