@@ -3,37 +3,44 @@
 
 use std::ops::Range;
 
-/// Rows grouped by bucket: the rows of bucket `b` are `order[first[b]..first[b + 1]]`.
-pub struct Buckets {
-    /// Where each bucket's rows start in `order`, and where the last one ends.
+/// Items grouped by bucket: the items of bucket `b` are `order[first[b]..first[b + 1]]`.
+pub struct Buckets<T = u32> {
+    /// Where each bucket's items start in `order`, and where the last one ends.
     pub first: Vec<u32>,
-    /// The rows, by bucket, each bucket's in row order (the sort is stable).
-    pub order: Vec<u32>,
+    /// The items, by bucket, each bucket's in their first order (the sort is stable).
+    pub order: Vec<T>,
 }
 
-impl Buckets {
-    /// Sorts `rows` (below 2³²) by `bucket(row)`, each below `buckets`.
-    pub fn sort(rows: Range<usize>, buckets: usize, bucket: impl Fn(usize) -> usize) -> Buckets {
+impl<T: Copy + Default> Buckets<T> {
+    /// Sorts `items`, given as (bucket, item) with each bucket below `buckets` (fewer than
+    /// 2³² items). They are made twice, once to count them by bucket.
+    pub fn sort_items(buckets: usize, items: impl Iterator<Item = (usize, T)> + Clone) -> Self {
         let mut first = vec![0u32; buckets + 1];
-        for i in rows.clone() {
-            first[bucket(i) + 1] += 1;
+        for (b, _) in items.clone() {
+            first[b + 1] += 1;
         }
         for b in 0..buckets {
             first[b + 1] += first[b];
         }
         let mut next = first.clone();
-        let mut order = vec![0u32; rows.len()];
-        for i in rows {
-            let b = bucket(i);
-            order[next[b] as usize] = i as u32;
+        let mut order = vec![T::default(); first[buckets] as usize];
+        for (b, item) in items {
+            order[next[b] as usize] = item;
             next[b] += 1;
         }
         Buckets { first, order }
     }
 
-    /// The rows of bucket `b`.
-    pub fn of(&self, b: usize) -> &[u32] {
+    /// The items of bucket `b`.
+    pub fn of(&self, b: usize) -> &[T] {
         &self.order[self.first[b] as usize..self.first[b + 1] as usize]
+    }
+}
+
+impl Buckets<u32> {
+    /// Sorts `rows` (below 2³²) by `bucket(row)`, each below `buckets`.
+    pub fn sort(rows: Range<usize>, buckets: usize, bucket: impl Fn(usize) -> usize) -> Self {
+        Buckets::sort_items(buckets, rows.map(|i| (bucket(i), i as u32)))
     }
 }
 

@@ -122,29 +122,49 @@ impl RollupSpec {
         }
     }
 
-    /// The key of a row with these column values under this rollup.
+    /// What this rollup keeps of a row's key.
+    pub fn projection(&self) -> Projection {
+        let keep = |d: Dim| self.has(d);
+        Projection {
+            grain: self.grain,
+            mask: Key {
+                time: 0,
+                typ: if keep(Dim::Type) { u8::MAX } else { 0 },
+                country: if keep(Dim::Country) { u16::MAX } else { 0 },
+                nulls: u8::from(keep(Dim::Advertiser)) | u8::from(keep(Dim::Publisher)) << 1,
+                adv: if keep(Dim::Advertiser) { -1 } else { 0 },
+                publ: if keep(Dim::Publisher) { -1 } else { 0 },
+            },
+        }
+    }
+}
+
+/// What a rollup keeps of a row's key: the time cut to its grain and its dimensions
+/// (the others are 0, as in `Key`).
+#[derive(Debug, Clone, Copy)]
+pub struct Projection {
+    grain: Option<TimeCol>,
+    /// All ones in the fields (and NULL bits) of the dimensions kept, zeros elsewhere.
+    mask: Key,
+}
+
+impl Projection {
+    /// The key of a row with key `row` (every dimension kept) under the rollup.
     #[inline]
     pub fn key(&self, row: &Key) -> Key {
-        let mut key = Key {
+        let m = &self.mask;
+        Key {
             time: match self.grain {
                 None => 0,
                 Some(_) if row.time == NULL_TIME => NULL_TIME,
                 Some(g) => g.bucket(row.time),
             },
-            typ: if self.has(Dim::Type) { row.typ } else { 0 },
-            country: if self.has(Dim::Country) {
-                row.country
-            } else {
-                0
-            },
-            ..Key::default()
-        };
-        for (dim, publ) in [(Dim::Advertiser, false), (Dim::Publisher, true)] {
-            if self.has(dim) {
-                key.set_id(publ, row.id(publ));
-            }
+            typ: row.typ & m.typ,
+            nulls: row.nulls & m.nulls,
+            country: row.country & m.country,
+            adv: row.adv & m.adv,
+            publ: row.publ & m.publ,
         }
-        key
     }
 }
 

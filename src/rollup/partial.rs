@@ -4,8 +4,11 @@
 //! The file's dimension values are coded densely once, in sorted order, so the order of
 //! codes is the order of keys. A rollup whose key space for one day (for all-time
 //! rollups: for the whole file) is small is aggregated in a flat array of cells indexed by
-//! the mixed-radix code of the key: no hashing, no pointers. Its touched cells are then
-//! sorted and emitted in key order. Larger key spaces fall back to a hash map of keys.
+//! the mixed-radix code of the key: no hashing, no pointers. The cells are computed a
+//! column at a time, and the touched ones found in key order from a bitmap. Larger key
+//! spaces fall back to a hash map of keys.
+
+use std::ops::Range;
 
 use arrow::array::{Array, AsArray, Date32Array, Decimal128Array, Int32Array, RecordBatch};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type};
@@ -19,10 +22,10 @@ use crate::rollup::{Agg, Countries, Dim, Key, RollupRows, RollupSpec, NULL_ID, N
 /// A file's partial aggregate: one sorted row set per rollup spec, in spec order.
 pub type Partial = Vec<RollupRows>;
 
-/// Most cells held at a time (~1.4 MB of aggregates, within a core's cache).
-const MAX_CELLS: usize = 1 << 14;
+/// Most cells held at a time (~0.7 MB of aggregates, within a core's cache).
+const MAX_CELLS: usize = 1 << 13;
 /// How many times `MAX_CELLS` a day's cells may take when its rows cannot be grouped
-/// first (~23 MB; beyond, a hash map).
+/// first (~12 MB; beyond, a hash map).
 const WIDE: usize = 16;
 /// Most groups a day's rows are sorted into when not all cells are held at once.
 const MAX_GROUPS: usize = 1 << 20;
@@ -85,8 +88,7 @@ pub fn build_at(
 ) -> Result<Partial> {
     let rows = Rows::decode(batch, at, countries)?;
     let days = rows.day_ranges();
-    let priced = |a: &Decimal128Array| a.len() - a.null_count();
-    let (bid, total) = (priced(rows.bid), priced(rows.total));
+    let [bid, total] = rows.priced;
     Ok(specs
         .iter()
         .map(|spec| {
@@ -176,9 +178,13 @@ struct Rows<'a> {
     /// The row's value of each dimension, in `Dim::ALL` order (type codes, country
     /// codes, advertiser and publisher ids; NULL as in `Key`).
     dims: [Dense; 4],
-    /// Prices in 10⁻⁹ units (precision 18 at parse time: each fits an i64).
-    bid: &'a Decimal128Array,
-    total: &'a Decimal128Array,
+    /// Each row's full key (every dimension kept), which a rollup's keys are cut from.
+    keys: Vec<Key>,
+    /// Each row's bid and total price in 10⁻⁹ units (precision 18 at parse time: each
+    /// fits an i64), `NO_PRICE` for NULL.
+    prices: Vec<[i64; 2]>,
+    /// How many rows have a bid, a total.
+    priced: [usize; 2],
 }
 
 impl<'a> Rows<'a> {
@@ -190,6 +196,12 @@ impl<'a> Rows<'a> {
         let types = column(TableCol::Type).as_string::<i32>();
         let country_text = column(TableCol::Country).as_string::<i32>();
         let adv = column(TableCol::AdvertiserId).as_primitive::<Int32Type>();
+        let bid = column(TableCol::BidPrice).as_primitive::<Decimal128Type>();
+        let total = column(TableCol::TotalPrice).as_primitive::<Decimal128Type>();
+        let price = |a: &Decimal128Array, i: usize| match a.is_valid(i) {
+            true => a.value(i) as i64,
+            false => NO_PRICE,
+        };
         let publ = column(TableCol::PublisherId).as_primitive::<Int32Type>();
         let id = |a: &arrow::array::Int32Array, i: usize| {
             if a.is_valid(i) {
@@ -239,17 +251,33 @@ impl<'a> Rows<'a> {
                 },
             })
             .collect();
+        let keys = (0..n)
+            .map(|i| {
+                let time = match minute.is_valid(i) {
+                    true => minute.value(i),
+                    false => NULL_TIME,
+                };
+                Key::new(
+                    time,
+                    typ[i] as u8,
+                    country[i] as u16,
+                    id(adv, i),
+                    id(publ, i),
+                )
+            })
+            .collect();
         Ok(Rows {
             day,
             minute,
+            keys,
             dims: [
                 Dense::new(typ.iter().copied()),
                 Dense::new(country.iter().copied()),
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
-            bid: column(TableCol::BidPrice).as_primitive::<Decimal128Type>(),
-            total: column(TableCol::TotalPrice).as_primitive::<Decimal128Type>(),
+            prices: (0..n).map(|i| [price(bid, i), price(total, i)]).collect(),
+            priced: [bid, total].map(|a| a.len() - a.null_count()),
         })
     }
 
@@ -267,38 +295,6 @@ impl<'a> Rows<'a> {
             }
         }
         out
-    }
-
-    /// The local minute of row `i`; `NULL_TIME` for NULL `ts`.
-    #[inline]
-    fn minute(&self, i: usize) -> i32 {
-        match self.minute.is_valid(i) {
-            true => self.minute.value(i),
-            false => NULL_TIME,
-        }
-    }
-
-    #[inline]
-    fn add(&self, agg: &mut Agg, i: usize) {
-        agg.rows += 1;
-        if self.bid.is_valid(i) {
-            agg.bid.add(self.bid.value(i) as i64);
-        }
-        if self.total.is_valid(i) {
-            agg.total.add(self.total.value(i) as i64);
-        }
-    }
-
-    /// The full key of row `i` (every dimension kept).
-    fn key(&self, i: usize) -> Key {
-        let value = |d: usize| self.dims[d].values[self.dims[d].codes[i] as usize];
-        Key::new(
-            self.minute(i),
-            value(0) as u8,
-            value(1) as u16,
-            value(2),
-            value(3),
-        )
     }
 }
 
@@ -370,67 +366,152 @@ impl<'a> Cells<'a> {
         })
     }
 
-    #[inline]
-    fn cell(&self, rows: &Rows, i: usize, day_start: Option<i32>) -> usize {
+    /// The cells of rows `range` within their groups (within their day when `outer` is
+    /// 0) into `cells`, and their groups into `groups`: a column at a time, in loops
+    /// over plain slices.
+    fn cells_of(&self, rows: &Rows, range: Range<usize>, day_start: Option<i32>, at: &mut Places) {
+        let (cells, groups) = (&mut at.cells, &mut at.groups);
+        cells.clear();
+        let minutes = &rows.minute.values()[range.clone()];
         // Divisions by constants, which compile to multiplications.
-        let slot = match (day_start, self.slot_minutes) {
-            (Some(start), 1) => (rows.minute.value(i) - start) as usize,
-            (Some(start), 60) => ((rows.minute.value(i) - start) / 60) as usize,
-            _ => 0,
-        };
-        self.dims.iter().fold(slot, |acc, (d, card)| {
-            acc * card + rows.dims[*d].codes[i] as usize
-        })
+        match (day_start, self.slot_minutes) {
+            (Some(start), 1) => cells.extend(minutes.iter().map(|m| (m - start) as u32)),
+            (Some(start), 60) => cells.extend(minutes.iter().map(|m| ((m - start) / 60) as u32)),
+            _ => cells.resize(range.len(), 0),
+        }
+        groups.clear();
+        groups.resize(range.len(), 0);
+        let (outer, inner) = self.dims.split_at(self.outer);
+        for (column, dims) in [(cells, inner), (groups, outer)] {
+            for &(d, card) in dims {
+                let codes = &rows.dims[d].codes[range.clone()];
+                for (c, code) in column.iter_mut().zip(codes) {
+                    *c = *c * card as u32 + code;
+                }
+            }
+        }
     }
 
     /// Appends the rollup's rows to `out`.
     fn aggregate(&self, rows: &Rows, days: &[(Option<i32>, usize, usize)], out: &mut RollupRows) {
-        let width = self.width;
-        let mut aggs = vec![Agg::default(); width];
-        // Each touched cell, with the first row in it (whose key is the cell's).
-        let mut touched: Vec<u64> = Vec::new();
-        // Adds rows to their cells, then emits the touched cells in key order; `base` is
-        // the first cell the array holds.
-        let mut fold = |rows_in: &mut dyn Iterator<Item = usize>, base: usize, start| {
-            for i in rows_in {
-                let c = self.cell(rows, i, start) - base;
-                if aggs[c].rows == 0 {
-                    touched.push(((c as u64) << 32) | i as u64);
-                }
-                rows.add(&mut aggs[c], i);
-            }
-            touched.sort_unstable();
-            for t in touched.drain(..) {
-                let (c, i) = ((t >> 32) as usize, t as u32 as usize);
-                out.push(self.spec.key(&rows.key(i)), &aggs[c]);
-                aggs[c] = Agg::default();
-            }
-        };
+        let mut cells = Scratch::new(self.width);
+        let mut at = Places::default();
+        let keep = self.spec.projection();
+        let key = |i| keep.key(&rows.keys[i]);
         let all = [(None, 0, rows.len())];
         let ranges = match self.spec.grain {
             None => &all[..],
             Some(_) => days,
         };
-        let groups = self.per_slot / width;
         for &(day, from, to) in ranges {
-            let start = day.map(|d| d * 1440);
+            self.cells_of(rows, from..to, day.map(|d| d * 1440), &mut at);
+            let visit = |j: usize| Visit {
+                cell: at.cells[j],
+                row: (from + j) as u32,
+                prices: rows.prices[from + j],
+            };
             if self.outer == 0 {
-                fold(&mut (from..to), 0, start);
+                cells.fold((0..to - from).map(visit), key, out);
                 continue;
             }
-            // A counting sort of the day's rows by their group.
-            let by_group = Buckets::sort(from..to, groups, |i| {
-                self.dims[..self.outer].iter().fold(0, |acc, (d, card)| {
-                    acc * card + rows.dims[*d].codes[i] as usize
-                })
-            });
-            for g in 0..groups {
-                let members = by_group.of(g);
-                if !members.is_empty() {
-                    fold(&mut members.iter().map(|i| *i as usize), g * width, start);
+            // The day's rows grouped by a counting sort. Grouped by type and country,
+            // the table's order within a day, a group's rows come in runs and are read
+            // where they are; grouped by an id, they are spread over the day (or the
+            // file), so each is copied out with what its aggregation reads.
+            let groups = self.per_slot / self.width;
+            let group = |j: usize| at.groups[j] as usize;
+            if (self.dims[..self.outer].iter()).all(|(d, _)| Dim::ALL[*d] <= Dim::Country) {
+                let by_group = Buckets::sort(0..to - from, groups, group);
+                for g in 0..groups {
+                    let members = by_group.of(g).iter();
+                    cells.fold(members.map(|j| visit(*j as usize)), key, out);
+                }
+            } else {
+                let by_group =
+                    Buckets::sort_items(groups, (0..to - from).map(|j| (group(j), visit(j))));
+                for g in 0..groups {
+                    cells.fold(by_group.of(g).iter().copied(), key, out);
                 }
             }
         }
+    }
+}
+
+/// Where a day's rows go: each row's cell within its group, and its group.
+#[derive(Default)]
+struct Places {
+    cells: Vec<u32>,
+    groups: Vec<u32>,
+}
+
+/// A row as the direct aggregation takes it: its cell, where it is, its prices.
+#[derive(Debug, Clone, Copy, Default)]
+struct Visit {
+    cell: u32,
+    row: u32,
+    prices: [i64; 2],
+}
+
+/// The cells of one group (or day), which of them rows touched, and the first row
+/// that touched each (whose key is the cell's).
+struct Scratch {
+    aggs: Vec<Agg>,
+    first: Vec<u32>,
+    /// A bit per cell: the touched ones, found in key order without sorting them.
+    touched: Vec<u64>,
+}
+
+impl Scratch {
+    fn new(cells: usize) -> Scratch {
+        Scratch {
+            aggs: vec![Agg::default(); cells],
+            first: vec![0; cells],
+            touched: vec![0; cells.div_ceil(64)],
+        }
+    }
+
+    /// Adds `visits` to their cells, then appends the touched cells to `out` in key
+    /// order (the key of each made by `key` from a row in it) and clears them.
+    #[inline]
+    fn fold(
+        &mut self,
+        visits: impl Iterator<Item = Visit>,
+        key: impl Fn(usize) -> Key,
+        out: &mut RollupRows,
+    ) {
+        for v in visits {
+            let c = v.cell as usize;
+            let agg = &mut self.aggs[c];
+            if agg.rows == 0 {
+                self.first[c] = v.row;
+                self.touched[c / 64] |= 1 << (c % 64);
+            }
+            add(agg, v.prices);
+        }
+        for (w, word) in self.touched.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let c = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                out.push(key(self.first[c] as usize), &self.aggs[c]);
+                self.aggs[c] = Agg::default();
+            }
+        }
+    }
+}
+
+/// No price: prices are DECIMAL(18, 9), so no value is this.
+const NO_PRICE: i64 = i64::MIN;
+
+/// Adds a row with `prices` (bid, total; `NO_PRICE` for NULL) to `agg`.
+#[inline]
+fn add(agg: &mut Agg, prices: [i64; 2]) {
+    agg.rows += 1;
+    if prices[0] != NO_PRICE {
+        agg.bid.add(prices[0]);
+    }
+    if prices[1] != NO_PRICE {
+        agg.total.add(prices[1]);
     }
 }
 
@@ -457,9 +538,10 @@ fn hashed(
         aggs: Vec::with_capacity(most),
         ..Groups::default()
     };
+    let keep = spec.projection();
     for &(_, from, to) in days {
         for i in from..to {
-            rows.add(groups.slot(spec.key(&rows.key(i))), i);
+            add(groups.slot(keep.key(&rows.keys[i])), rows.prices[i]);
         }
         if daily {
             groups.drain_sorted(out);
