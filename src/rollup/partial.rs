@@ -213,8 +213,8 @@ impl<'a> Rows<'a> {
         // Rows come sorted by type and country within a day, so most repeat the row
         // before's text: only a change is looked up.
         let mut local: FxHashMap<&str, u16> = FxHashMap::default();
-        let mut country = Vec::with_capacity(n);
-        let mut last: Option<(&str, i64)> = None;
+        let mut country: Vec<u16> = Vec::with_capacity(n);
+        let mut last: Option<(&str, u16)> = None;
         for i in 0..n {
             country.push(
                 match country_text.is_valid(i).then(|| country_text.value(i)) {
@@ -230,21 +230,21 @@ impl<'a> Rows<'a> {
                                     c
                                 }
                             };
-                            last = Some((text, i64::from(c)));
-                            i64::from(c)
+                            last = Some((text, c));
+                            c
                         }
                     },
                 },
             );
         }
-        let mut last: Option<(&str, i64)> = None;
-        let typ: Vec<i64> = (0..n)
+        let mut last: Option<(&str, u8)> = None;
+        let typ: Vec<u8> = (0..n)
             .map(|i| match types.is_valid(i).then(|| types.value(i)) {
                 None => 0,
                 Some(text) => match last {
                     Some((t, c)) if t == text => c,
                     _ => {
-                        let c = i64::from(type_code(text).unwrap_or(0));
+                        let c = type_code(text).unwrap_or(0);
                         last = Some((text, c));
                         c
                     }
@@ -257,13 +257,7 @@ impl<'a> Rows<'a> {
                     true => minute.value(i),
                     false => NULL_TIME,
                 };
-                Key::new(
-                    time,
-                    typ[i] as u8,
-                    country[i] as u16,
-                    id(adv, i),
-                    id(publ, i),
-                )
+                Key::new(time, typ[i], country[i], id(adv, i), id(publ, i))
             })
             .collect();
         Ok(Rows {
@@ -271,8 +265,8 @@ impl<'a> Rows<'a> {
             minute,
             keys,
             dims: [
-                Dense::new(typ.iter().copied()),
-                Dense::new(country.iter().copied()),
+                Dense::new(typ.iter().map(|t| i64::from(*t))),
+                Dense::new(country.iter().map(|c| i64::from(*c))),
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
@@ -408,29 +402,28 @@ impl<'a> Cells<'a> {
             let visit = |j: usize| Visit {
                 cell: at.cells[j],
                 row: (from + j) as u32,
-                prices: rows.prices[from + j],
             };
             if self.outer == 0 {
-                cells.fold((0..to - from).map(visit), key, out);
+                cells.fold((0..to - from).map(visit), &rows.prices, key, out);
                 continue;
             }
             // The day's rows grouped by a counting sort. Grouped by type and country,
             // the table's order within a day, a group's rows come in runs and are read
             // where they are; grouped by an id, they are spread over the day (or the
-            // file), so each is copied out with what its aggregation reads.
+            // file), so each is copied out with its cell.
             let groups = self.per_slot / self.width;
             let group = |j: usize| at.groups[j] as usize;
             if (self.dims[..self.outer].iter()).all(|(d, _)| Dim::ALL[*d] <= Dim::Country) {
                 let by_group = Buckets::sort(0..to - from, groups, group);
                 for g in 0..groups {
                     let members = by_group.of(g).iter();
-                    cells.fold(members.map(|j| visit(*j as usize)), key, out);
+                    cells.fold(members.map(|j| visit(*j as usize)), &rows.prices, key, out);
                 }
             } else {
                 let by_group =
                     Buckets::sort_items(groups, (0..to - from).map(|j| (group(j), visit(j))));
                 for g in 0..groups {
-                    cells.fold(by_group.of(g).iter().copied(), key, out);
+                    cells.fold(by_group.of(g).iter().copied(), &rows.prices, key, out);
                 }
             }
         }
@@ -444,12 +437,11 @@ struct Places {
     groups: Vec<u32>,
 }
 
-/// A row as the direct aggregation takes it: its cell, where it is, its prices.
+/// A row as the direct aggregation takes it: its cell and where it is.
 #[derive(Debug, Clone, Copy, Default)]
 struct Visit {
     cell: u32,
     row: u32,
-    prices: [i64; 2],
 }
 
 /// The cells of one group (or day), which of them rows touched, and the first row
@@ -470,12 +462,14 @@ impl Scratch {
         }
     }
 
-    /// Adds `visits` to their cells, then appends the touched cells to `out` in key
-    /// order (the key of each made by `key` from a row in it) and clears them.
+    /// Adds `visits` (of rows with `prices`) to their cells, then appends the touched
+    /// cells to `out` in key order (the key of each made by `key` from a row in it) and
+    /// clears them.
     #[inline]
     fn fold(
         &mut self,
         visits: impl Iterator<Item = Visit>,
+        prices: &[[i64; 2]],
         key: impl Fn(usize) -> Key,
         out: &mut RollupRows,
     ) {
@@ -486,7 +480,7 @@ impl Scratch {
                 self.first[c] = v.row;
                 self.touched[c / 64] |= 1 << (c % 64);
             }
-            add(agg, v.prices);
+            add(agg, prices[v.row as usize]);
         }
         for (w, word) in self.touched.iter_mut().enumerate() {
             let mut bits = std::mem::take(word);
