@@ -180,9 +180,7 @@ struct Rows<'a> {
     dims: [Dense; 4],
     /// Each row's full key (every dimension kept), which a rollup's keys are cut from.
     keys: Vec<Key>,
-    /// Each row's bid and total price in 10⁻⁹ units (precision 18 at parse time: each
-    /// fits an i64), `NO_PRICE` for NULL.
-    prices: Vec<[i64; 2]>,
+    prices: Prices<'a>,
     /// How many rows have a bid, a total.
     priced: [usize; 2],
 }
@@ -198,10 +196,6 @@ impl<'a> Rows<'a> {
         let adv = column(TableCol::AdvertiserId).as_primitive::<Int32Type>();
         let bid = column(TableCol::BidPrice).as_primitive::<Decimal128Type>();
         let total = column(TableCol::TotalPrice).as_primitive::<Decimal128Type>();
-        let price = |a: &Decimal128Array, i: usize| match a.is_valid(i) {
-            true => a.value(i) as i64,
-            false => NO_PRICE,
-        };
         let publ = column(TableCol::PublisherId).as_primitive::<Int32Type>();
         let id = |a: &arrow::array::Int32Array, i: usize| {
             if a.is_valid(i) {
@@ -270,7 +264,7 @@ impl<'a> Rows<'a> {
                 Dense::new((0..n).map(|i| id(adv, i))),
                 Dense::new((0..n).map(|i| id(publ, i))),
             ],
-            prices: (0..n).map(|i| [price(bid, i), price(total, i)]).collect(),
+            prices: Prices { bid, total },
             priced: [bid, total].map(|a| a.len() - a.null_count()),
         })
     }
@@ -469,7 +463,7 @@ impl Scratch {
     fn fold(
         &mut self,
         visits: impl Iterator<Item = Visit>,
-        prices: &[[i64; 2]],
+        prices: &Prices,
         key: impl Fn(usize) -> Key,
         out: &mut RollupRows,
     ) {
@@ -480,7 +474,7 @@ impl Scratch {
                 self.first[c] = v.row;
                 self.touched[c / 64] |= 1 << (c % 64);
             }
-            add(agg, prices[v.row as usize]);
+            add(agg, prices.of(v.row as usize));
         }
         for (w, word) in self.touched.iter_mut().enumerate() {
             let mut bits = std::mem::take(word);
@@ -491,6 +485,24 @@ impl Scratch {
                 self.aggs[c] = Agg::default();
             }
         }
+    }
+}
+
+/// The bid and total prices of rows, as the batch holds them.
+struct Prices<'a> {
+    bid: &'a Decimal128Array,
+    total: &'a Decimal128Array,
+}
+
+impl Prices<'_> {
+    /// Row `i`'s bid and total in 10⁻⁹ units (precision 18 at parse time: each fits an
+    /// i64), `NO_PRICE` for NULL.
+    #[inline(always)]
+    fn of(&self, i: usize) -> [i64; 2] {
+        [self.bid, self.total].map(|a| match a.is_valid(i) {
+            true => a.value(i) as i64,
+            false => NO_PRICE,
+        })
     }
 }
 
@@ -535,7 +547,7 @@ fn hashed(
     let keep = spec.projection();
     for &(_, from, to) in days {
         for i in from..to {
-            add(groups.slot(keep.key(&rows.keys[i])), rows.prices[i]);
+            add(groups.slot(keep.key(&rows.keys[i])), rows.prices.of(i));
         }
         if daily {
             groups.drain_sorted(out);
