@@ -278,7 +278,8 @@ impl Config {
             table: TableOptions {
                 threads: self.duckdb_threads,
                 memory_limit: self.duckdb_memory_limit.clone(),
-                ingest_memory_limit: format!("{}MB", self.memory_budget_mb.max(1)),
+                // Half the budget: DuckDB caches the blocks it writes up to its limit.
+                ingest_memory_limit: format!("{}MB", (self.memory_budget_mb / 2).max(1)),
                 ..TableOptions::default()
             },
             // A testing hook: steps of the commit path to fail (see `failpoint`).

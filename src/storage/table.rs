@@ -119,7 +119,7 @@ impl Default for TableOptions {
         TableOptions {
             threads: 0,
             memory_limit: "1GB".into(),
-            ingest_memory_limit: "256MB".into(),
+            ingest_memory_limit: "128MB".into(),
             checkpoint_wal_bytes: 16 << 20,
         }
     }
