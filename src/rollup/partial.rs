@@ -499,10 +499,15 @@ impl Prices<'_> {
     /// i64), `NO_PRICE` for NULL.
     #[inline(always)]
     fn of(&self, i: usize) -> [i64; 2] {
-        [self.bid, self.total].map(|a| match a.is_valid(i) {
-            true => a.value(i) as i64,
-            false => NO_PRICE,
-        })
+        [price(self.bid, i), price(self.total, i)]
+    }
+}
+
+#[inline(always)]
+fn price(a: &Decimal128Array, i: usize) -> i64 {
+    match a.is_valid(i) {
+        true => a.value(i) as i64,
+        false => NO_PRICE,
     }
 }
 
