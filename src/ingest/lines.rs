@@ -59,12 +59,12 @@ impl<R: Read> Lines<R> {
                 0 => 4 << 10,
                 missing => missing.clamp(64, 1 << 20),
             };
-            self.buf.resize(at + step, 0);
-            let n = self
-                .src
-                .read(&mut self.buf[at..])
+            // Read into spare room (not zeroed first: the read writes every byte kept).
+            self.buf.reserve(step);
+            let n = (&mut self.src)
+                .take(step as u64)
+                .read_to_end(&mut self.buf)
                 .map_err(|e| Error::io(&self.path, e))?;
-            self.buf.truncate(at + n);
             self.eof = n == 0;
             if self.buf.len() > MAX_LINE + from && !self.buf[from..].contains(&b'\n') {
                 return Err(self.too_long(self.lines + 1));

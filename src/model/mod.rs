@@ -3,4 +3,5 @@
 
 pub mod arrays;
 pub mod buckets;
+pub mod prefetch;
 pub mod schema;

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::error::Result;
 use crate::model::buckets::Buckets;
+use crate::model::prefetch;
 use crate::model::schema::{type_code, TableCol, TimeCol};
 use crate::rollup::{Agg, Countries, Dim, Key, RollupRows, RollupSpec, NULL_ID, NULL_TIME};
 
@@ -186,6 +187,14 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
+    /// Asks the CPU to fetch row `i`'s prices and key into the cache.
+    #[inline(always)]
+    fn prefetch(&self, i: usize) {
+        prefetch::prefetch(self.prices.bid.values().get(i));
+        prefetch::prefetch(self.prices.total.values().get(i));
+        prefetch::prefetch(self.keys.get(i));
+    }
+
     fn decode(batch: &'a RecordBatch, at: &Positions, countries: &Countries) -> Result<Rows<'a>> {
         let n = batch.num_rows();
         let column = |c: TableCol| batch.column(at.of(c));
@@ -417,7 +426,21 @@ impl<'a> Cells<'a> {
                 let by_group =
                     Buckets::sort_items(groups, (0..to - from).map(|j| (group(j), visit(j))));
                 for g in 0..groups {
-                    cells.fold(by_group.of(g).iter().copied(), &rows.prices, key, out);
+                    let visits = by_group.of(g);
+                    // The rows are spread over the day: each is fetched well before its
+                    // turn, or every visit waits for its prices and key in turn.
+                    let ahead = visits
+                        .iter()
+                        .skip(prefetch::AHEAD)
+                        .map(Some)
+                        .chain(std::iter::repeat(None));
+                    let visits = visits.iter().zip(ahead).map(|(v, next)| {
+                        if let Some(next) = next {
+                            rows.prefetch(next.row as usize);
+                        }
+                        *v
+                    });
+                    cells.fold(visits, &rows.prices, key, out);
                 }
             }
         }
@@ -438,11 +461,11 @@ struct Visit {
     row: u32,
 }
 
-/// The cells of one group (or day), which of them rows touched, and the first row
-/// that touched each (whose key is the cell's).
+/// The cells of one group (or day), which of them rows touched, and each touched
+/// cell's key (made from the first row that touched it).
 struct Scratch {
     aggs: Vec<Agg>,
-    first: Vec<u32>,
+    keys: Vec<Key>,
     /// A bit per cell: the touched ones, found in key order without sorting them.
     touched: Vec<u64>,
 }
@@ -451,7 +474,7 @@ impl Scratch {
     fn new(cells: usize) -> Scratch {
         Scratch {
             aggs: vec![Agg::default(); cells],
-            first: vec![0; cells],
+            keys: vec![Key::default(); cells],
             touched: vec![0; cells.div_ceil(64)],
         }
     }
@@ -471,7 +494,7 @@ impl Scratch {
             let c = v.cell as usize;
             let agg = &mut self.aggs[c];
             if agg.rows == 0 {
-                self.first[c] = v.row;
+                self.keys[c] = key(v.row as usize);
                 self.touched[c / 64] |= 1 << (c % 64);
             }
             add(agg, prices.of(v.row as usize));
@@ -481,7 +504,7 @@ impl Scratch {
             while bits != 0 {
                 let c = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                out.push(key(self.first[c] as usize), &self.aggs[c]);
+                out.push(self.keys[c], &self.aggs[c]);
                 self.aggs[c] = Agg::default();
             }
         }
