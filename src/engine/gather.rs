@@ -176,7 +176,14 @@ impl Gather<'_> {
                     },
                 })?;
                 add_partial(&mut self.batch.added, f.partial);
-                self.batch.commit.folded.push((r, fold.encoded));
+                // Its partials file is written now, while the other files fold, and named
+                // by the batch's commit.
+                if !fold.encoded.is_empty() {
+                    let generation = self.batch.commit.generation;
+                    (self.engine.store).write_partials(r.id, generation, &fold.encoded)?;
+                    self.batch.commit.prewritten.push(r.id);
+                }
+                self.batch.commit.folded.push((r, Vec::new()));
                 match old {
                     Some(id) => {
                         self.report.replaced += 1;

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
 
@@ -107,7 +107,9 @@ impl Engine {
     }
 
     /// Applies one batch of changes as one generation. Files are folded in parallel and
-    /// their rows go to DuckDB as soon as they are folded, a chunk at a time.
+    /// their rows go to DuckDB as soon as they are folded, a chunk at a time; each new
+    /// file's partials file is written as soon as it is folded too, and removed again if
+    /// the batch fails before its store commit.
     pub(super) fn apply(
         &self,
         changes: Vec<Change>,
@@ -118,33 +120,26 @@ impl Engine {
         let t0 = Instant::now();
         let generation = self.store.generation()? + 1;
         let mut gather = Gather::new(self, &changes, &ids, report, generation);
-        self.fold_all(&mut gather)?;
-        let Batch {
-            mut commit,
+        let folded = self.fold_all(&mut gather);
+        let batch = gather.finish();
+        let written = batch.commit.prewritten.clone();
+        let t_fold = t0.elapsed();
+        let ready = match folded.and_then(|()| self.prepare(batch, committed, t_fold)) {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.store.discard_partials(&written, generation);
+                return Err(e);
+            }
+        };
+        let t_table = t0.elapsed();
+        let Ready {
+            commit,
+            combined,
             added,
             removed_ids,
-            appended,
-            pending,
-        } = gather.finish();
-        if commit.is_empty() {
-            return Ok(());
-        }
-        let t_fold = t0.elapsed();
-        self.store_tails(&mut commit, appended)?;
-        // New rollups: old + added − removed. Rollups no snapshot shares (within a
-        // multi-batch update) take a batch of additions in place once the store has
-        // committed it; others are merged into new ones while DuckDB may still be
-        // appending.
-        let combined = match committed.takes_in_place(&added, &removed_ids) {
-            true => None,
-            false => Some(self.combine(&committed.rollups, &added, &removed_ids)?),
-        };
-        let t_merge = t0.elapsed();
-        // The table commits before the store.
-        for p in pending {
-            p.wait()?;
-        }
-        let t_table = t0.elapsed();
+            t_merge,
+        } = ready;
         let stored = self.commit_store(&commit, next_id);
         // A commit that reports an error may still have landed (its flush failed): the
         // rollups in memory follow what the store holds either way.
@@ -171,6 +166,49 @@ impl Engine {
             "generation committed to the store"
         );
         stored
+    }
+
+    /// What a folded batch needs before its store commit: the appended tails' partials,
+    /// the new rollups (unless they take the batch in place) and the table's commits.
+    /// `None` when the batch changes nothing.
+    fn prepare(
+        &self,
+        batch: Batch,
+        committed: &mut Committed,
+        t_fold: Duration,
+    ) -> Result<Option<Ready>> {
+        let t0 = Instant::now();
+        let Batch {
+            mut commit,
+            added,
+            removed_ids,
+            appended,
+            pending,
+        } = batch;
+        if commit.is_empty() {
+            return Ok(None);
+        }
+        self.store_tails(&mut commit, appended)?;
+        // New rollups: old + added − removed. Rollups no snapshot shares (within a
+        // multi-batch update) take a batch of additions in place once the store has
+        // committed it; others are merged into new ones while DuckDB may still be
+        // appending.
+        let combined = match committed.takes_in_place(&added, &removed_ids) {
+            true => None,
+            false => Some(self.combine(&committed.rollups, &added, &removed_ids)?),
+        };
+        let t_merge = t_fold + t0.elapsed();
+        // The table commits before the store.
+        for p in pending {
+            p.wait()?;
+        }
+        Ok(Some(Ready {
+            commit,
+            combined,
+            added,
+            removed_ids,
+            t_merge,
+        }))
     }
 
     /// Each change's file id (new ones for files folded afresh), and the next unused id.
@@ -538,6 +576,16 @@ pub(super) struct Fold {
     pub(super) fingerprint: u64,
     /// The encoded partials (whole files only).
     pub(super) encoded: Vec<Vec<u8>>,
+}
+
+/// A batch ready for its store commit (see `Engine::prepare`), with the time its fold
+/// and merge took.
+struct Ready {
+    commit: Commit,
+    combined: Option<Vec<(RollupRows, Vec<Key>)>>,
+    added: Vec<RollupRows>,
+    removed_ids: Vec<u32>,
+    t_merge: Duration,
 }
 
 /// What a fold thread sends for change number `i` of a batch.
