@@ -161,3 +161,34 @@ fn a_process_dying_at_any_commit_step_recovers_on_restart() {
         reopened_parses_nothing(&ws.state(), &ws.watch(), &ws.files(), &what);
     }
 }
+
+/// A new file's partials file is written while its batch still folds; a batch that fails
+/// before its store commit removes what it wrote rather than leaving it for the next open.
+#[test]
+fn a_batch_failing_before_its_store_commit_left_no_partials_files() {
+    for point in ["table.commit", "store.commit"] {
+        let ws = Workspace::new();
+        let _keep = changed_folder(&ws, 41);
+        let failpoints = Failpoints::default();
+        let opts = EngineOptions {
+            failpoints: failpoints.clone(),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::open(&ws.state(), opts).unwrap();
+        engine.update(&ws.watch()).unwrap();
+        let before = engine.snapshot().generation();
+        change_every_kind(&ws, 41);
+        failpoints.arm(point, Action::Error).unwrap();
+        assert!(engine.update(&ws.watch()).is_err(), "{point}");
+        let failed = format!(".g{}.rp", before + 1);
+        let left: Vec<String> = std::fs::read_dir(ws.state().join("partials"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(&failed))
+            .collect();
+        assert!(left.is_empty(), "{point}: {left:?} left behind");
+        failpoints.clear();
+        engine.update(&ws.watch()).unwrap();
+        assert_fresh(&engine, &ws.files(), point);
+    }
+}

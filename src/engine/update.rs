@@ -144,6 +144,7 @@ impl Engine {
         // A commit that reports an error may still have landed (its flush failed): the
         // rollups in memory follow what the store holds either way.
         if stored.is_err() && self.store.generation()? != commit.generation {
+            self.store.discard_partials(&written, generation);
             return stored;
         }
         committed.advance(commit.generation, combined, &added);

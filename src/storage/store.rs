@@ -298,8 +298,11 @@ impl Store {
     pub fn discard_partials(&self, ids: &[u32], generation: u64) {
         for id in ids {
             let path = self.partials_path(*id, generation);
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!("removing {}: {e}", path.display());
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!("removing {}: {e}", path.display())
+                }
+                _ => {}
             }
         }
     }
