@@ -90,19 +90,25 @@ fn reopened_parses_nothing(state: &Path, watch: &Path, files: &[PathBuf], what: 
     assert_answers(&engine, files, what);
 }
 
+/// An engine on `ws`'s state with failpoints to arm, after its first update.
+fn built_with_failpoints(ws: &Workspace) -> (Engine, Failpoints) {
+    let failpoints = Failpoints::default();
+    let opts = EngineOptions {
+        failpoints: failpoints.clone(),
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(&ws.state(), opts).unwrap();
+    engine.update(&ws.watch()).unwrap();
+    (engine, failpoints)
+}
+
 #[test]
 fn an_error_at_any_commit_step_is_repaired_by_the_next_update() {
     for (i, point) in POINTS.into_iter().enumerate() {
         let ws = Workspace::new();
         let seed = 300 + 10 * i as u64;
         let (old, _keep) = changed_folder(&ws, seed);
-        let failpoints = Failpoints::default();
-        let opts = EngineOptions {
-            failpoints: failpoints.clone(),
-            ..EngineOptions::default()
-        };
-        let engine = Engine::open(&ws.state(), opts).unwrap();
-        engine.update(&ws.watch()).unwrap();
+        let (engine, failpoints) = built_with_failpoints(&ws);
         change_every_kind(&ws, seed);
         failpoints.arm(point, Action::Error).unwrap();
         let failed = engine.update(&ws.watch());
@@ -169,13 +175,7 @@ fn a_batch_failing_before_its_store_commit_left_no_partials_files() {
     for point in ["table.commit", "store.commit"] {
         let ws = Workspace::new();
         let _keep = changed_folder(&ws, 41);
-        let failpoints = Failpoints::default();
-        let opts = EngineOptions {
-            failpoints: failpoints.clone(),
-            ..EngineOptions::default()
-        };
-        let engine = Engine::open(&ws.state(), opts).unwrap();
-        engine.update(&ws.watch()).unwrap();
+        let (engine, failpoints) = built_with_failpoints(&ws);
         let before = engine.snapshot().generation();
         change_every_kind(&ws, 41);
         failpoints.arm(point, Action::Error).unwrap();
