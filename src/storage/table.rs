@@ -141,8 +141,10 @@ struct Inner {
     writes: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
-    /// DuckDB's settings for queries, and while loading (see `TableOptions`).
-    settings: (Settings, Settings),
+    /// DuckDB's settings for queries.
+    queries: Settings,
+    /// DuckDB's settings while an update loads rows (see `TableOptions`).
+    loading: Settings,
     checkpoint_wal_bytes: u64,
     failpoints: Failpoints,
     /// Why the tables were dropped and created again on open, if they were.
@@ -268,19 +270,17 @@ impl Table {
                 writes: Arc::new(AtomicU64::new(0)),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
-                settings: (
-                    Settings {
-                        memory_limit: opts.memory_limit.clone(),
-                        threads: opts.threads,
+                queries: Settings {
+                    memory_limit: opts.memory_limit.clone(),
+                    threads: opts.threads,
+                },
+                loading: Settings {
+                    memory_limit: match opts.ingest_memory_limit.as_str() {
+                        "" => opts.memory_limit.clone(),
+                        l => l.to_string(),
                     },
-                    Settings {
-                        memory_limit: match opts.ingest_memory_limit.as_str() {
-                            "" => opts.memory_limit.clone(),
-                            l => l.to_string(),
-                        },
-                        threads: 1,
-                    },
-                ),
+                    threads: 1,
+                },
                 checkpoint_wal_bytes: opts.checkpoint_wal_bytes,
                 failpoints,
                 rebuilt,
@@ -501,7 +501,7 @@ impl Table {
     /// ~20% less time without them). `None` when DuckDB refused (the load then runs
     /// under the query settings, with a warning).
     pub fn loading(&self) -> Option<Loading<'_>> {
-        let loading = &self.inner.settings.1;
+        let loading = &self.inner.loading;
         match self.apply_settings(loading) {
             Ok(()) => Some(Loading { table: self }),
             Err(e) => {
@@ -533,7 +533,7 @@ pub struct Loading<'a> {
 
 impl Drop for Loading<'_> {
     fn drop(&mut self) {
-        let queries = &self.table.inner.settings.0;
+        let queries = &self.table.inner.queries;
         if let Err(e) = self.table.apply_settings(queries) {
             tracing::warn!("setting DuckDB back to its query settings ({queries:?}): {e}");
         }
