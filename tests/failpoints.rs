@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rollupd::app::gen::sample_file;
-use rollupd::engine::failpoint::{Action, Failpoints, POINTS};
+use rollupd::engine::failpoint::{Action, Failpoints, LAYER_POINTS, POINTS};
 use rollupd::{Engine, EngineOptions};
 
 use crate::history::{assert_fresh, fresh_rollups};
-use crate::oracle::{assert_same, oracle};
+use crate::oracle::{assert_same, oracle, query_context, rollup_query};
 use crate::util::{answer_rows, ok_stdout, reference_queries, Workspace};
 
 /// Three folded files, then one change of every kind: a file added, one appended to,
@@ -123,7 +125,7 @@ fn an_error_at_any_commit_step_is_repaired_by_the_next_update() {
                 .snapshot()
                 .rollups
                 .iter()
-                .map(|r| r.as_ref().clone())
+                .map(|r| r.merged().as_ref().clone())
                 .collect();
             assert!(
                 rollups == fresh_rollups(&old, &engine)
@@ -191,4 +193,49 @@ fn a_batch_failing_before_its_store_commit_left_no_partials_files() {
         engine.update(&ws.watch()).unwrap();
         assert_fresh(&engine, &ws.files(), point);
     }
+}
+
+/// Files added and appended to are published with their rows laid over the rollups they
+/// leave mostly unchanged, before those are merged with them. A merge that fails leaves
+/// the layers published: answers from rollups (random queries) are DuckDB's over the
+/// folder all the same, and the next update merges them into the fresh-build rollups.
+#[test]
+fn additions_laid_over_the_rollups_answer_like_duckdb_until_merged() {
+    let ws = Workspace::new();
+    ws.generate(3, 3_000, 51);
+    let (engine, failpoints) = built_with_failpoints(&ws);
+    ws.write("added.csv", sample_file(600, 52));
+    crate::util::append_rows(&ws.files()[0], 200, 53);
+    for point in LAYER_POINTS {
+        failpoints.arm(point, Action::Error).unwrap();
+    }
+    assert!(
+        engine.update(&ws.watch()).is_err(),
+        "the merge did not fail"
+    );
+    let snap = engine.snapshot();
+    assert!(
+        snap.rollups.iter().any(|r| !r.is_merged()),
+        "no rollup was layered"
+    );
+    let files = ws.files();
+    let ctx = query_context(&files);
+    let mut rng = ChaCha8Rng::seed_from_u64(54);
+    for i in 0..300 {
+        let q = rollup_query(&mut rng, &ctx);
+        let answer = engine
+            .query(&q)
+            .unwrap_or_else(|e| panic!("query {i} {q}: {e}"));
+        let want = oracle(&files, &q).unwrap_or_else(|e| panic!("oracle {i} {q}: {e}"));
+        assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want)
+            .unwrap_or_else(|e| panic!("query {i} ({}): {e}", answer.source));
+    }
+    assert_answers(&engine, &files, "layered");
+    failpoints.clear();
+    let report = engine.update(&ws.watch()).unwrap();
+    assert_eq!(report.bytes_parsed, 0, "nothing was folded again");
+    assert!(engine.snapshot().rollups.iter().all(|r| r.is_merged()));
+    assert_fresh(&engine, &files, "merged by the next update");
+    drop(engine);
+    reopened_parses_nothing(&ws.state(), &ws.watch(), &files, "merged");
 }

@@ -123,7 +123,7 @@ pub fn assert_fresh(engine: &Engine, files: &[PathBuf], what: &str) {
     );
     for (s, (got, want)) in snap.rollups.iter().zip(&fresh).enumerate() {
         assert!(
-            got.as_ref() == want,
+            *got.merged() == *want,
             "{what}: rollup {} differs from a fresh build ({} vs {} rows)",
             snap.catalog[s].spec.name(),
             got.len(),

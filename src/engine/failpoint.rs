@@ -41,6 +41,10 @@ pub const LAYOUT_POINTS: [&str; 2] = [
     "layout.commit",
 ];
 
+/// The step of an update whose additions were laid over the rollups: after the
+/// generation is published so, before the layers are merged into them.
+pub const LAYER_POINTS: [&str; 1] = ["merge"];
+
 /// Test hooks outside the commit path.
 pub const HOOKS: [&str; 2] = [
     // In a file's fold, after its bytes are read and before it is checked for changes.
@@ -98,9 +102,10 @@ impl Failpoints {
     pub fn arm(&self, name: &str, action: Action) -> Result<()> {
         if !known(name) {
             return Err(Error::Internal(format!(
-                "unknown failpoint {name:?}; known: {}, {}, {}",
+                "unknown failpoint {name:?}; known: {}, {}, {}, {}",
                 POINTS.join(", "),
                 LAYOUT_POINTS.join(", "),
+                LAYER_POINTS.join(", "),
                 HOOKS.join(", ")
             )));
         }
@@ -138,7 +143,9 @@ impl Failpoints {
 
 /// Whether `name` is a failpoint or hook.
 fn known(name: &str) -> bool {
-    POINTS.contains(&name) || LAYOUT_POINTS.contains(&name) || HOOKS.contains(&name)
+    [&POINTS[..], &LAYOUT_POINTS, &LAYER_POINTS, &HOOKS]
+        .iter()
+        .any(|points| points.contains(&name))
 }
 
 /// Waits (at most a minute) until the test removes this step's marker file.

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::schema::Zone;
 
 use crate::rollup::partial::{self, Partial, Positions};
-use crate::rollup::{MergeStack, RollupRows, RollupSpec};
+use crate::rollup::{Layered, MergeStack, RollupRows, RollupSpec};
 use crate::storage::store::{Commit, FileRecord};
 
 use super::update::encode_all;
@@ -202,7 +202,7 @@ impl Engine {
             .iter()
             .zip(derived.rollups)
             .map(|(spec, rows)| match rows {
-                Some(rows) => (Arc::new(rows), Vec::new()),
+                Some(rows) => (Layered::from(rows), Vec::new()),
                 None => {
                     let at = kept_at(&from, spec, same_zone).expect("a kept rollup");
                     let pending = committed.pending.get(at).cloned().unwrap_or_default();

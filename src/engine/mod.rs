@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::model::schema::Zone;
 use crate::query::exec::execute;
 use crate::query::{plan_in, CatalogEntry, Query, ResultSet, Route};
-use crate::rollup::{default_specs, Key, RollupRows, RollupSpec};
+use crate::rollup::{default_specs, Key, Layered, RollupRows, RollupSpec};
 use crate::storage::lock::StateLock;
 use crate::storage::manifest::Manifest;
 use crate::storage::store::{FileRecord, Store};
@@ -122,7 +122,9 @@ pub struct Snapshot {
     /// The time zone its rollups and the table's time columns are in.
     pub zone: Zone,
     pub catalog: Vec<CatalogEntry>,
-    pub rollups: Vec<Arc<RollupRows>>,
+    /// Per rollup of the catalog, its rows (with the last additions laid over them until
+    /// they are merged).
+    pub rollups: Vec<Layered>,
     /// `None` only before the first publish.
     pub view: Option<Arc<View>>,
 }
@@ -150,12 +152,7 @@ impl Snapshot {
         self.rollups.iter().map(|r| r.heap_bytes()).sum()
     }
 
-    fn new(
-        generation: u64,
-        layout: &Layout,
-        rollups: Vec<Arc<RollupRows>>,
-        view: Arc<View>,
-    ) -> Snapshot {
+    fn new(generation: u64, layout: &Layout, rollups: Vec<Layered>, view: Arc<View>) -> Snapshot {
         let catalog = layout
             .specs
             .iter()
@@ -179,11 +176,19 @@ impl Snapshot {
 /// The manifest on disk and the rollups its partitions hold.
 type Written = (Manifest, Vec<Arc<RollupRows>>);
 
+/// What a batch makes of one committed rollup.
+enum Next {
+    /// Rows merged anew, with the keys whose minimum or maximum a removal may have taken.
+    Merged(RollupRows, Vec<Key>),
+    /// The batch's additions laid over the rollup's shared rows.
+    Layered(Layered),
+}
+
 /// The rollups of the store's last committed generation.
 #[derive(Debug, Clone, Default)]
 struct Committed {
     generation: u64,
-    rollups: Vec<Arc<RollupRows>>,
+    rollups: Vec<Layered>,
     /// Per rollup, the keys (sorted) whose minimum or maximum a removal may have taken and
     /// that have not had them back from the remaining rows yet (`Engine::restore_pending`).
     /// Their extremes are unknown meanwhile: the snapshot says so (queries needing them go
@@ -192,7 +197,7 @@ struct Committed {
 }
 
 impl Committed {
-    fn new(generation: u64, rollups: Vec<Arc<RollupRows>>) -> Committed {
+    fn new(generation: u64, rollups: Vec<Layered>) -> Committed {
         Committed {
             generation,
             pending: vec![Vec::new(); rollups.len()],
@@ -208,37 +213,43 @@ impl Committed {
             pending.extend(new);
             pending.sort_unstable();
             pending.dedup();
-            pending.retain(|k| rows.find(k).is_some());
+            pending.retain(|k| rows.contains(k));
         }
     }
 
     /// Whether a batch without removals can merge into the rollups in place: no snapshot
-    /// shares them (within a multi-batch update).
+    /// shares them (within a multi-batch update) and no layer lies over them.
     fn takes_in_place(&mut self, added: &[RollupRows], removed: &[u32]) -> bool {
         removed.is_empty()
             && self.rollups.len() == added.len()
-            && self.rollups.iter_mut().all(|r| Arc::get_mut(r).is_some())
+            && self.rollups.iter_mut().all(|r| r.get_mut().is_some())
     }
 
-    /// Moves to a committed generation: the rollups merged anew (`combined`, with the
-    /// keys whose extremes are now pending), or `added` merged in place.
-    fn advance(
-        &mut self,
-        generation: u64,
-        combined: Option<Vec<(RollupRows, Vec<Key>)>>,
-        added: &[RollupRows],
-    ) {
+    /// Whether additions may be laid over the rollups: no key waits for its extremes.
+    fn takes_layers(&self) -> bool {
+        self.pending.iter().all(Vec::is_empty)
+    }
+
+    /// Moves to a committed generation: the rollups made anew (`combined`), or `added`
+    /// merged in place.
+    fn advance(&mut self, generation: u64, combined: Option<Vec<Next>>, added: &[RollupRows]) {
         match combined {
             Some(combined) => {
-                let (rows, affected): (Vec<_>, Vec<_>) = combined.into_iter().unzip();
-                self.rollups = rows.into_iter().map(Arc::new).collect();
+                let (rows, affected): (Vec<_>, Vec<_>) = combined
+                    .into_iter()
+                    .map(|next| match next {
+                        Next::Merged(rows, affected) => (Layered::from(rows), affected),
+                        Next::Layered(rows) => (rows, Vec::new()),
+                    })
+                    .unzip();
+                self.rollups = rows;
                 self.pend(affected);
             }
             None => self
                 .rollups
                 .par_iter_mut()
                 .zip(added)
-                .for_each(|(rows, add)| Arc::get_mut(rows).expect("unshared").merge_in_place(add)),
+                .for_each(|(rows, add)| rows.get_mut().expect("unshared").merge_in_place(add)),
         }
         self.generation = generation;
     }
@@ -473,7 +484,7 @@ impl Engine {
         let (query, plan, _) = plan_in(query, &snap.catalog, snap.zone);
         let (rollup, source) = match &plan.route {
             Route::Rollup(i) => (
-                Some((snap.rollups[*i].as_ref(), self.store.countries())),
+                Some((&snap.rollups[*i], self.store.countries())),
                 format!("rollup:{}", snap.catalog[*i].spec.name()),
             ),
             Route::DuckDb { .. } => (None, "duckdb".to_string()),

@@ -1,5 +1,6 @@
 //! Publishing a committed generation: the snapshot queries see (first without, then
-//! with the extremes a removal took), then the rollup partitions and the manifest.
+//! with the extremes a removal took; first with additions laid over the rollups, then
+//! merged into them), then the rollup partitions and the manifest.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::rollup::{Key, RollupRows, RollupSpec};
+use crate::rollup::{Key, Layered, RollupRows, RollupSpec};
 use crate::storage::manifest::{write_rollup, Manifest, MANIFEST_VERSION};
 use crate::storage::table::View;
 
@@ -59,7 +60,7 @@ impl Engine {
             .enumerate()
             .map(|(s, ((mut rows, affected), extremes))| {
                 if !affected.is_empty() {
-                    let rows = Arc::make_mut(&mut rows);
+                    let rows = rows.make_mut();
                     rows.merge_extremes(affected, &extremes);
                     let parts = unloaded
                         .iter()
@@ -85,7 +86,7 @@ impl Engine {
         &self,
         published: &Snapshot,
         generation: u64,
-        rollups: &[Arc<RollupRows>],
+        rollups: &[Layered],
         pending: &[bool],
     ) -> Result<Arc<View>> {
         let layout = self.layout();
@@ -116,20 +117,58 @@ impl Engine {
         Ok(view)
     }
 
+    /// Merges the additions laid over committed rollups into them and publishes the
+    /// merged rows (the same generation: answers do not change); returns the committed
+    /// rollups, merged. On failure the layers stay (queries read them as they are) and
+    /// the next update merges them.
+    fn merge_layers(
+        &self,
+        committed: Committed,
+        view: &Arc<View>,
+        pending: &[bool],
+    ) -> Result<Vec<Arc<RollupRows>>> {
+        let Committed {
+            generation,
+            rollups,
+            ..
+        } = committed;
+        if rollups.iter().all(Layered::is_merged) {
+            return Ok(rollups.iter().map(Layered::merged).collect());
+        }
+        self.opts.failpoints.hit("merge")?;
+        let started = Instant::now();
+        let merged: Vec<Arc<RollupRows>> = rollups.par_iter().map(Layered::merged).collect();
+        let layered: Vec<Layered> = merged.iter().cloned().map(Layered::from).collect();
+        let mut committed = self.committed.lock().expect("committed lock");
+        if committed.generation == generation {
+            committed.rollups = layered.clone();
+        }
+        drop(committed);
+        let snapshot = Snapshot::new(generation, &self.layout(), layered, view.clone());
+        self.publish(snapshot.with_pending(pending));
+        tracing::debug!(
+            generation,
+            ms = started.elapsed().as_millis() as u64,
+            "added rows merged into the rollups"
+        );
+        Ok(merged)
+    }
+
     /// Publishes the committed generation where the snapshot or the manifest trails it:
-    /// first the snapshot (queries see it from memory at once), then the rollup partitions
-    /// that changed and the manifest. A crash before the manifest is replaced is repaired
-    /// on open by merging the stored partials again; an error is retried by the next update.
+    /// first the snapshot (queries see it from memory at once), then the rollups with
+    /// the additions laid over them merged, then the rollup partitions that changed and
+    /// the manifest. A crash before the manifest is replaced is repaired on open by
+    /// merging the stored partials again; an error is retried by the next update.
     pub(super) fn catch_up(&self) -> Result<()> {
         let layout = self.layout();
         let (specs, zone) = (&layout.specs, layout.zone.name());
         let committed = self.committed.lock().expect("committed lock").clone();
         let (generation, pending) = (committed.generation, committed.pending_flags());
-        let rollups = committed.rollups;
         let published = self.snapshot();
-        let view = self.publish_committed(&published, generation, &rollups, &pending)?;
+        let view = self.publish_committed(&published, generation, &committed.rollups, &pending)?;
         // The replaced snapshot's view must not count as a reader at the checkpoint below.
         drop(published);
+        let rollups = self.merge_layers(committed, &view, &pending)?;
         let (manifest, written) = self.written.lock().expect("written lock").clone();
         // Rollups with extremes pending are not written; the manifest waits for them.
         if pending.contains(&true)

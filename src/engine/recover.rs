@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::schema::Zone;
-use crate::rollup::RollupRows;
+use crate::rollup::{Layered, RollupRows};
 use crate::storage::manifest::{read_rollup, Manifest};
 use crate::storage::store::{Commit, FileRecord};
 use crate::storage::table::TableChange;
@@ -228,6 +228,7 @@ impl Engine {
             match read {
                 Ok(rollups) => {
                     *self.written.lock().expect("written lock") = (m, rollups.clone());
+                    let rollups = rollups.into_iter().map(Layered::from).collect();
                     *self.committed.lock().expect("committed lock") =
                         Committed::new(generation, rollups);
                     return self.publish_recovered().map(|()| None);
@@ -250,7 +251,7 @@ impl Engine {
                     .iter()
                     .map(|id| self.store.partial(*id, s))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Arc::new(RollupRows::merge_tree(parts)))
+                Ok(Layered::from(RollupRows::merge_tree(parts)))
             })
             .collect::<Result<Vec<_>>>()?;
         *self.committed.lock().expect("committed lock") = Committed::new(generation, rollups);

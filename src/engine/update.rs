@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rayon::prelude::*;
@@ -21,12 +20,12 @@ use crate::ingest::lines::{Chunk, Lines};
 use crate::ingest::regular::{open_as_seen, still_as_seen};
 use crate::ingest::watch::{line_held_until, scan};
 use crate::rollup::codec;
-use crate::rollup::{Countries, Key, RollupRows};
+use crate::rollup::{Countries, Layered, RollupRows};
 use crate::storage::store::{Commit, FileRecord, MAX_PARTS};
 use crate::storage::table::TableFile;
 
 use super::gather::{Batch, Gather};
-use super::{Committed, Engine, FileFailure, UpdateReport};
+use super::{Committed, Engine, FileFailure, Next, UpdateReport};
 
 impl Engine {
     /// Compares the folder with the store and folds what changed.
@@ -192,11 +191,11 @@ impl Engine {
         self.store_tails(&mut commit, appended)?;
         // New rollups: old + added − removed. Rollups no snapshot shares (within a
         // multi-batch update) take a batch of additions in place once the store has
-        // committed it; others are merged into new ones while DuckDB may still be
-        // appending.
+        // committed it; others get the additions laid over them, or are merged into new
+        // ones, while DuckDB may still be appending.
         let combined = match committed.takes_in_place(&added, &removed_ids) {
             true => None,
-            false => Some(self.combine(&committed.rollups, &added, &removed_ids)?),
+            false => Some(self.combine(committed, &added, &removed_ids)?),
         };
         let t_merge = t_fold + t0.elapsed();
         // The table commits before the store.
@@ -266,28 +265,33 @@ impl Engine {
             .and_then(|()| self.opts.failpoints.hit("store.committed"))
     }
 
-    /// `current` + `added` − the stored partials of `removed`, per rollup, as new rows,
-    /// with the keys whose extremes the removed partials may have held.
-    pub(super) fn combine(
+    /// The committed rollups + `added` − the stored partials of `removed`, per rollup:
+    /// additions alone laid over the rollup's rows where the layer stays small, else new
+    /// rows, with the keys whose extremes the removed partials may have held.
+    fn combine(
         &self,
-        current: &[Arc<RollupRows>],
+        committed: &Committed,
         added: &[RollupRows],
         removed: &[u32],
-    ) -> Result<Vec<(RollupRows, Vec<Key>)>> {
+    ) -> Result<Vec<Next>> {
         added
             .par_iter()
             .enumerate()
             .map(|(s, add)| {
+                let current = committed.rollups.get(s);
+                let layers = removed.is_empty() && (add.is_empty() || committed.takes_layers());
+                if let Some(next) = current.filter(|_| layers).and_then(|c| c.with_added(add)) {
+                    return Ok(Next::Layered(next));
+                }
                 let parts = removed
                     .iter()
                     .map(|id| self.store.partial(*id, s))
                     .collect::<Result<Vec<_>>>()?;
-                let empty = RollupRows::default();
-                let old = current.get(s).map_or(&empty, |r| r.as_ref());
+                let old = current.map_or_else(Default::default, Layered::merged);
                 let started = Instant::now();
                 let sub = RollupRows::merge_tree(parts);
                 let t_sub = started.elapsed();
-                let out = old.combine(add, &sub);
+                let (rows, affected) = old.combine(add, &sub);
                 tracing::debug!(
                     rollup = s,
                     rows = old.len(),
@@ -297,7 +301,7 @@ impl Engine {
                     combine_us = (started.elapsed() - t_sub).as_micros() as u64,
                     "combined"
                 );
-                Ok(out)
+                Ok(Next::Merged(rows, affected))
             })
             .collect()
     }
@@ -583,7 +587,7 @@ pub(super) struct Fold {
 /// and merge took.
 struct Ready {
     commit: Commit,
-    combined: Option<Vec<(RollupRows, Vec<Key>)>>,
+    combined: Option<Vec<Next>>,
     added: Vec<RollupRows>,
     removed_ids: Vec<u32>,
     t_merge: Duration,

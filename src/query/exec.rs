@@ -22,13 +22,15 @@ use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::schema::{exact_to_f64, price_to_f64, Column, TimeCol, PRICE_UNIT};
 use crate::query::filter::{gallop, KeyFilter};
-use crate::query::group::{type_names, Coder, Groups};
+use crate::query::group::{type_names, Coder, Groups, KeyRuns};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
 use crate::query::sort::top_groups;
 use crate::query::{cores, on_threads};
-use crate::rollup::{Countries, Key, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME};
+use crate::rollup::{
+    Countries, Key, Layered, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME,
+};
 use crate::storage::table::View;
 
 /// Answers `query` along `plan` from `rollup` (the planned rollup's rows, when the
@@ -38,7 +40,7 @@ use crate::storage::table::View;
 pub fn execute(
     query: &Query,
     plan: &Plan,
-    rollup: Option<(&RollupRows, &Countries)>,
+    rollup: Option<(&Layered, &Countries)>,
     view: &View,
     budget: &QueryBudget,
 ) -> Result<ResultSet> {
@@ -181,29 +183,90 @@ struct Scanned {
     accs: Accs,
 }
 
-/// Aggregates rollup rows into the query's result (ordered and limited); `too_large`
-/// when more groups than the row cap would be answered.
+/// Aggregates a rollup's rows into the query's result (ordered and limited);
+/// `too_large` when more groups than the row cap would be answered.
 fn aggregate_rollup(
     query: &Query,
     range: (i32, i32),
-    rollup: (&RollupRows, &Countries),
+    (rollup, countries): (&Layered, &Countries),
     budget: &QueryBudget,
 ) -> Result<Rows> {
     let needs = Needs::of(query);
-    let selected = select(query, range, rollup, budget)?;
-    let rollup = rollup.0;
-    let mut found = match leading_time(query) {
-        Some(lead) => scan_leading(query, lead, &selected, &needs, rollup, budget)?,
-        None => {
-            let coder = selected.coder(query, rollup, &selected.runs)?;
-            let alone = !query.group_by.is_empty() && query.order_by.is_empty();
-            if alone && row_per_group(&coder, rollup, &selected.runs) {
-                return answer_rows(query, &selected, rollup, budget);
+    let countries: Arc<[String]> = countries.names().into();
+    let found = match rollup.parts().as_slice() {
+        [rows] => {
+            let selected = select(query, range, rows, &countries, budget)?;
+            match leading_time(query) {
+                Some(lead) => scan_leading(query, lead, &selected, &needs, rows, budget)?,
+                None => {
+                    let coder = selected.coder(query, rows, &selected.runs)?;
+                    let alone = !query.group_by.is_empty() && query.order_by.is_empty();
+                    if alone && row_per_group(&coder, rows, &selected.runs) {
+                        return answer_rows(query, &selected, rows, budget);
+                    }
+                    let chunks = vec![selected.runs.clone()];
+                    scan(coder, chunks, usize::MAX, &needs, rows, budget)?
+                }
             }
-            let chunks = vec![selected.runs.clone()];
-            scan(coder, chunks, usize::MAX, &needs, rollup, budget)?
         }
+        layers => scan_layers(query, range, layers, &countries, &needs, budget)?,
     };
+    answer(query, found, &needs, &countries, budget)
+}
+
+/// Groups the matching rows of a rollup's layers (its merged rows, then the rows laid
+/// over them): one coder over all of them, each layer scanned as a rollup of its own, and
+/// the groups of the later layers summed into the first's.
+fn scan_layers(
+    query: &Query,
+    range: (i32, i32),
+    layers: &[&RollupRows],
+    countries: &Arc<[String]>,
+    needs: &Needs,
+    budget: &QueryBudget,
+) -> Result<Scanned> {
+    let selected = (layers.iter())
+        .map(|rows| select(query, range, rows, countries, budget))
+        .collect::<Result<Vec<_>>>()?;
+    let over: Vec<KeyRuns<'_>> = (layers.iter().zip(&selected))
+        .map(|(rows, s)| (rows.keys(), s.runs.as_slice()))
+        .collect();
+    let ids = [0, 1].map(|i| {
+        (selected.iter().filter_map(|s| s.ids[i])).reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    });
+    let coder = Coder::new(&query.group_by, &over, ids, countries)?;
+    let mut layers = layers.iter().zip(&selected);
+    let (rows, first) = layers.next().expect("a rollup has rows");
+    let chunks = vec![first.runs.clone()];
+    let found = scan(coder, chunks, usize::MAX, needs, rows, budget)?;
+    let Scanned {
+        coder,
+        groups,
+        accs,
+    } = found;
+    let mut whole = (groups, accs);
+    for (rows, s) in layers {
+        let chunks = vec![s.runs.clone()];
+        let part = fold_chunks(&coder, chunks, usize::MAX, needs, rows, budget)?;
+        absorb(&mut whole, part, needs);
+    }
+    let (groups, accs) = whole;
+    Ok(Scanned {
+        coder,
+        groups,
+        accs,
+    })
+}
+
+/// The query's answer from the groups a scan found: ordered, limited, a column per
+/// select item.
+fn answer(
+    query: &Query,
+    mut found: Scanned,
+    needs: &Needs,
+    countries: &Arc<[String]>,
+    budget: &QueryBudget,
+) -> Result<Rows> {
     if query.group_by.is_empty() && found.groups.is_empty() {
         found.groups.find(0, &Key::default());
         found.accs.push(needs.prices);
@@ -218,7 +281,7 @@ fn aggregate_rollup(
         .enumerate()
         .map(|(i, item)| match item {
             Item::Agg(a) if query.order_by.iter().any(|k| k.item == i) => {
-                Some(aggregate_column(a, accs, &needs, None))
+                Some(aggregate_column(a, accs, needs, None))
             }
             _ => None,
         })
@@ -230,9 +293,9 @@ fn aggregate_rollup(
         false => order.iter().map(|&g| groups.values[g as usize]).collect(),
     };
     let column = |(item, agg): (&Item, Option<Data>)| match (item, agg) {
-        (Item::Column(c), _) => group_column(*c, values.iter().copied(), &selected.countries),
+        (Item::Column(c), _) => group_column(*c, values.iter().copied(), countries),
         (Item::Agg(_), Some(data)) => data.gather(&order),
-        (Item::Agg(a), None) => aggregate_column(a, accs, &needs, Some(&order)),
+        (Item::Agg(a), None) => aggregate_column(a, accs, needs, Some(&order)),
     };
     let columns = match order.len() < PARALLEL_GROUPS {
         true => query.select.iter().zip(aggs).map(column).collect(),
@@ -287,8 +350,8 @@ impl Selected {
 
     /// The coder of the query's groups over the rows `runs` (ascending).
     fn coder(&self, query: &Query, rollup: &RollupRows, runs: &[Range<usize>]) -> Result<Coder> {
-        let (keys, _, _) = rollup.columns();
-        Coder::new(&query.group_by, keys, runs, self.ids, &self.countries)
+        let over = [(rollup.keys(), runs)];
+        Coder::new(&query.group_by, &over, self.ids, &self.countries)
     }
 }
 
@@ -320,15 +383,16 @@ fn blocks(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
         .map(move |start| start..(start + BLOCK_ROWS).min(rows.end))
 }
 
-/// Finds the matching rows of the query's time range.
+/// Finds the matching rows of the query's time range (`countries`: the rollup's country
+/// codes' names).
 fn select(
     query: &Query,
     range: (i32, i32),
-    (rollup, countries): (&RollupRows, &Countries),
+    rollup: &RollupRows,
+    countries: &Arc<[String]>,
     budget: &QueryBudget,
 ) -> Result<Selected> {
-    let countries: Arc<[String]> = countries.names().into();
-    let filter = KeyFilter::compile(&query.filters, &countries);
+    let filter = KeyFilter::compile(&query.filters, countries);
     // All-time rollups (time 0) never get time filters, so their range is everything.
     let rows = if range.0 > range.1 {
         0..0
@@ -342,7 +406,7 @@ fn select(
     Ok(Selected {
         runs,
         ids,
-        countries,
+        countries: countries.clone(),
     })
 }
 

@@ -25,7 +25,7 @@ pub fn explain(engine: &Engine, json: &Json, budget: &QueryBudget) -> Result<Exp
     };
     let (lo, hi) = plan.time_range;
     let (rows_scanned, sql) = match &plan.route {
-        Route::Rollup(i) => (snap.rollups[*i].time_range(lo, hi).len() as u64, None),
+        Route::Rollup(i) => (snap.rollups[*i].rows_in(lo, hi) as u64, None),
         Route::DuckDb { sql, .. } => (table_rows(snap.view.as_deref(), budget)?, Some(sql.clone())),
     };
     let chosen_rows = chosen.map(|i| snap.catalog[i].rows);

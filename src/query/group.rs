@@ -150,6 +150,9 @@ const fn len(t: TimeCol) -> u32 {
     crate::query::filter::bucket_len(t) as u32
 }
 
+/// Rows of a rollup's keys: the keys and runs of positions among them.
+pub type KeyRuns<'a> = (&'a [Key], &'a [Range<usize>]);
+
 /// Packs the group-by columns of a key into one integer that orders groups as the answer
 /// does (group-by columns in order, each ascending, NULL last).
 pub struct Coder {
@@ -162,14 +165,13 @@ pub struct Coder {
 }
 
 impl Coder {
-    /// The coder of `group` over the rows `runs` of `keys` (their values bound the codes;
-    /// `ids`, when given, bounds the advertiser and the publisher ids among them, so that
-    /// many rows need not be read for it); `too_large` if the codes cannot be packed in
-    /// 128 bits.
+    /// The coder of `group` over the rows `runs` of `keys`, for each `(keys, runs)` of
+    /// `over` (their values bound the codes; `ids`, when given, bounds the advertiser and
+    /// the publisher ids among them, so that many rows need not be read for it);
+    /// `too_large` if the codes cannot be packed in 128 bits.
     pub fn new(
         group: &[Column],
-        keys: &[Key],
-        runs: &[Range<usize>],
+        over: &[KeyRuns<'_>],
         ids: [Option<(i64, i64)>; 2],
         countries: &[String],
     ) -> Result<Coder> {
@@ -178,11 +180,11 @@ impl Coder {
         for c in group {
             // The column's code, and its place in a rollup key's sort order.
             let (col, at) = match *c {
-                Column::Time(t) => (time_code(t, keys, runs), 0),
+                Column::Time(t) => (time_code(t, over), 0),
                 Column::Type => (rank_code(false, &type_names()), 1),
                 Column::Country => (rank_code(true, countries), 2),
-                Column::AdvertiserId => (id_code(false, keys, runs, ids[0]), 3),
-                Column::PublisherId => (id_code(true, keys, runs, ids[1]), 4),
+                Column::AdvertiserId => (id_code(false, over, ids[0]), 3),
+                Column::PublisherId => (id_code(true, over, ids[1]), 4),
                 c => unreachable!("{c} is not a rollup column"),
             };
             lead = lead.max(at + 1);
@@ -234,12 +236,18 @@ fn rank_code(country: bool, names: &[String]) -> (Code, u64) {
 }
 
 /// A time column's code: buckets from the first one among the rows, NULL after the last.
-fn time_code(t: TimeCol, keys: &[Key], runs: &[Range<usize>]) -> (Code, u64) {
-    let first = runs.first().map(|r| keys[r.start].time);
-    let last = runs.iter().rev().find_map(|r| {
-        let non_null = keys[r.clone()].partition_point(|k| k.time != NULL_TIME);
-        (non_null > 0).then(|| keys[r.start + non_null - 1].time)
-    });
+fn time_code(t: TimeCol, over: &[KeyRuns<'_>]) -> (Code, u64) {
+    let first = (over.iter())
+        .filter_map(|(keys, runs)| runs.first().map(|r| keys[r.start].time))
+        .min();
+    let last = (over.iter())
+        .filter_map(|(keys, runs)| {
+            runs.iter().rev().find_map(|r| {
+                let non_null = keys[r.clone()].partition_point(|k| k.time != NULL_TIME);
+                (non_null > 0).then(|| keys[r.start + non_null - 1].time)
+            })
+        })
+        .max();
     // Buckets are `len(t)` minutes apart, so a bucket's index from the first is the
     // distance from its start divided by that (every row is at or after the first).
     match (first, last) {
@@ -259,17 +267,15 @@ const BOUNDED_ROWS: usize = 1 << 14;
 /// An id column's code: offsets from the smallest id (ids are 32-bit, so they span less
 /// than 2^32). The smallest and largest id are `bounds` when known and the rows are
 /// many, else read from the rows.
-fn id_code(
-    publ: bool,
-    keys: &[Key],
-    runs: &[Range<usize>],
-    bounds: Option<(i64, i64)>,
-) -> (Code, u64) {
-    let many = runs.iter().map(|r| r.len()).sum::<usize>() > BOUNDED_ROWS;
+fn id_code(publ: bool, over: &[KeyRuns<'_>], bounds: Option<(i64, i64)>) -> (Code, u64) {
+    let rows = over
+        .iter()
+        .flat_map(|(keys, runs)| runs.iter().map(|r| &keys[r.clone()]));
+    let many = rows.clone().map(<[Key]>::len).sum::<usize>() > BOUNDED_ROWS;
     let (min, max) = match bounds.filter(|_| many) {
         Some(bounds) => bounds,
-        None => (runs.iter())
-            .flat_map(|r| keys[r.clone()].iter())
+        None => rows
+            .flatten()
             .map(|k| k.id(publ))
             .filter(|v| *v != NULL_ID)
             .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v))),
@@ -475,7 +481,7 @@ mod tests {
             Column::Time(TimeCol::Hour),
             Column::Type,
         ];
-        let coder = Coder::new(&group, &keys, &runs, [None; 2], &[]).unwrap();
+        let coder = Coder::new(&group, &[(&keys, &runs)], [None; 2], &[]).unwrap();
         let mut packed = Vec::new();
         coder.pack(&keys, &mut packed);
         let mut by_key: Vec<usize> = (0..keys.len()).collect();

@@ -8,9 +8,11 @@
 
 pub mod codec;
 mod countries;
+mod layered;
 pub mod partial;
 
 pub use countries::Countries;
+pub use layered::Layered;
 
 use std::ops::Range;
 
