@@ -225,6 +225,14 @@ impl Committed {
             && self.rollups.iter_mut().all(|r| r.get_mut().is_some())
     }
 
+    /// Gives back the room that merging in place grew the rollups by (those no snapshot
+    /// shares).
+    fn shrink_to_fit(&mut self) {
+        for rows in self.rollups.iter_mut().filter_map(Layered::get_mut) {
+            rows.shrink_to_fit();
+        }
+    }
+
     /// Whether additions may be laid over the rollups: no key waits for its extremes.
     fn takes_layers(&self) -> bool {
         self.pending.iter().all(Vec::is_empty)

@@ -88,6 +88,7 @@ impl Engine {
                 break;
             }
         }
+        committed.shrink_to_fit();
         *self.committed.lock().expect("committed lock") = committed;
         drop(loading);
         // Batches committed before a failure are published all the same, and so is a

@@ -558,6 +558,16 @@ impl Sparse {
         }
     }
 
+    /// Whether row `row` holds a measure, from a cursor `j` at a measure of an earlier
+    /// row (or at `row`'s): moved to the first measure at `row` or later.
+    #[inline]
+    fn holds(&self, j: &mut usize, row: usize) -> bool {
+        while self.at.get(*j).is_some_and(|&a| (a as usize) < row) {
+            *j += 1;
+        }
+        self.at.get(*j).is_some_and(|&a| a as usize == row)
+    }
+
     /// The index of the first measure at row `row` or later.
     fn seek(&self, row: usize) -> usize {
         self.at.partition_point(|&a| (a as usize) < row)
@@ -929,24 +939,23 @@ impl RollupRows {
         old.next().is_none().then_some(out)
     }
 
-    /// Merges sorted rows into these in place: the columns grow by `add`'s length and are
-    /// filled from the back, so no second copy of the rollup is ever held; the rows both
-    /// sides share leave a gap at the front of what was written, closed at the end (the
-    /// rows below every key of `add` are already where they belong). Gives the same rows
+    /// Merges sorted rows into these in place: the columns grow by the rows `add` brings
+    /// (counted first) and are filled from the back, so no second copy of the rollup is
+    /// ever held and no row is moved twice (the rows below every key of `add` are already
+    /// where they belong). Gives the same rows
     /// as `merge`.
     pub fn merge_in_place(&mut self, add: &RollupRows) {
         if add.is_empty() {
             return;
         }
         self.ids.union(&add.ids);
-        let (n, top) = (self.len(), self.len() + add.len());
-        self.keys.reserve_exact(add.len());
+        let [shared, bid, total] = self.shared_with(add);
+        let (n, top) = (self.len(), self.len() + add.len() - shared);
         self.keys.resize(top, Key::default());
-        self.rows.reserve_exact(add.len());
         self.rows.resize(top, 0);
         let mut cursors = [
-            Back::new(&mut self.bid, add.bid.at.len()),
-            Back::new(&mut self.total, add.total.at.len()),
+            Back::new(&mut self.bid, add.bid.at.len() - bid),
+            Back::new(&mut self.total, add.total.at.len() - total),
         ];
         let (mut i, mut j, mut k) = (n, add.len(), top);
         let (mut ab, mut at) = (add.bid.at.len(), add.total.at.len());
@@ -978,17 +987,34 @@ impl RollupRows {
             cursors[0].put_back(k, &agg.bid);
             cursors[1].put_back(k, &agg.total);
         }
-        let gap = k - i;
-        for c in cursors {
-            c.close(gap);
+        debug_assert_eq!(k, i, "the rows written meet those in place");
+        debug_assert!(cursors.iter().all(|c| c.read == c.write));
+    }
+
+    /// How many keys `add` shares with these rows, and how many of those hold a bid, and
+    /// a total, on both sides: what merging `add` in does not add.
+    fn shared_with(&self, add: &RollupRows) -> [usize; 3] {
+        let mut shared = [0; 3];
+        let mut cursors = [[0; 2]; 2];
+        let (mut i, mut j) = (0, 0);
+        while i < self.len() && j < add.len() {
+            match self.keys[i].ordinal().cmp(&add.keys[j].ordinal()) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    shared[0] += 1;
+                    let prices = [(&self.bid, &add.bid), (&self.total, &add.total)];
+                    for (p, (mine, theirs)) in prices.into_iter().enumerate() {
+                        let [c, d] = &mut cursors[p];
+                        let both = mine.holds(c, i) && theirs.holds(d, j);
+                        shared[p + 1] += usize::from(both);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
         }
-        if gap > 0 {
-            self.keys.copy_within(k.., i);
-            self.keys.truncate(top - gap);
-            self.rows.copy_within(k.., i);
-            self.rows.truncate(top - gap);
-            self.shrink_to_fit();
-        }
+        shared
     }
 
     /// Gives back the memory grown past the rows' length.
@@ -1167,30 +1193,13 @@ impl<'a> Back<'a> {
     /// Grows the column by `more` measures.
     fn new(s: &'a mut Sparse, more: usize) -> Back<'a> {
         let read = s.at.len();
-        s.at.reserve_exact(more);
         s.at.resize(read + more, 0);
-        s.values.reserve_exact(more);
         s.values.resize(read + more, Measure::default());
         Back {
             s,
             read,
             write: read + more,
         }
-    }
-
-    /// Moves the measures written down to those not read, their rows `gap` lower.
-    fn close(self, gap: usize) {
-        let (read, write, len) = (self.read, self.write, self.s.at.len());
-        if gap == 0 && read == write {
-            return;
-        }
-        for a in &mut self.s.at[write..] {
-            *a -= gap as u32;
-        }
-        self.s.at.copy_within(write.., read);
-        self.s.at.truncate(len - (write - read));
-        self.s.values.copy_within(write.., read);
-        self.s.values.truncate(len - (write - read));
     }
 
     /// The measure of old row `row` (read from the back), if it has one.
