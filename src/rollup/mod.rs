@@ -997,22 +997,21 @@ impl RollupRows {
         let mut shared = [0; 3];
         let mut cursors = [[0; 2]; 2];
         let (mut i, mut j) = (0, 0);
-        while i < self.len() && j < add.len() {
-            match self.keys[i].ordinal().cmp(&add.keys[j].ordinal()) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    shared[0] += 1;
-                    let prices = [(&self.bid, &add.bid), (&self.total, &add.total)];
-                    for (p, (mine, theirs)) in prices.into_iter().enumerate() {
-                        let [c, d] = &mut cursors[p];
-                        let both = mine.holds(c, i) && theirs.holds(d, j);
-                        shared[p + 1] += usize::from(both);
-                    }
-                    i += 1;
-                    j += 1;
+        let (n, m) = (self.len(), add.len());
+        // Steps without branches on the keys' order, which a merge cannot predict.
+        while i < n && j < m {
+            let (a, b) = (self.keys[i].ordinal(), add.keys[j].ordinal());
+            if a == b {
+                shared[0] += 1;
+                let prices = [(&self.bid, &add.bid), (&self.total, &add.total)];
+                for (p, (mine, theirs)) in prices.into_iter().enumerate() {
+                    let [c, d] = &mut cursors[p];
+                    let both = mine.holds(c, i) & theirs.holds(d, j);
+                    shared[p + 1] += usize::from(both);
                 }
             }
+            i += usize::from(a <= b);
+            j += usize::from(b <= a);
         }
         shared
     }
