@@ -589,15 +589,24 @@ impl Sparse {
         }
     }
 
-    /// Appends the measures of `src`'s rows `rows`, which become rows `to..` here.
-    fn extend_from(&mut self, src: &Sparse, rows: Range<usize>, to: usize) {
-        let (a, b) = (src.seek(rows.start), src.seek(rows.end));
+    /// The index of the first measure at row `row` or later, searched from index `from`
+    /// on (at or before it).
+    fn seek_from(&self, from: usize, row: usize) -> usize {
+        from + gallop_by(&self.at[from..], |&a| (a as usize) < row)
+    }
+
+    /// Appends the measures of `src`'s rows `rows`, which become rows `to..` here, from
+    /// `src`'s cursor `j` (at or before the first of them), moved past them.
+    fn extend_from(&mut self, src: &Sparse, rows: Range<usize>, to: usize, j: &mut usize) {
+        let a = src.seek_from(*j, rows.start);
+        let b = src.seek_from(a, rows.end);
         self.at.extend(
             src.at[a..b]
                 .iter()
                 .map(|&r| row_index(r as usize - rows.start + to)),
         );
         self.values.extend_from_slice(&src.values[a..b]);
+        *j = b;
     }
 
     /// Whether rows `r` here hold the same measures as rows `o` of `other`.
@@ -719,12 +728,7 @@ impl RollupRows {
 
     /// Appends `src`'s rows `range` (keys above every key already here).
     pub fn extend_from(&mut self, src: &RollupRows, range: Range<usize>) {
-        let to = self.keys.len();
-        self.ids.union(&src.ids);
-        self.keys.extend_from_slice(&src.keys[range.clone()]);
-        self.rows.extend_from_slice(&src.rows[range.clone()]);
-        self.bid.extend_from(&src.bid, range.clone(), to);
-        self.total.extend_from(&src.total, range, to);
+        Walk::new(src).copy(range, self);
     }
 
     /// Puts rows pushed out of key order in order (keys are unique). Country codes are
@@ -899,14 +903,15 @@ impl RollupRows {
     /// `small`'s keys whole.
     fn merge_runs(&self, small: &RollupRows) -> RollupRows {
         let mut out = RollupRows::to_merge(self, small);
+        let mut walk = Walk::new(self);
         let mut at = 0;
         for (k, a) in small.iter() {
             let i = at + gallop(&self.keys[at..], &k);
-            out.extend_from(self, at..i);
+            walk.copy(at..i, &mut out);
             at = i;
             match self.keys.get(i) == Some(&k) {
                 true => {
-                    let mut mine = self.agg(i);
+                    let mut mine = walk.agg(i);
                     mine.merge(&a);
                     out.push(k, &mine);
                     at += 1;
@@ -914,7 +919,7 @@ impl RollupRows {
                 false => out.push(k, &a),
             }
         }
-        out.extend_from(self, at..self.len());
+        walk.copy(at..self.len(), &mut out);
         out.shrink_to_fit();
         out
     }
@@ -1223,18 +1228,19 @@ impl<'a> Back<'a> {
 /// extremes `sub` may have held, their min and max left for the caller to restore. The
 /// runs of rows between `sub`'s keys are copied whole.
 fn subtract(rows: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
-    let mut out = RollupRows::with_capacity(rows.len());
+    let mut out = RollupRows::with_room(rows.len(), rows.bid.at.len(), rows.total.at.len());
+    let mut walk = Walk::new(rows);
     let mut affected = Vec::new();
     let mut at = 0;
     for (k, s) in sub.iter() {
         let i = at + gallop(&rows.keys[at..], &k);
-        out.extend_from(rows, at..i);
+        walk.copy(at..i, &mut out);
         at = i;
         if rows.keys.get(i) != Some(&k) {
             continue;
         }
         at += 1;
-        let mut a = rows.agg(i);
+        let mut a = walk.agg(i);
         let touched = a.bid.extremes_touched_by(&s.bid) || a.total.extremes_touched_by(&s.total);
         a.rows -= s.rows;
         a.bid.sub(&s.bid);
@@ -1253,7 +1259,7 @@ fn subtract(rows: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
         }
         out.push(k, &a);
     }
-    out.extend_from(rows, at..rows.len());
+    walk.copy(at..rows.len(), &mut out);
     out.shrink_to_fit();
     (out, affected)
 }
@@ -1261,13 +1267,60 @@ fn subtract(rows: &RollupRows, sub: &RollupRows) -> (RollupRows, Vec<Key>) {
 /// The number of leading keys below `k` (exponential search: cheap when that is a short
 /// run).
 fn gallop(keys: &[Key], k: &Key) -> usize {
+    gallop_by(keys, |x| x < k)
+}
+
+/// The number of leading items of `items` that are `below` (which holds for a prefix),
+/// by exponential search from the front.
+fn gallop_by<T>(items: &[T], below: impl Fn(&T) -> bool) -> usize {
     let mut hi = 1;
-    while hi < keys.len() && keys[hi - 1] < *k {
+    while hi < items.len() && below(&items[hi - 1]) {
         hi *= 2;
     }
     let lo = hi / 2;
-    let hi = hi.min(keys.len());
-    lo + keys[lo..hi].partition_point(|x| x < k)
+    let hi = hi.min(items.len());
+    lo + items[lo..hi].partition_point(below)
+}
+
+/// A walk over a rollup's rows in ascending order that copies runs of them and reads
+/// single rows, each price column's cursor carried along (no search from the start).
+struct Walk<'a> {
+    rows: &'a RollupRows,
+    /// Per price (bid, total), a measure index at or before the next row's.
+    at: [usize; 2],
+}
+
+impl<'a> Walk<'a> {
+    fn new(rows: &'a RollupRows) -> Walk<'a> {
+        Walk { rows, at: [0; 2] }
+    }
+
+    /// Appends rows `range` (none before a row walked past) to `out` (keys above every
+    /// key there).
+    fn copy(&mut self, range: Range<usize>, out: &mut RollupRows) {
+        let (src, to) = (self.rows, out.keys.len());
+        out.ids.union(&src.ids);
+        out.keys.extend_from_slice(&src.keys[range.clone()]);
+        out.rows.extend_from_slice(&src.rows[range.clone()]);
+        let [b, t] = &mut self.at;
+        out.bid.extend_from(&src.bid, range.clone(), to, b);
+        out.total.extend_from(&src.total, range, to, t);
+    }
+
+    /// The aggregates of row `i` (none before a row walked past), walking past it.
+    fn agg(&mut self, i: usize) -> Agg {
+        let src = self.rows;
+        let [b, t] = &mut self.at;
+        let measure = |s: &Sparse, j: &mut usize| {
+            *j = s.seek_from(*j, i);
+            s.take(j, i)
+        };
+        Agg {
+            rows: src.rows[i],
+            bid: measure(&src.bid, b),
+            total: measure(&src.total, t),
+        }
+    }
 }
 
 #[cfg(test)]
