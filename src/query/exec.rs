@@ -238,12 +238,11 @@ fn scan_layers(
     let mut layers = layers.iter().zip(&selected);
     let (rows, first) = layers.next().expect("a rollup has rows");
     let chunks = vec![first.runs.clone()];
-    let found = scan(coder, chunks, usize::MAX, needs, rows, budget)?;
     let Scanned {
         coder,
         groups,
         accs,
-    } = found;
+    } = scan(coder, chunks, usize::MAX, needs, rows, budget)?;
     let mut whole = (groups, accs);
     for (rows, s) in layers {
         let chunks = vec![s.runs.clone()];
