@@ -19,6 +19,10 @@ use rollupd::rollup::{default_specs, RollupSpec};
 use rollupd::storage::manifest::Manifest;
 use rollupd::{Engine, EngineOptions};
 
+/// The daemon's allocator, so that the fold measured here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: rollupd::daemon::mapped::Allocator = rollupd::daemon::mapped::Allocator;
+
 struct Args {
     files: usize,
     rows: usize,

@@ -506,7 +506,6 @@ struct BuildFailure<'a> {
 }
 
 fn build(config: &Config, json: bool) -> Result<()> {
-    rollupd::daemon::memory::before_updates();
     let engine = Engine::open(&config.state, config.engine_options()?)?;
     let r = engine.update(&config.watch)?;
     if json {

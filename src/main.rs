@@ -2,6 +2,9 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: rollupd::daemon::mapped::Allocator = rollupd::daemon::mapped::Allocator;
+
 fn main() {
     if let Err(e) = cli::run() {
         // A reader that stops reading early (`rollupd man | head`) is no failure.

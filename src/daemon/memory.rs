@@ -1,20 +1,13 @@
-//! How the process's allocator keeps freed memory. Updates (above all a cold build)
-//! allocate and free buffers of every size from kilobytes to tens of megabytes, file
-//! after file; with the C library's sliding threshold, freed buffers below its latest
-//! high mark stay in the heaps, so `before_updates` fixes the threshold low: buffers from
-//! `UPDATE_MMAP` on get mappings of their own, given back as soon as they are freed
-//! (measured: ~0.1 GB less at a cold build's peak, at the same wall time). A large answer,
-//! though, builds columns, groups and encoded batches of tens of megabytes, and with
-//! mappings each query would pay page faults on all of its memory again. So once the
-//! first update ends, the memory it freed goes back to the system, and from then on heap
-//! allocations up to `MMAP_MAX` and up to `KEEP_FREED` of freed memory at the top of a
-//! heap are kept, so the next query reuses the pages; an idle daemon holds what its
-//! queries needed.
-
-/// While updates run first: allocations from this size on get their own mapping, and
-/// freed memory past it at the top of a heap goes back.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const UPDATE_MMAP: libc::c_int = 1 << 20;
+//! How the C library's allocator keeps freed memory. Rust buffers of megabytes have
+//! mappings of their own (see `mapped`), given back as soon as they are freed; smaller
+//! ones, and DuckDB's, come from the C library's heaps, which keep its default, sliding
+//! thresholds during the first updates (above all a cold build). A large answer builds
+//! many such buffers (groups, encoded batches, DuckDB's vectors), and each query would
+//! pay page faults on them again if the heaps gave freed memory back. So once the first update ends,
+//! the memory it freed goes back to the system, and from then on heap allocations up to
+//! `MMAP_MAX`, up to `KEEP_FREED` of freed memory at the top of a heap and up to
+//! `KEEP_MAPPED` of freed large buffers are kept, so the next query reuses the pages; an
+//! idle daemon holds what its queries needed.
 
 /// Allocations from this size on get their own mapping (the largest the C library
 /// allows for heap allocations).
@@ -25,17 +18,13 @@ const MMAP_MAX: libc::c_int = 32 << 20;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const KEEP_FREED: libc::c_int = 1 << 30;
 
-/// Has the allocator give large freed buffers back at once, for the updates that come
-/// first (a cold build); called once, before them (glibc only; elsewhere nothing changes).
-pub fn before_updates() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    set_thresholds(UPDATE_MMAP, UPDATE_MMAP);
-}
+/// Freed large buffers (with mappings of their own) kept for reuse.
+const KEEP_MAPPED: usize = 512 << 20;
 
 /// Gives the memory the allocator holds freed back to the system, and has it keep what
-/// queries free from then on (glibc only; elsewhere nothing changes). Called after each
-/// update.
+/// queries free from then on (the heaps' tuning on glibc only). Called after each update.
 pub fn after_update() {
+    super::mapped::keep_freed(KEEP_MAPPED);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static TUNED: std::sync::Once = std::sync::Once::new();

@@ -19,6 +19,7 @@ pub mod cmd;
 pub mod connection;
 pub mod ingest;
 pub mod limits;
+pub mod mapped;
 pub mod memory;
 pub mod protocol;
 pub mod server;
@@ -96,7 +97,6 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the daemon in the foreground until a termination signal.
 pub fn run(opts: DaemonOptions) -> Result<()> {
-    memory::before_updates();
     let mut daemon = Daemon::start(opts)?;
     if let Err(e) = daemon.wait_for_signal() {
         daemon.abandon();
