@@ -155,7 +155,7 @@ unsafe fn map(len: usize) -> *mut u8 {
 
 /// Keeps the mapping of a freed buffer of `size` bytes at `ptr` for reuse, or unmaps it.
 #[cfg(target_os = "linux")]
-unsafe fn unmap(ptr: *mut u8, size: usize) {
+unsafe fn release(ptr: *mut u8, size: usize) {
     let len = mapping_len(size);
     let kept = KEPT
         .lock()
@@ -226,7 +226,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match mapped(&layout) {
-            true => unmap(ptr, layout.size()),
+            true => release(ptr, layout.size()),
             false => System.dealloc(ptr, layout),
         }
     }
