@@ -195,6 +195,40 @@ fn a_batch_failing_before_its_store_commit_left_no_partials_files() {
     }
 }
 
+/// In an update of several batches, the rollups take each batch after the first in
+/// place while DuckDB finishes loading it, ahead of the store's commit. A batch whose
+/// store commit then fails is taken out of them again: queries answer for the batches
+/// that landed, and the next update gives the fresh-build rollups.
+#[test]
+fn a_batch_merged_in_place_whose_store_commit_failed_is_taken_out_again() {
+    let ws = Workspace::new();
+    let files = ws.generate(4, 2_000, 61);
+    let failpoints = Failpoints::default();
+    let opts = EngineOptions {
+        failpoints: failpoints.clone(),
+        // A batch per file.
+        batch_bytes: 1,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(&ws.state(), opts).unwrap();
+    failpoints
+        .arm("store.commit", Action::ErrorFrom(3))
+        .unwrap();
+    assert!(engine.update(&ws.watch()).is_err());
+    let landed: Vec<PathBuf> = engine
+        .files()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(landed.len(), 2, "the batches before the failed one landed");
+    assert_answers(&engine, &landed, "after the third batch failed");
+    failpoints.clear();
+    engine.update(&ws.watch()).unwrap();
+    assert_fresh(&engine, &files, "the next update");
+    assert_answers(&engine, &files, "the next update");
+}
+
 /// Files added and appended to are published with their rows laid over the rollups they
 /// leave mostly unchanged, before those are merged with them. A merge that fails leaves
 /// the layers published: answers from rollups (random queries) are DuckDB's over the

@@ -8,7 +8,7 @@
 //!
 //! Each engine carries its own set (`EngineOptions::failpoints`), so tests in one process
 //! do not disturb each other; the command line fills it from `ROLLUPD_FAILPOINTS`
-//! (`name=error,name=abort`). An empty set costs one uncontended lock per step.
+//! (`name=error,name=abort`, `name=error@2` to fail from the second time on). An empty set costs one uncontended lock per step.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,9 @@ pub const HOOKS: [&str; 2] = [
 pub enum Action {
     /// The step fails with an error.
     Error,
+    /// The step fails with an error from its `n`th time on (1 = at once): a later batch
+    /// of a multi-batch update (`name=error@n`).
+    ErrorFrom(u32),
     /// The process aborts, as if killed at that step.
     Abort,
     /// The thread panics.
@@ -82,14 +85,23 @@ impl Failpoints {
         let points = Failpoints::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, action) = item.split_once('=').unwrap_or((item, "error"));
+            let from = action.strip_prefix("error@").map(str::parse::<u32>);
             let action = match action {
+                _ if from.is_some() => match from.expect("checked") {
+                    Ok(n) if n > 0 => Action::ErrorFrom(n),
+                    _ => {
+                        return Err(Error::Internal(format!(
+                            "failpoint {name}: {action:?} needs a count from 1 (error@2)"
+                        )))
+                    }
+                },
                 "error" => Action::Error,
                 "abort" => Action::Abort,
                 "panic" => Action::Panic,
                 "pause" => Action::Pause,
                 other => {
                     return Err(Error::Internal(format!(
-                        "failpoint {name}: unknown action {other:?} (error, abort, panic or pause)"
+                        "failpoint {name}: unknown action {other:?} (error, error@n, abort, panic or pause)"
                     )))
                 }
             };
@@ -124,10 +136,21 @@ impl Failpoints {
     /// Called at step `name`: fails or aborts if it is armed.
     pub fn hit(&self, name: &str) -> Result<()> {
         debug_assert!(known(name), "unlisted failpoint {name}");
-        let action = self.0.lock().expect("failpoints lock").get(name).copied();
+        let action = {
+            let mut armed = self.0.lock().expect("failpoints lock");
+            match armed.get_mut(name) {
+                Some(Action::ErrorFrom(n)) if *n > 1 => {
+                    *n -= 1;
+                    None
+                }
+                action => action.copied(),
+            }
+        };
         match action {
             None => Ok(()),
-            Some(Action::Error) => Err(Error::Internal(format!("failpoint {name}"))),
+            Some(Action::Error | Action::ErrorFrom(_)) => {
+                Err(Error::Internal(format!("failpoint {name}")))
+            }
             Some(Action::Abort) => {
                 eprintln!("rollupd: failpoint {name}: aborting");
                 std::process::abort()
@@ -173,5 +196,11 @@ mod tests {
         assert!(f.hit("store.commit").is_ok());
         assert!(Failpoints::parse("nowhere=error").is_err());
         assert!(Failpoints::parse("publish=explode").is_err());
+        assert!(Failpoints::parse("publish=error@0").is_err());
+        let later = Failpoints::parse("store.commit=error@3").unwrap();
+        assert!(later.hit("store.commit").is_ok());
+        assert!(later.hit("store.commit").is_ok());
+        assert!(later.hit("store.commit").is_err());
+        assert!(later.hit("store.commit").is_err());
     }
 }

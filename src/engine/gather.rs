@@ -18,8 +18,9 @@ use super::update::{
 use super::{Engine, FileFailure, UpdateReport};
 
 /// What one batch gathers while its files fold: the store commit, the partials to merge,
-/// and the table changes queued on DuckDB's thread (at most two wait there, which bounds
-/// the rows held in memory).
+/// and the table changes queued on DuckDB's thread (rows of at most `batch_bytes` wait
+/// there, or two changes, which bounds the rows held in memory while letting DuckDB load
+/// without a pause as the fold threads go on).
 pub(super) struct Gather<'a> {
     engine: &'a Engine,
     pub(super) changes: &'a [Change],
@@ -27,6 +28,8 @@ pub(super) struct Gather<'a> {
     pub(super) ids: &'a [u32],
     report: &'a mut UpdateReport,
     batch: Batch,
+    /// The bytes of rows each queued table change holds.
+    queued: VecDeque<usize>,
     /// Changes whose first chunk of rows is in the table already.
     started: HashSet<usize>,
 }
@@ -34,8 +37,8 @@ pub(super) struct Gather<'a> {
 /// What a batch gathered, once its files are folded.
 pub(super) struct Batch {
     pub(super) commit: Commit,
-    /// The union of the partials folded, per rollup.
-    pub(super) added: Vec<RollupRows>,
+    /// Per rollup, the partials folded.
+    pub(super) added: Vec<Vec<RollupRows>>,
     pub(super) removed_ids: Vec<u32>,
     /// Appended files and their tails' partials.
     pub(super) appended: Vec<(u32, Vec<RollupRows>)>,
@@ -61,11 +64,12 @@ impl<'a> Gather<'a> {
                     generation,
                     ..Commit::default()
                 },
-                added: vec![RollupRows::default(); engine.layout().specs.len()],
+                added: vec![Vec::new(); engine.layout().specs.len()],
                 removed_ids: Vec::new(),
                 appended: Vec::new(),
                 pending: VecDeque::new(),
             },
+            queued: VecDeque::new(),
             started: HashSet::new(),
         }
     }
@@ -77,12 +81,16 @@ impl<'a> Gather<'a> {
 
 impl Gather<'_> {
     pub(super) fn table(&mut self, change: TableChange) -> Result<()> {
-        while self.batch.pending.len() >= 2 {
+        let bytes = change.row_bytes();
+        let limit = self.engine.opts.batch_bytes as usize;
+        while self.queued.len() >= 2 && self.queued.iter().sum::<usize>() + bytes > limit {
+            self.queued.pop_front();
             self.batch.pending.pop_front().expect("pending").wait()?;
         }
         self.batch
             .pending
             .push_back(self.engine.table.apply_queued(change)?);
+        self.queued.push_back(bytes);
         Ok(())
     }
 

@@ -219,9 +219,9 @@ impl Committed {
 
     /// Whether a batch without removals can merge into the rollups in place: no snapshot
     /// shares them (within a multi-batch update) and no layer lies over them.
-    fn takes_in_place(&mut self, added: &[RollupRows], removed: &[u32]) -> bool {
+    fn takes_in_place(&mut self, rollups: usize, removed: &[u32]) -> bool {
         removed.is_empty()
-            && self.rollups.len() == added.len()
+            && self.rollups.len() == rollups
             && self.rollups.iter_mut().all(|r| r.get_mut().is_some())
     }
 
@@ -238,26 +238,50 @@ impl Committed {
         self.pending.iter().all(Vec::is_empty)
     }
 
-    /// Moves to a committed generation: the rollups made anew (`combined`), or `added`
-    /// merged in place.
-    fn advance(&mut self, generation: u64, combined: Option<Vec<Next>>, added: &[RollupRows]) {
-        match combined {
-            Some(combined) => {
-                let (rows, affected): (Vec<_>, Vec<_>) = combined
-                    .into_iter()
-                    .map(|next| match next {
-                        Next::Merged(rows, affected) => (Layered::from(rows), affected),
-                        Next::Layered(rows) => (rows, Vec::new()),
-                    })
-                    .unzip();
-                self.rollups = rows;
-                self.pend(affected);
-            }
-            None => self
-                .rollups
-                .par_iter_mut()
-                .zip(added)
-                .for_each(|(rows, add)| rows.get_mut().expect("unshared").merge_in_place(add)),
+    /// Merges each rollup's added partials into it in place (see `takes_in_place`).
+    fn merge_in_place(&mut self, added: &[Vec<RollupRows>]) {
+        self.rollups
+            .par_iter_mut()
+            .zip(added)
+            .for_each(|(rows, parts)| {
+                let parts: Vec<&RollupRows> = parts.iter().collect();
+                rows.get_mut()
+                    .expect("unshared")
+                    .merge_many_in_place(&parts);
+            });
+    }
+
+    /// Takes a batch merged in place out again (its store commit did not land): counts
+    /// and sums exactly; the keys whose minimum or maximum it may have held wait for them
+    /// (`pending`), as after a removal.
+    fn take_out(&mut self, added: Vec<Vec<RollupRows>>) {
+        let (rows, affected): (Vec<_>, Vec<_>) = self
+            .rollups
+            .par_iter()
+            .zip(added)
+            .map(|(rows, parts)| {
+                let sub = RollupRows::merge_tree(parts);
+                let (rows, affected) = rows.merged().combine(&RollupRows::default(), &sub);
+                (Layered::from(rows), affected)
+            })
+            .unzip();
+        self.rollups = rows;
+        self.pend(affected);
+    }
+
+    /// Moves to a committed generation: the rollups made anew (`combined`), or as they
+    /// are (merged in place).
+    fn advance(&mut self, generation: u64, combined: Option<Vec<Next>>) {
+        if let Some(combined) = combined {
+            let (rows, affected): (Vec<_>, Vec<_>) = combined
+                .into_iter()
+                .map(|next| match next {
+                    Next::Merged(rows, affected) => (Layered::from(rows), affected),
+                    Next::Layered(rows) => (rows, Vec::new()),
+                })
+                .unzip();
+            self.rollups = rows;
+            self.pend(affected);
         }
         self.generation = generation;
     }

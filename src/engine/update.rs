@@ -2,12 +2,12 @@
 //! in parallel, a chunk at a time), each batch committed to DuckDB and the store as one
 //! generation and merged into the rollups.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use rayon::prelude::*;
 
@@ -22,7 +22,7 @@ use crate::ingest::watch::{line_held_until, scan};
 use crate::rollup::codec;
 use crate::rollup::{Countries, Layered, RollupRows};
 use crate::storage::store::{Commit, FileRecord, MAX_PARTS};
-use crate::storage::table::TableFile;
+use crate::storage::table::{Pending, TableFile};
 
 use super::gather::{Batch, Gather};
 use super::{Committed, Engine, FileFailure, Next, UpdateReport};
@@ -105,7 +105,6 @@ impl Engine {
         report.elapsed = start.elapsed();
         Ok(report)
     }
-
     /// Applies one batch of changes as one generation. Files are folded in parallel and
     /// their rows go to DuckDB as soon as they are folded, a chunk at a time; each new
     /// file's partials file is written as soon as it is folded too, and removed again if
@@ -124,7 +123,7 @@ impl Engine {
         let batch = gather.finish();
         let written = batch.commit.prewritten.clone();
         let t_fold = t0.elapsed();
-        let ready = match folded.and_then(|()| self.prepare(batch, committed, t_fold)) {
+        let ready = match folded.and_then(|()| self.prepare(batch, committed)) {
             Ok(Some(ready)) => ready,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -132,22 +131,41 @@ impl Engine {
                 return Err(e);
             }
         };
-        let t_table = t0.elapsed();
         let Ready {
             commit,
             combined,
             added,
             removed_ids,
-            t_merge,
+            pending,
         } = ready;
-        let stored = self.commit_store(&commit, next_id);
+        // Rollups no snapshot shares take the batch in place while DuckDB finishes its
+        // appends: from here they run ahead of the store until its commit lands, and the
+        // batch is taken out of them again if it does not.
+        let in_place = combined.is_none();
+        if in_place {
+            committed.merge_in_place(&added);
+        }
+        let t_merge = t0.elapsed();
+        // The table commits before the store.
+        let waited = pending.into_iter().try_for_each(Pending::wait);
+        let t_table = t0.elapsed();
+        let stored = waited.and_then(|()| self.commit_store(&commit, next_id));
         // A commit that reports an error may still have landed (its flush failed): the
         // rollups in memory follow what the store holds either way.
-        if stored.is_err() && self.store.generation()? != commit.generation {
+        let landed = || {
+            self.store
+                .generation()
+                .is_ok_and(|g| g == commit.generation)
+        };
+        if stored.is_err() && !landed() {
             self.store.discard_partials(&written, generation);
+            if in_place {
+                committed.take_out(added);
+            }
             return stored;
         }
-        committed.advance(commit.generation, combined, &added);
+        drop(added);
+        committed.advance(commit.generation, combined);
         report.generation = commit.generation;
         let changed: HashSet<u32> = removed_ids
             .iter()
@@ -169,16 +187,10 @@ impl Engine {
         stored
     }
 
-    /// What a folded batch needs before its store commit: the appended tails' partials,
-    /// the new rollups (unless they take the batch in place) and the table's commits.
-    /// `None` when the batch changes nothing.
-    fn prepare(
-        &self,
-        batch: Batch,
-        committed: &mut Committed,
-        t_fold: Duration,
-    ) -> Result<Option<Ready>> {
-        let t0 = Instant::now();
+    /// What a folded batch needs before its store commit: the appended tails' partials
+    /// and, unless the rollups take the batch in place, the new rollups. `None` when the
+    /// batch changes nothing.
+    fn prepare(&self, batch: Batch, committed: &mut Committed) -> Result<Option<Ready>> {
         let Batch {
             mut commit,
             added,
@@ -191,24 +203,26 @@ impl Engine {
         }
         self.store_tails(&mut commit, appended)?;
         // New rollups: old + added − removed. Rollups no snapshot shares (within a
-        // multi-batch update) take a batch of additions in place once the store has
-        // committed it; others get the additions laid over them, or are merged into new
-        // ones, while DuckDB may still be appending.
-        let combined = match committed.takes_in_place(&added, &removed_ids) {
-            true => None,
-            false => Some(self.combine(committed, &added, &removed_ids)?),
+        // multi-batch update) take a batch of additions in place; others get the
+        // additions laid over them, or are merged into new ones, while DuckDB may still
+        // be appending.
+        let (combined, added) = match committed.takes_in_place(added.len(), &removed_ids) {
+            true => (None, added),
+            false => {
+                let sums: Vec<RollupRows> =
+                    added.into_par_iter().map(RollupRows::merge_tree).collect();
+                (
+                    Some(self.combine(committed, &sums, &removed_ids)?),
+                    Vec::new(),
+                )
+            }
         };
-        let t_merge = t_fold + t0.elapsed();
-        // The table commits before the store.
-        for p in pending {
-            p.wait()?;
-        }
         Ok(Some(Ready {
             commit,
             combined,
             added,
             removed_ids,
-            t_merge,
+            pending,
         }))
     }
 
@@ -335,11 +349,10 @@ impl Engine {
                                     return;
                                 }
                             };
-                            let mut emit = |batch| {
+                            let emit = |batch| {
                                 let _ = tx.send((i, Piece::Rows(batch)));
                             };
-                            let folded =
-                                self.fold(s, from, (ids[i] as i32, part), workers, &mut emit);
+                            let folded = self.fold(s, from, (ids[i] as i32, part), workers, &emit);
                             let _ = tx.send((i, Piece::Done(folded)));
                         })
                 })
@@ -361,10 +374,10 @@ impl Engine {
     /// Reads and folds a file from byte `from` on, a chunk of whole lines at a time,
     /// through its last complete line (or all of it once the file has been quiet for
     /// `line_hold`). Up to `workers` chunks fold at once (this thread reads the next one
-    /// meanwhile), so a file alone in its batch folds on every core. The table rows of
-    /// every chunk but one go to `emit` as they are folded; the fold returned holds the
-    /// remaining chunk's rows, the whole partial and the fingerprint of everything up to
-    /// the end of what was folded. `None` when there is no complete line past `from`
+    /// meanwhile), so a file alone in its batch folds on every core. Each chunk's table
+    /// rows go to `emit` as soon as they are parsed, for DuckDB to load while their
+    /// partials are computed; the fold returned holds the whole partial and the
+    /// fingerprint of everything up to the end of what was folded. `None` when there is no complete line past `from`
     /// yet. Fails with `Error::Changed` when the file changed while read or folded:
     /// nothing of it is committed, and it is folded again later.
     pub(super) fn fold(
@@ -373,7 +386,7 @@ impl Engine {
         from: u64,
         ids: (i32, i32),
         workers: usize,
-        emit: &mut dyn FnMut(RecordBatch),
+        emit: &(dyn Fn(RecordBatch) + Sync),
     ) -> Result<Option<Fold>> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled);
@@ -401,7 +414,12 @@ impl Engine {
             self.stats.chunk_folded(chunk.bytes.len());
             // The text is not needed past the parse: its memory goes before the partials'.
             drop(chunk);
-            parsed.fold(&self.layout().specs, self.store.countries())
+            // The rows go to DuckDB at once, to load while their partials are computed.
+            if parsed.rows().num_rows() > 0 {
+                emit(parsed.rows().clone());
+            }
+            let folded = parsed.fold(&self.layout().specs, self.store.countries())?;
+            Ok(folded.without_rows())
         };
         let mut rest = quiet;
         let next = || -> Result<Option<Chunk>> {
@@ -422,7 +440,7 @@ impl Engine {
             path: &s.path,
             max_bad_rows: self.opts.max_bad_rows,
         };
-        whole.fold_chunks(next, workers, &fold_chunk, emit)?;
+        whole.fold_chunks(next, workers, &fold_chunk)?;
         if from > 0 && lines.taken() <= from {
             return Ok(None);
         }
@@ -522,7 +540,6 @@ impl Whole<'_> {
         mut next: impl FnMut() -> Result<Option<Chunk>>,
         workers: usize,
         fold_chunk: &(dyn Fn(Chunk) -> Result<Folded> + Sync),
-        emit: &mut dyn FnMut(RecordBatch),
     ) -> Result<()> {
         rayon::in_place_scope(|scope| {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -536,11 +553,11 @@ impl Whole<'_> {
                         let _ = tx.send(fold_chunk(chunk));
                     });
                 } else {
-                    self.add(fold_chunk(chunk)?, emit)?;
+                    self.add(fold_chunk(chunk)?)?;
                 }
                 for piece in rx.try_iter() {
                     away -= 1;
-                    self.add(piece?, emit)?;
+                    self.add(piece?)?;
                 }
             }
             while away > 0 {
@@ -553,19 +570,19 @@ impl Whole<'_> {
                     },
                 };
                 away -= 1;
-                self.add(piece?, emit)?;
+                self.add(piece?)?;
             }
             Ok(())
         })
     }
 
-    /// Adds a chunk's fold; the rows the fold held so far go to `emit`. Fails once the
-    /// chunks hold more than `max_bad_rows` bad rows.
-    fn add(&mut self, piece: Folded, emit: &mut dyn FnMut(RecordBatch)) -> Result<()> {
+    /// Adds a chunk's fold. Fails once the chunks hold more than `max_bad_rows` bad
+    /// rows.
+    fn add(&mut self, piece: Folded) -> Result<()> {
         let whole = match &mut self.fold {
             None => self.fold.insert(piece),
             Some(w) => {
-                emit(w.then(piece));
+                w.then(piece);
                 w
             }
         };
@@ -584,14 +601,16 @@ pub(super) struct Fold {
     pub(super) encoded: Vec<Vec<u8>>,
 }
 
-/// A batch ready for its store commit (see `Engine::prepare`), with the time its fold
-/// and merge took.
+/// A batch ready for its store commit (see `Engine::prepare`): the new rollups, or the
+/// partials to merge into them in place, and the table changes DuckDB may still be
+/// applying.
 struct Ready {
     commit: Commit,
     combined: Option<Vec<Next>>,
-    added: Vec<RollupRows>,
+    /// Per rollup, the partials folded (when `combined` is `None`).
+    added: Vec<Vec<RollupRows>>,
     removed_ids: Vec<u32>,
-    t_merge: Duration,
+    pending: VecDeque<Pending<()>>,
 }
 
 /// What a fold thread sends for change number `i` of a batch.
@@ -663,15 +682,14 @@ pub(super) fn skipped(report: &mut UpdateReport, s: &Seen, f: &Folded) {
     }
 }
 
-/// Merges a file's partial into the batch's additions, each rollup in place.
-pub(super) fn add_partial(added: &mut [RollupRows], partial: Vec<RollupRows>) {
-    added
-        .par_iter_mut()
-        .zip(partial)
-        .for_each(|(sum, p)| match sum.is_empty() {
-            true => *sum = p,
-            false => sum.merge_in_place(&p),
-        });
+/// Adds a file's partial to the batch's additions (merged at the batch's end, in one
+/// pass per rollup).
+pub(super) fn add_partial(added: &mut [Vec<RollupRows>], partial: Vec<RollupRows>) {
+    for (parts, p) in added.iter_mut().zip(partial) {
+        if !p.is_empty() {
+            parts.push(p);
+        }
+    }
 }
 
 pub(super) fn encode_all(partial: &[RollupRows], countries: &Countries) -> Vec<Vec<u8>> {

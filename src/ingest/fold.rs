@@ -59,9 +59,10 @@ pub struct Folded {
 }
 
 impl Folded {
-    /// Adds the fold of another chunk of the same file; returns this fold's table rows,
-    /// which the other chunk's replace (the caller sends them on).
-    pub fn then(&mut self, next: Folded) -> RecordBatch {
+    /// Adds the fold of another chunk of the same file: its partials and counts. Its
+    /// rows are the caller's to send on (see `without_rows`).
+    pub fn then(&mut self, next: Folded) {
+        debug_assert_eq!(next.table.num_rows(), 0, "rows sent on");
         for (p, n) in self.partial.iter_mut().zip(&next.partial) {
             p.merge_in_place(n);
         }
@@ -69,7 +70,14 @@ impl Folded {
         self.bytes += next.bytes;
         self.bad_rows.extend(next.bad_rows);
         self.bad_rows.sort_unstable();
-        std::mem::replace(&mut self.table, next.table)
+    }
+
+    /// The fold without its table rows (sent on as soon as they were parsed).
+    pub fn without_rows(self) -> Folded {
+        Folded {
+            table: RecordBatch::new_empty(self.table.schema()),
+            ..self
+        }
     }
 
     /// Fails when the fold skipped more than `max_bad_rows` bad rows.
@@ -214,6 +222,11 @@ pub(crate) fn parse_text(text: &Text, max_bad_rows: u64) -> Result<Parsed> {
 }
 
 impl Parsed {
+    /// The rows, sorted for the table.
+    pub(crate) fn rows(&self) -> &RecordBatch {
+        &self.table
+    }
+
     /// The rows with their partial for each of `specs` (country codes from `countries`).
     pub(crate) fn fold(self, specs: &[RollupSpec], countries: &Countries) -> Result<Folded> {
         let t = std::time::Instant::now();

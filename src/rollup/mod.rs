@@ -558,16 +558,6 @@ impl Sparse {
         }
     }
 
-    /// Whether row `row` holds a measure, from a cursor `j` at a measure of an earlier
-    /// row (or at `row`'s): moved to the first measure at `row` or later.
-    #[inline]
-    fn holds(&self, j: &mut usize, row: usize) -> bool {
-        while self.at.get(*j).is_some_and(|&a| (a as usize) < row) {
-            *j += 1;
-        }
-        self.at.get(*j).is_some_and(|&a| a as usize == row)
-    }
-
     /// The index of the first measure at row `row` or later.
     fn seek(&self, row: usize) -> usize {
         self.at.partition_point(|&a| (a as usize) < row)
@@ -944,81 +934,81 @@ impl RollupRows {
         old.next().is_none().then_some(out)
     }
 
-    /// Merges sorted rows into these in place: the columns grow by the rows `add` brings
-    /// (counted first) and are filled from the back, so no second copy of the rollup is
-    /// ever held and no row is moved twice (the rows below every key of `add` are already
-    /// where they belong). Gives the same rows
-    /// as `merge`.
+    /// Merges sorted rows into these in place (see `merge_many_in_place`).
     pub fn merge_in_place(&mut self, add: &RollupRows) {
-        if add.is_empty() {
-            return;
+        self.merge_many_in_place(&[add]);
+    }
+
+    /// Merges many sets of sorted rows into these in place, up to `MERGE_WAYS` at a
+    /// time: a first pass over the keys plans which sets each merged row takes from (and
+    /// so what the columns grow by), then the grown columns are filled from the back by
+    /// that plan. No second copy of the rollup is ever held and every row moves once (the
+    /// rows below every key of `adds` are already where they belong). Gives the same
+    /// rows as `merge` of them all, in any order.
+    pub fn merge_many_in_place(&mut self, adds: &[&RollupRows]) {
+        let adds: Vec<&RollupRows> = adds.iter().copied().filter(|a| !a.is_empty()).collect();
+        for group in adds.chunks(MERGE_WAYS) {
+            self.merge_group_in_place(group);
         }
-        self.ids.union(&add.ids);
-        let [shared, bid, total] = self.shared_with(add);
-        let (n, top) = (self.len(), self.len() + add.len() - shared);
+    }
+
+    fn merge_group_in_place(&mut self, adds: &[&RollupRows]) {
+        for a in adds {
+            self.ids.union(&a.ids);
+        }
+        let plan = Plan::of(self, adds);
+        let (n, top) = (self.len(), plan.takes.len());
         self.keys.resize(top, Key::default());
         self.rows.resize(top, 0);
-        let mut cursors = [
-            Back::new(&mut self.bid, add.bid.at.len() - bid),
-            Back::new(&mut self.total, add.total.at.len() - total),
+        let more = [
+            plan.bid - self.bid.at.len(),
+            plan.total - self.total.at.len(),
         ];
-        let (mut i, mut j, mut k) = (n, add.len(), top);
-        let (mut ab, mut at) = (add.bid.at.len(), add.total.at.len());
-        while j > 0 {
-            k -= 1;
-            let theirs = add.keys[j - 1].ordinal();
-            let mine = match i {
-                0 => None,
-                _ => Some(self.keys[i - 1].ordinal()),
-            };
+        let mut cursors = [
+            Back::new(&mut self.bid, more[0]),
+            Back::new(&mut self.total, more[1]),
+        ];
+        // Each set's unread rows `[..row]` and measures.
+        let mut row = [0; MERGE_WAYS];
+        let (mut bid, mut total) = ([0; MERGE_WAYS], [0; MERGE_WAYS]);
+        for (s, a) in adds.iter().enumerate() {
+            (row[s], bid[s], total[s]) = (a.len(), a.bid.at.len(), a.total.at.len());
+        }
+        let (mut i, mut left) = (n, row.iter().sum::<usize>());
+        for k in (0..top).rev() {
+            // The rows left are the rollup's own, in place.
+            if left == 0 {
+                break;
+            }
+            let takes = plan.takes[k];
             let mut agg = Agg::default();
-            if mine >= Some(theirs) {
+            if takes & 1 != 0 {
                 i -= 1;
                 agg.rows = self.rows[i];
                 agg.bid = cursors[0].take_back(i);
                 agg.total = cursors[1].take_back(i);
                 self.keys[k] = self.keys[i];
             }
-            if mine <= Some(theirs) {
-                j -= 1;
+            let mut m = takes >> 1;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let a = adds[s];
+                row[s] -= 1;
+                left -= 1;
+                let j = row[s];
                 agg.merge(&Agg {
-                    rows: add.rows[j],
-                    bid: take_back(&add.bid, &mut ab, j),
-                    total: take_back(&add.total, &mut at, j),
+                    rows: a.rows[j],
+                    bid: take_back(&a.bid, &mut bid[s], j),
+                    total: take_back(&a.total, &mut total[s], j),
                 });
-                self.keys[k] = add.keys[j];
+                self.keys[k] = a.keys[j];
             }
             self.rows[k] = agg.rows;
             cursors[0].put_back(k, &agg.bid);
             cursors[1].put_back(k, &agg.total);
         }
-        debug_assert_eq!(k, i, "the rows written meet those in place");
         debug_assert!(cursors.iter().all(|c| c.read == c.write));
-    }
-
-    /// How many keys `add` shares with these rows, and how many of those hold a bid, and
-    /// a total, on both sides: what merging `add` in does not add.
-    fn shared_with(&self, add: &RollupRows) -> [usize; 3] {
-        let mut shared = [0; 3];
-        let mut cursors = [[0; 2]; 2];
-        let (mut i, mut j) = (0, 0);
-        let (n, m) = (self.len(), add.len());
-        // Steps without branches on the keys' order, which a merge cannot predict.
-        while i < n && j < m {
-            let (a, b) = (self.keys[i].ordinal(), add.keys[j].ordinal());
-            if a == b {
-                shared[0] += 1;
-                let prices = [(&self.bid, &add.bid), (&self.total, &add.total)];
-                for (p, (mine, theirs)) in prices.into_iter().enumerate() {
-                    let [c, d] = &mut cursors[p];
-                    let both = mine.holds(c, i) & theirs.holds(d, j);
-                    shared[p + 1] += usize::from(both);
-                }
-            }
-            i += usize::from(a <= b);
-            j += usize::from(b <= a);
-        }
-        shared
     }
 
     /// Gives back the memory grown past the rows' length.
@@ -1169,6 +1159,64 @@ impl MergeStack {
     /// The sum of every set pushed.
     pub fn finish(self) -> RollupRows {
         RollupRows::merge_tree(self.sums.into_iter().rev().map(|(_, r)| r).collect())
+    }
+}
+
+/// The most row sets `RollupRows::merge_many_in_place` merges in one pass, besides the
+/// rollup's own rows.
+const MERGE_WAYS: usize = 7;
+
+/// How a many-way merge takes its rows: for each merged row, a bit for each set with a
+/// row of that key (bit 0 the rollup's own rows, bit `s + 1` the `s`th added set), and
+/// how many merged rows hold a bid, and a total.
+struct Plan {
+    takes: Vec<u8>,
+    bid: usize,
+    total: usize,
+}
+
+impl Plan {
+    /// Walks the sets' keys in order, all of them at once.
+    fn of(own: &RollupRows, adds: &[&RollupRows]) -> Plan {
+        const DONE: Ordinal = Ordinal::MAX;
+        let mut sources = [own; MERGE_WAYS + 1];
+        sources[1..=adds.len()].copy_from_slice(adds);
+        let ways = adds.len() + 1;
+        let mut ord = [DONE; MERGE_WAYS + 1];
+        let mut row = [0usize; MERGE_WAYS + 1];
+        let (mut bid, mut total) = ([0usize; MERGE_WAYS + 1], [0usize; MERGE_WAYS + 1]);
+        for s in 0..ways {
+            ord[s] = sources[s].keys.first().map_or(DONE, Key::ordinal);
+        }
+        let mut plan = Plan {
+            takes: Vec::with_capacity(sources[..ways].iter().map(|s| s.len()).max().unwrap_or(0)),
+            bid: 0,
+            total: 0,
+        };
+        loop {
+            let least = ord.iter().fold(DONE, |m, o| m.min(*o));
+            if least == DONE {
+                return plan;
+            }
+            let takes = (0..ways).fold(0u8, |t, s| t | (u8::from(ord[s] == least) << s));
+            plan.takes.push(takes);
+            let (mut holds_bid, mut holds_total) = (false, false);
+            let mut m = takes;
+            while m != 0 {
+                let s = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (src, r) = (sources[s], row[s]);
+                let b = src.bid.at.get(bid[s]) == Some(&row_index(r));
+                let t = src.total.at.get(total[s]) == Some(&row_index(r));
+                (holds_bid, holds_total) = (holds_bid | b, holds_total | t);
+                bid[s] += usize::from(b);
+                total[s] += usize::from(t);
+                row[s] = r + 1;
+                ord[s] = src.keys.get(r + 1).map_or(DONE, Key::ordinal);
+            }
+            plan.bid += usize::from(holds_bid);
+            plan.total += usize::from(holds_total);
+        }
     }
 }
 
@@ -1540,6 +1588,21 @@ mod tests {
             let mut from_empty = RollupRows::default();
             from_empty.merge_in_place(&ra);
             assert_eq!(from_empty, ra);
+            // Many sets at once (more than one pass takes), in any order.
+            let more: Vec<BTreeMap<Key, Agg>> = (0..9).map(|_| random_rows(30)).collect();
+            let mut all = sum.clone();
+            for m in &more {
+                for (k, x) in m {
+                    all.entry(*k).or_default().merge(x);
+                }
+            }
+            let sets: Vec<RollupRows> = more.iter().map(&of).collect();
+            let mut many = ra.clone();
+            let mut adds: Vec<&RollupRows> = sets.iter().collect();
+            adds.push(&rb);
+            adds.reverse();
+            many.merge_many_in_place(&adds);
+            assert_eq!(many, of(&all));
             assert_eq!(ra.iter().collect::<BTreeMap<_, _>>(), a);
             // Taking b out again: exact sums, and the flagged keys get their extremes back.
             let (mut back, affected) = of(&sum).combine(&RollupRows::default(), &rb);

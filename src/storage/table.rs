@@ -98,6 +98,21 @@ pub enum TableChange {
     Truncate { file: TableFile },
 }
 
+impl TableChange {
+    /// The memory its rows hold.
+    pub fn row_bytes(&self) -> usize {
+        match self {
+            TableChange::Put { batch, .. }
+            | TableChange::Append { batch, .. }
+            | TableChange::Rows { batch }
+            | TableChange::Finish { batch, .. } => batch.get_array_memory_size(),
+            TableChange::Remove { .. }
+            | TableChange::Record { .. }
+            | TableChange::Truncate { .. } => 0,
+        }
+    }
+}
+
 /// DuckDB settings.
 #[derive(Debug, Clone)]
 pub struct TableOptions {
