@@ -17,16 +17,47 @@ const MAGIC_ROWS: &[u8; 4] = b"RPv2";
 /// of the varint columns.
 const ZSTD_LEVEL: i32 = 1;
 
-fn put_u(out: &mut Vec<u8>, mut v: u128) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// Writes `v` as a varint: seven bits a byte, low first, the high bit set on all but
+/// the last.
+#[inline]
+fn put_u(out: &mut Vec<u8>, v: u128) {
+    match u64::try_from(v) {
+        Ok(v) => put_u64(out, v),
+        Err(_) => {
+            let mut v = v;
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
     }
-    out.push(v as u8);
 }
 
+/// `put_u` of a value that fits 64 bits (at most ten bytes), written in place.
+#[inline]
+fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+    out.reserve(10);
+    let spare = out.spare_capacity_mut();
+    let mut n = 0;
+    while v >= 0x80 {
+        spare[n].write((v as u8) | 0x80);
+        v >>= 7;
+        n += 1;
+    }
+    spare[n].write(v as u8);
+    // SAFETY: the `n + 1 <= 10` bytes past the length were just written, within the
+    // capacity reserved.
+    unsafe { out.set_len(out.len() + n + 1) };
+}
+
+/// Writes `v` zigzagged (small magnitudes, either sign, in few bytes) as a varint.
+#[inline]
 fn put_i(out: &mut Vec<u8>, v: i128) {
-    put_u(out, ((v << 1) ^ (v >> 127)) as u128);
+    match i64::try_from(v) {
+        Ok(v) => put_u64(out, ((v << 1) ^ (v >> 63)) as u64),
+        Err(_) => put_u(out, ((v << 1) ^ (v >> 127)) as u128),
+    }
 }
 
 struct Reader<'a> {
@@ -95,22 +126,16 @@ pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 8);
     let local = put_countries(&mut out, keys, countries);
     put_u(&mut out, keys.len() as u128);
-    let mut column = |part: &dyn Fn(&Key) -> i128| {
-        let mut prev = 0;
-        for k in keys {
-            let v = part(k);
-            put_i(&mut out, v - prev);
-            prev = v;
-        }
-    };
-    column(&|k| k.time.into());
-    column(&|k| k.typ.into());
-    column(&|k| match k.country {
-        0 => 0,
-        c => local.binary_search(&c).expect("code in dictionary") as i128 + 1,
-    });
-    column(&|k| k.id(false).into());
-    column(&|k| k.id(true).into());
+    // Each country code's place in this set's dictionary, from 1 (0 is NULL).
+    let mut place = vec![0u16; local.last().map_or(1, |c| usize::from(*c) + 1)];
+    for (i, c) in local.iter().enumerate() {
+        place[usize::from(*c)] = i as u16 + 1;
+    }
+    put_deltas(&mut out, keys, |k| k.time.into());
+    put_deltas(&mut out, keys, |k| k.typ.into());
+    put_deltas(&mut out, keys, |k| place[usize::from(k.country)].into());
+    put_deltas(&mut out, keys, |k| k.id(false));
+    put_deltas(&mut out, keys, |k| k.id(true));
     for c in counts {
         put_u(&mut out, (*c).into());
     }
@@ -127,6 +152,19 @@ pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
     framed.extend((out.len() as u32).to_le_bytes());
     framed.extend(zstd::bulk::compress(&out, ZSTD_LEVEL).expect("zstd compresses any input"));
     framed
+}
+
+/// Writes one part of the keys as the differences from the key before.
+fn put_deltas(out: &mut Vec<u8>, keys: &[Key], part: impl Fn(&Key) -> i64) {
+    let mut prev = 0i64;
+    for k in keys {
+        let v = part(k);
+        match v.checked_sub(prev) {
+            Some(d) => put_u64(out, ((d << 1) ^ (d >> 63)) as u64),
+            None => put_i(out, i128::from(v) - i128::from(prev)),
+        }
+        prev = v;
+    }
 }
 
 /// Writes the country texts `keys` use, in code order; returns their codes.
