@@ -1178,18 +1178,30 @@ struct Plan {
 impl Plan {
     /// Walks the sets' keys in order, all of them at once.
     fn of(own: &RollupRows, adds: &[&RollupRows]) -> Plan {
-        const DONE: Ordinal = Ordinal::MAX;
-        let mut sources = [own; MERGE_WAYS + 1];
-        sources[1..=adds.len()].copy_from_slice(adds);
-        let ways = adds.len() + 1;
-        let mut ord = [DONE; MERGE_WAYS + 1];
-        let mut row = [0usize; MERGE_WAYS + 1];
-        let (mut bid, mut total) = ([0usize; MERGE_WAYS + 1], [0usize; MERGE_WAYS + 1]);
-        for s in 0..ways {
-            ord[s] = sources[s].keys.first().map_or(DONE, Key::ordinal);
+        let mut sources = Vec::with_capacity(adds.len() + 1);
+        sources.push(own);
+        sources.extend_from_slice(adds);
+        match sources.len() {
+            1 => Plan::walk::<1>(&sources),
+            2 => Plan::walk::<2>(&sources),
+            3 => Plan::walk::<3>(&sources),
+            4 => Plan::walk::<4>(&sources),
+            5 => Plan::walk::<5>(&sources),
+            6 => Plan::walk::<6>(&sources),
+            7 => Plan::walk::<7>(&sources),
+            _ => Plan::walk::<{ MERGE_WAYS + 1 }>(&sources),
         }
+    }
+
+    /// `of` for `W` sets (the loops over them unrolled).
+    fn walk<const W: usize>(sources: &[&RollupRows]) -> Plan {
+        const DONE: Ordinal = Ordinal::MAX;
+        let sources: [&RollupRows; W] = sources.try_into().expect("W sets");
+        let mut ord = sources.map(|s| s.keys.first().map_or(DONE, Key::ordinal));
+        let mut row = [0usize; W];
+        let (mut bid, mut total) = ([0usize; W], [0usize; W]);
         let mut plan = Plan {
-            takes: Vec::with_capacity(sources[..ways].iter().map(|s| s.len()).max().unwrap_or(0)),
+            takes: Vec::with_capacity(sources.iter().map(|s| s.len()).max().unwrap_or(0)),
             bid: 0,
             total: 0,
         };
@@ -1198,13 +1210,13 @@ impl Plan {
             if least == DONE {
                 return plan;
             }
-            let takes = (0..ways).fold(0u8, |t, s| t | (u8::from(ord[s] == least) << s));
-            plan.takes.push(takes);
+            let mut takes = 0u8;
             let (mut holds_bid, mut holds_total) = (false, false);
-            let mut m = takes;
-            while m != 0 {
-                let s = m.trailing_zeros() as usize;
-                m &= m - 1;
+            for s in 0..W {
+                if ord[s] != least {
+                    continue;
+                }
+                takes |= 1 << s;
                 let (src, r) = (sources[s], row[s]);
                 let b = src.bid.at.get(bid[s]) == Some(&row_index(r));
                 let t = src.total.at.get(total[s]) == Some(&row_index(r));
@@ -1214,6 +1226,7 @@ impl Plan {
                 row[s] = r + 1;
                 ord[s] = src.keys.get(r + 1).map_or(DONE, Key::ordinal);
             }
+            plan.takes.push(takes);
             plan.bid += usize::from(holds_bid);
             plan.total += usize::from(holds_total);
         }
