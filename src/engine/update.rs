@@ -106,9 +106,9 @@ impl Engine {
         Ok(report)
     }
     /// Applies one batch of changes as one generation. Files are folded in parallel and
-    /// their rows go to DuckDB as soon as they are folded, a chunk at a time; each new
-    /// file's partials file is written as soon as it is folded too, and removed again if
-    /// the batch fails before its store commit.
+    /// their rows go to DuckDB as soon as they are parsed, a chunk at a time; each new
+    /// file's partials file is written as soon as it is folded, and removed again if the
+    /// batch fails before its store commit.
     pub(super) fn apply(
         &self,
         changes: Vec<Change>,
