@@ -138,33 +138,9 @@ impl Engine {
             removed_ids,
             pending,
         } = ready;
-        // Rollups no snapshot shares take the batch in place while DuckDB finishes its
-        // appends: from here they run ahead of the store until its commit lands, and the
-        // batch is taken out of them again if it does not.
-        let in_place = combined.is_none();
-        if in_place {
-            committed.merge_in_place(&added);
-        }
-        let t_merge = t0.elapsed();
-        // The table commits before the store.
-        let waited = pending.into_iter().try_for_each(Pending::wait);
-        let t_table = t0.elapsed();
-        let stored = waited.and_then(|()| self.commit_store(&commit, next_id));
-        // A commit that reports an error may still have landed (its flush failed): the
-        // rollups in memory follow what the store holds either way.
-        let landed = || {
-            self.store
-                .generation()
-                .is_ok_and(|g| g == commit.generation)
-        };
-        if stored.is_err() && !landed() {
-            self.store.discard_partials(&written, generation);
-            if in_place {
-                committed.take_out(added);
-            }
-            return stored;
-        }
-        drop(added);
+        let in_place = combined.is_none().then_some(added);
+        let ([t_merge, t_table], stored) =
+            self.land(&commit, in_place, pending, committed, next_id)?;
         committed.advance(commit.generation, combined);
         report.generation = commit.generation;
         let changed: HashSet<u32> = removed_ids
@@ -179,12 +155,55 @@ impl Engine {
         tracing::info!(
             generation = commit.generation,
             fold_ms = t_fold.as_millis() as u64,
-            merge_ms = (t_merge - t_fold).as_millis() as u64,
+            merge_ms = (t_merge - t0 - t_fold).as_millis() as u64,
             table_wait_ms = (t_table - t_merge).as_millis() as u64,
-            store_ms = (t0.elapsed() - t_table).as_millis() as u64,
+            store_ms = t_table.elapsed().as_millis() as u64,
             "generation committed to the store"
         );
         stored
+    }
+
+    /// Commits a prepared batch: the rollups take its partials in place first (`in_place`,
+    /// when no snapshot shares them) while DuckDB finishes its appends, then the table's
+    /// changes are waited for and the store commits. A commit that does not land takes
+    /// the batch out of the rollups again, removes the partials files it wrote and fails.
+    /// Otherwise returns when the merge and the table's wait ended, and the commit's
+    /// outcome: an error for one that landed all the same (its flush failed).
+    fn land(
+        &self,
+        commit: &Commit,
+        in_place: Option<Vec<Vec<RollupRows>>>,
+        pending: VecDeque<Pending<()>>,
+        committed: &mut Committed,
+        next_id: u32,
+    ) -> Result<([Instant; 2], Result<()>)> {
+        // From here the rollups run ahead of the store until its commit lands.
+        if let Some(added) = &in_place {
+            committed.merge_in_place(added);
+        }
+        let merged = Instant::now();
+        // The table commits before the store.
+        let waited = pending.into_iter().try_for_each(Pending::wait);
+        let table = Instant::now();
+        let stored = waited.and_then(|()| self.commit_store(commit, next_id));
+        // A commit that reports an error may still have landed (its flush failed): the
+        // rollups in memory follow what the store holds either way.
+        let landed = || {
+            self.store
+                .generation()
+                .is_ok_and(|g| g == commit.generation)
+        };
+        match stored {
+            Err(e) if !landed() => {
+                self.store
+                    .discard_partials(&commit.prewritten, commit.generation);
+                if let Some(added) = in_place {
+                    committed.take_out(added);
+                }
+                Err(e)
+            }
+            stored => Ok(([merged, table], stored)),
+        }
     }
 
     /// What a folded batch needs before its store commit: the appended tails' partials
