@@ -28,11 +28,12 @@ pub(super) struct Gather<'a> {
     pub(super) ids: &'a [u32],
     report: &'a mut UpdateReport,
     batch: Batch,
-    /// The bytes of rows each queued table change holds.
-    queued: VecDeque<usize>,
     /// Changes whose first chunk of rows is in the table already.
     started: HashSet<usize>,
 }
+
+/// Table changes queued on DuckDB's thread, with the bytes of rows each holds.
+pub(super) type Queued = VecDeque<(Pending<()>, usize)>;
 
 /// What a batch gathered, once its files are folded.
 pub(super) struct Batch {
@@ -42,8 +43,8 @@ pub(super) struct Batch {
     pub(super) removed_ids: Vec<u32>,
     /// Appended files and their tails' partials.
     pub(super) appended: Vec<(u32, Vec<RollupRows>)>,
-    /// Table changes DuckDB may still be applying.
-    pub(super) pending: VecDeque<Pending<()>>,
+    /// Table changes DuckDB may still be applying, with the bytes of rows each holds.
+    pub(super) pending: Queued,
 }
 
 impl<'a> Gather<'a> {
@@ -69,7 +70,6 @@ impl<'a> Gather<'a> {
                 appended: Vec::new(),
                 pending: VecDeque::new(),
             },
-            queued: VecDeque::new(),
             started: HashSet::new(),
         }
     }
@@ -83,14 +83,11 @@ impl Gather<'_> {
     pub(super) fn table(&mut self, change: TableChange) -> Result<()> {
         let bytes = change.row_bytes();
         let limit = self.engine.opts.batch_bytes as usize;
-        while self.queued.len() >= 2 && self.queued.iter().sum::<usize>() + bytes > limit {
-            self.queued.pop_front();
-            self.batch.pending.pop_front().expect("pending").wait()?;
+        let pending = &mut self.batch.pending;
+        while pending.len() >= 2 && pending.iter().map(|(_, b)| b).sum::<usize>() + bytes > limit {
+            pending.pop_front().expect("pending").0.wait()?;
         }
-        self.batch
-            .pending
-            .push_back(self.engine.table.apply_queued(change)?);
-        self.queued.push_back(bytes);
+        pending.push_back((self.engine.table.apply_queued(change)?, bytes));
         Ok(())
     }
 

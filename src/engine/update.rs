@@ -2,7 +2,7 @@
 //! in parallel, a chunk at a time), each batch committed to DuckDB and the store as one
 //! generation and merged into the rollups.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,9 +22,9 @@ use crate::ingest::watch::{line_held_until, scan};
 use crate::rollup::codec;
 use crate::rollup::{Countries, Layered, RollupRows};
 use crate::storage::store::{Commit, FileRecord, MAX_PARTS};
-use crate::storage::table::{Pending, TableFile};
+use crate::storage::table::TableFile;
 
-use super::gather::{Batch, Gather};
+use super::gather::{Batch, Gather, Queued};
 use super::{Committed, Engine, FileFailure, Next, UpdateReport};
 
 impl Engine {
@@ -173,7 +173,7 @@ impl Engine {
         &self,
         commit: &Commit,
         in_place: Option<Vec<Vec<RollupRows>>>,
-        pending: VecDeque<Pending<()>>,
+        pending: Queued,
         committed: &mut Committed,
         next_id: u32,
     ) -> Result<([Instant; 2], Result<()>)> {
@@ -183,7 +183,7 @@ impl Engine {
         }
         let merged = Instant::now();
         // The table commits before the store.
-        let waited = pending.into_iter().try_for_each(Pending::wait);
+        let waited = pending.into_iter().try_for_each(|(p, _)| p.wait());
         let table = Instant::now();
         let stored = waited.and_then(|()| self.commit_store(commit, next_id));
         // A commit that reports an error may still have landed (its flush failed): the
@@ -648,7 +648,7 @@ struct Ready {
     /// Per rollup, the partials folded (when `combined` is `None`).
     added: Vec<Vec<RollupRows>>,
     removed_ids: Vec<u32>,
-    pending: VecDeque<Pending<()>>,
+    pending: Queued,
 }
 
 /// What a fold thread sends for change number `i` of a batch.
