@@ -1182,7 +1182,6 @@ impl Plan {
         sources.push(own);
         sources.extend_from_slice(adds);
         match sources.len() {
-            1 => Plan::walk::<1>(&sources),
             2 => Plan::walk::<2>(&sources),
             3 => Plan::walk::<3>(&sources),
             4 => Plan::walk::<4>(&sources),
