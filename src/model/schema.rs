@@ -36,7 +36,11 @@ pub enum TableCol {
 pub enum Kind {
     Int32,
     Int64,
-    Text,
+    /// An event type: text of `EVENT_TYPES`, an `ENUM` in DuckDB.
+    EventType,
+    /// A country: text, an `ENUM` in DuckDB that starts with every code of two capital
+    /// letters and is widened by the table when a file brings another text.
+    Country,
     Uuid,
     /// An exact price: `DECIMAL(PRICE_PRECISION, PRICE_SCALE)`.
     Price,
@@ -103,7 +107,8 @@ impl TableCol {
             }
             TableCol::LocalMinute => Kind::Int32,
             TableCol::Ts | TableCol::UserId => Kind::Int64,
-            TableCol::Type | TableCol::Country => Kind::Text,
+            TableCol::Type => Kind::EventType,
+            TableCol::Country => Kind::Country,
             TableCol::AuctionId => Kind::Uuid,
             TableCol::BidPrice | TableCol::TotalPrice => Kind::Price,
             TableCol::Day => Kind::Date,
@@ -124,15 +129,52 @@ impl TableCol {
     pub fn sql_name(self) -> String {
         format!("\"{}\"", self.name())
     }
+
+    /// The column as SQL that reads it in the Arrow type table batches carry (an `ENUM`
+    /// as text), named as the column.
+    pub fn select_sql(self) -> String {
+        match self.kind() {
+            Kind::EventType | Kind::Country => {
+                format!("CAST({0} AS VARCHAR) AS {0}", self.sql_name())
+            }
+            _ => self.sql_name(),
+        }
+    }
+}
+
+/// Every text of two capital letters (`AA` … `ZZ`), in order: the countries the table's
+/// `country` type holds from the start.
+pub fn two_letter_codes() -> impl Iterator<Item = String> {
+    (b'A'..=b'Z').flat_map(|a| (b'A'..=b'Z').map(move |b| String::from_utf8(vec![a, b]).unwrap()))
+}
+
+/// Whether a country text is one of `two_letter_codes`.
+pub fn is_two_letter_code(text: &str) -> bool {
+    matches!(text.as_bytes(), [a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase())
+}
+
+/// A DuckDB `ENUM` type of `values`, which must be in byte order (an `ENUM` sorts by
+/// its values' positions, so this keeps `ORDER BY` the same as on text).
+pub fn enum_sql<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    let quoted: Vec<String> = values
+        .into_iter()
+        .map(|v| format!("'{}'", v.as_ref().replace('\'', "''")))
+        .collect();
+    format!("ENUM({})", quoted.join(", "))
 }
 
 impl Kind {
-    /// The DuckDB type.
+    /// The DuckDB type of a new table's column.
     pub fn sql(self) -> String {
         match self {
             Kind::Int32 => "INTEGER".into(),
             Kind::Int64 => "BIGINT".into(),
-            Kind::Text => "VARCHAR".into(),
+            Kind::EventType => {
+                let mut types = EVENT_TYPES;
+                types.sort_unstable();
+                enum_sql(types)
+            }
+            Kind::Country => enum_sql(two_letter_codes()),
             Kind::Uuid => "UUID".into(),
             Kind::Price => format!("DECIMAL({PRICE_PRECISION}, {PRICE_SCALE})"),
             Kind::Date => "DATE".into(),
@@ -145,7 +187,7 @@ impl Kind {
         match self {
             Kind::Int32 => DataType::Int32,
             Kind::Int64 => DataType::Int64,
-            Kind::Text => DataType::Utf8,
+            Kind::EventType | Kind::Country => DataType::Utf8,
             Kind::Uuid => DataType::FixedSizeBinary(16),
             Kind::Price => DataType::Decimal128(PRICE_PRECISION, PRICE_SCALE),
             Kind::Date => DataType::Date32,

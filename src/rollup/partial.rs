@@ -62,7 +62,7 @@ impl Positions {
 
     /// The SQL select list of `COLUMNS`.
     pub fn select() -> String {
-        let names: Vec<String> = Positions::COLUMNS.iter().map(|c| c.sql_name()).collect();
+        let names: Vec<String> = Positions::COLUMNS.iter().map(|c| c.select_sql()).collect();
         names.join(", ")
     }
 

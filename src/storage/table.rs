@@ -8,7 +8,7 @@
 //! old rows, append the new ones, record the file), so after an error or a crash the
 //! table holds either the old or the new rows of a file, never a mix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -25,7 +25,7 @@ use duckdb::{params, Config, Connection};
 use crate::daemon::limits::QueryBudget;
 use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::model::schema::{Column, TableCol, TimeCol, Zone};
+use crate::model::schema::{enum_sql, is_two_letter_code, Column, TableCol, TimeCol, Zone};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
@@ -203,7 +203,8 @@ fn events_ddl() -> String {
 
 /// The version of the tables' layout (`SCHEMA`, `TableCol`), kept in `meta`; bump it when
 /// they change (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2: `type` and `country` are `ENUM`s.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Creates the tables if needed. A database of another schema version has its tables
 /// dropped and created again (the rows are folded again from the CSV files), and the
@@ -422,6 +423,7 @@ impl Table {
                 }
             };
             if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+                widen_countries(&tx, &batch)?;
                 let mut app = tx.appender("events")?;
                 app.append_record_batch(batch)?;
                 app.flush()?;
@@ -792,10 +794,59 @@ fn run_query(
     Ok(Rows::new(concat(parts)))
 }
 
-/// The scratch table `Table::extremes` joins with; it lives in one transaction only.
-const AFFECTED: &str = "CREATE TEMP TABLE affected_keys (spec INTEGER NOT NULL, \
-     idx INTEGER NOT NULL, t INTEGER, \"type\" VARCHAR, country VARCHAR, \
-     advertiser_id INTEGER, publisher_id INTEGER)";
+/// The DuckDB type `events`' column `col` has now.
+fn column_type(conn: &Connection, col: TableCol) -> Result<String> {
+    Ok(conn.query_row(
+        "SELECT data_type FROM duckdb_columns() \
+         WHERE schema_name = 'main' AND table_name = 'events' AND column_name = ?",
+        params![col.name()],
+        |r| r.get(0),
+    )?)
+}
+
+/// Widens the `country` `ENUM` so that it holds every country text of `batch` (the
+/// appender casts the batch's text to it). The type starts with every code of two
+/// capital letters; any other text (`"usa"`, `"jp"`) is added in order, which rewrites
+/// the column once, inside the change's transaction.
+fn widen_countries(conn: &Connection, batch: &RecordBatch) -> Result<()> {
+    let texts = batch.column(TableCol::Country.at()).as_string::<i32>();
+    let others: BTreeSet<&str> = (texts.iter().flatten())
+        .filter(|t| !is_two_letter_code(t))
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let ty = column_type(conn, TableCol::Country)?;
+    let mut stmt = conn.prepare(&format!("SELECT unnest(enum_range(NULL::{ty}))"))?;
+    let held = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<duckdb::Result<BTreeSet<String>>>()?;
+    if others.iter().all(|t| held.contains(*t)) {
+        return Ok(());
+    }
+    let wider: BTreeSet<&str> = held.iter().map(String::as_str).chain(others).collect();
+    tracing::info!(
+        countries = wider.len(),
+        "the table's country type is widened"
+    );
+    conn.execute_batch(&format!(
+        "ALTER TABLE events ALTER country SET DATA TYPE {}",
+        enum_sql(wider)
+    ))?;
+    Ok(())
+}
+
+/// Creates the scratch table `Table::extremes` joins with (its text columns of the types
+/// `events` has); it lives in one transaction only.
+fn create_affected(conn: &Connection) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE affected_keys (spec INTEGER NOT NULL, idx INTEGER NOT NULL, \
+         t INTEGER, \"type\" {}, country {}, advertiser_id INTEGER, publisher_id INTEGER)",
+        column_type(conn, TableCol::Type)?,
+        column_type(conn, TableCol::Country)?,
+    ))?;
+    Ok(())
+}
 
 impl Table {
     /// The extremes of the price columns over the table's rows of some keys of some
@@ -832,7 +883,7 @@ impl Table {
         let batch = key_batch(wanted, countries)?;
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute_batch(AFFECTED)?;
+            create_affected(&tx)?;
             {
                 let mut app = tx.appender_to_catalog_and_db("affected_keys", "temp", "main")?;
                 app.append_record_batch(batch)?;
