@@ -341,6 +341,15 @@ fn watched_queries() -> Vec<Value> {
     ]
 }
 
+/// Sets its flag when dropped, also when a panic unwinds past it.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// `reload` adds a rollup while clients query: every answer of every query equals the
 /// one before the change (never empty, never partial, whatever it was answered from),
 /// status shows the change while it runs, no CSV byte is parsed, and once the reply is
@@ -390,6 +399,9 @@ fn adding_a_rollup_while_queries_run_never_returns_an_empty_or_partial_answer() 
             }
             answers
         });
+        // Set however this closure ends: a failed assertion below must fail the test,
+        // not leave the scope waiting for the querying thread.
+        let _stop = StopOnDrop(&done);
         write_config(&ws, "UTC", &["day_type_country", "hour_publisher"]);
         let reloading = s.spawn(|| ws.run(&["reload", "--socket", "state/rollupd.sock"]));
         let marker = rollupd::engine::failpoint::pause_marker(d.child.id(), "layout.commit");

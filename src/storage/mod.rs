@@ -2,6 +2,7 @@
 //! partitions and their manifest, the DuckDB table of raw rows, and the state folder's
 //! lock.
 
+pub mod duck;
 pub mod lock;
 pub mod manifest;
 pub mod store;

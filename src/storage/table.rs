@@ -2,7 +2,9 @@
 //! file, queried for what no rollup covers.
 //!
 //! DuckDB's connection and appender are not `Send`-friendly, so the database lives on a
-//! thread of its own; `Table` is a cheap-to-clone handle that sends it jobs.
+//! thread of its own; `Table` is a cheap-to-clone handle that sends it jobs. Queries and
+//! views use the `duckdb` crate's connections; file changes run on a connection of their
+//! own (`duck::Writer`) that appends table batches as DuckDB vectors.
 //!
 //! Failure semantics: each file change runs in one DuckDB transaction (delete the file's
 //! old rows, append the new ones, record the file), so after an error or a crash the
@@ -20,7 +22,7 @@ use arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{bounded, unbounded, Sender};
 use duckdb::types::{ToSqlOutput, Value as DValue};
-use duckdb::{params, Config, Connection};
+use duckdb::{params, Connection};
 
 use crate::daemon::limits::QueryBudget;
 use crate::engine::failpoint::Failpoints;
@@ -30,8 +32,10 @@ use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
 use crate::rollup::{Countries, Extremes, Key, RollupSpec, NULL_TIME};
+use crate::storage::duck::{Database, Writer};
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the DuckDB thread, given its connection and its connection for writes.
+type Job = Box<dyn FnOnce(&mut Connection, &Writer) + Send>;
 
 /// How the bundled DuckDB was compiled: `release`, or `debug` when a profile with debug
 /// info made libduckdb-sys turn on DuckDB's asserts and verification passes (see
@@ -99,6 +103,28 @@ pub enum TableChange {
 }
 
 impl TableChange {
+    /// What the change does in its transaction: the rows it deletes (a file's parts from
+    /// a number on; a file that loses every part, and whose record is not written again,
+    /// loses its record too), the rows it appends, and the file record it writes.
+    fn parts(self) -> (Vec<(i32, i32)>, Option<RecordBatch>, Option<TableFile>) {
+        let whole = |old: Option<i32>| old.into_iter().map(|id| (id, 0));
+        match self {
+            TableChange::Put { old, batch, file } => (
+                whole(old).chain([(file.id, 0)]).collect(),
+                Some(batch),
+                Some(file),
+            ),
+            TableChange::Append { batch, file } => (Vec::new(), Some(batch), Some(file)),
+            TableChange::Rows { batch } => (Vec::new(), Some(batch), None),
+            TableChange::Finish { old, batch, file } => {
+                (whole(old).collect(), Some(batch), Some(file))
+            }
+            TableChange::Remove { id } => (vec![(id, 0)], None, None),
+            TableChange::Record { file } => (Vec::new(), None, Some(file)),
+            TableChange::Truncate { file } => (vec![(file.id, file.parts)], None, Some(file)),
+        }
+    }
+
     /// The memory its rows hold.
     pub fn row_bytes(&self) -> usize {
         match self {
@@ -257,14 +283,16 @@ impl Table {
                  DuckDB-answered queries and loads run many times slower"
             );
         }
-        let mut config = Config::default();
+        let mut settings = Vec::new();
         if opts.threads > 0 {
-            config = config.threads(opts.threads as i64)?;
+            settings.push(("threads", opts.threads.to_string()));
         }
         if !opts.memory_limit.is_empty() {
-            config = config.max_memory(&opts.memory_limit)?;
+            settings.push(("max_memory", opts.memory_limit.clone()));
         }
-        let mut conn = Connection::open_with_flags(path, config)?;
+        let db = Database::open(path, &settings)?;
+        let mut conn = db.connection()?;
+        let writer = db.writer()?;
         let rebuilt = ensure_schema(&conn)?;
         // Checkpoints happen only when no view is reading (see `View::quiesce`): DuckDB
         // 2.0's checkpoints alongside open read transactions were seen to leave the table
@@ -275,8 +303,12 @@ impl Table {
             .name("duckdb".into())
             .spawn(move || {
                 for job in rx {
-                    job(&mut conn);
+                    job(&mut conn, &writer);
                 }
+                // The connections go before the database handle (the order matters
+                // to no one else: views keep the database open while theirs are).
+                drop((writer, conn));
+                drop(db);
             })
             .map_err(|e| Error::io(path, e))?;
         Ok(Table {
@@ -360,9 +392,17 @@ impl Table {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
     ) -> Result<Pending<R>> {
+        self.queue(move |conn, _| f(conn))
+    }
+
+    /// Queues `f` on the DuckDB thread with the connection for writes too.
+    fn queue<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Writer) -> Result<R> + Send + 'static,
+    ) -> Result<Pending<R>> {
         let (reply_tx, reply_rx) = bounded(1);
-        let job: Job = Box::new(move |conn| {
-            let _ = reply_tx.send(f(conn));
+        let job: Job = Box::new(move |conn, writer| {
+            let _ = reply_tx.send(f(conn, writer));
         });
         self.inner
             .tx
@@ -384,59 +424,37 @@ impl Table {
     pub fn apply_queued(&self, change: TableChange) -> Result<Pending<()>> {
         let failpoints = self.inner.failpoints.clone();
         let writes = self.inner.writes.clone();
-        self.submit(move |conn| {
+        self.queue(move |conn, writer| {
             writes.fetch_add(1, Ordering::SeqCst);
-            let tx = conn.transaction()?;
-            let delete_rows = |id: i32, from_part: i32| {
-                tx.execute(
-                    "DELETE FROM events WHERE file_id = ? AND part >= ?",
-                    params![id, from_part],
-                )
-            };
-            let (batch, file) = match change {
-                TableChange::Put { old, batch, file } => {
-                    if let Some(old) = old {
-                        delete_rows(old, 0)?;
-                        tx.execute("DELETE FROM files WHERE file_id = ?", params![old])?;
-                    }
-                    delete_rows(file.id, 0)?;
-                    (Some(batch), Some(file))
-                }
-                TableChange::Append { batch, file } => (Some(batch), Some(file)),
-                TableChange::Rows { batch } => (Some(batch), None),
-                TableChange::Finish { old, batch, file } => {
-                    if let Some(old) = old {
-                        delete_rows(old, 0)?;
-                        tx.execute("DELETE FROM files WHERE file_id = ?", params![old])?;
-                    }
-                    (Some(batch), Some(file))
-                }
-                TableChange::Remove { id } => {
-                    delete_rows(id, 0)?;
-                    tx.execute("DELETE FROM files WHERE file_id = ?", params![id])?;
-                    (None, None)
-                }
-                TableChange::Record { file } => (None, Some(file)),
-                TableChange::Truncate { file } => {
-                    delete_rows(file.id, file.parts)?;
-                    (None, Some(file))
-                }
-            };
-            if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
-                widen_countries(&tx, &batch)?;
-                let mut app = tx.appender("events")?;
-                app.append_record_batch(batch)?;
-                app.flush()?;
+            let (removed, batch, file) = change.parts();
+            if let Some(batch) = &batch {
+                widen_countries(conn, batch)?;
             }
-            if let Some(f) = file {
-                tx.execute(
-                    "INSERT OR REPLACE INTO files (file_id, path, size, parts, rows) VALUES (?, ?, ?, ?, ?)",
-                    params![f.id, f.path, f.size as i64, f.parts, f.rows as i64],
-                )?;
-            }
-            failpoints.hit("table.commit")?;
-            tx.commit()?;
-            Ok(())
+            writer.transaction(|w| {
+                for (id, from_part) in removed {
+                    w.execute(&format!(
+                        "DELETE FROM events WHERE file_id = {id} AND part >= {from_part}"
+                    ))?;
+                    if from_part == 0 && file.as_ref().is_none_or(|f| f.id != id) {
+                        w.execute(&format!("DELETE FROM files WHERE file_id = {id}"))?;
+                    }
+                }
+                if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+                    w.append("events", &batch)?;
+                }
+                if let Some(f) = file {
+                    w.execute(&format!(
+                        "INSERT OR REPLACE INTO files (file_id, path, size, parts, rows) \
+                         VALUES ({}, '{}', {}, {}, {})",
+                        f.id,
+                        f.path.replace('\'', "''"),
+                        f.size as i64,
+                        f.parts,
+                        f.rows as i64
+                    ))?;
+                }
+                failpoints.hit("table.commit")
+            })
         })
     }
 
