@@ -823,9 +823,10 @@ fn column_type(conn: &Connection, col: TableCol) -> Result<String> {
 }
 
 /// Widens the `country` `ENUM` so that it holds every country text of `batch` (the
-/// appender casts the batch's text to it). The type starts with every code of two
-/// capital letters; any other text (`"usa"`, `"jp"`) is added in order, which rewrites
-/// the column once, inside the change's transaction.
+/// writer appends their codes). The type starts with every code of two capital letters;
+/// any other text (`"usa"`, `"jp"`) is added in order, which rewrites the column once, in
+/// a transaction of its own before the change's (a wider type is harmless if the change
+/// then fails).
 fn widen_countries(conn: &Connection, batch: &RecordBatch) -> Result<()> {
     let texts = batch.column(TableCol::Country.at()).as_string::<i32>();
     let others: BTreeSet<&str> = (texts.iter().flatten())
