@@ -506,8 +506,15 @@ pub fn price_to_f64(v: i128) -> f64 {
 pub fn exact_to_f64(v: i128) -> f64 {
     match i64::try_from(v) {
         Ok(v) => v as f64,
-        Err(_) => v as f64,
+        Err(_) => wide_to_f64(v),
     }
+}
+
+/// `v as f64` out of line: inlined, the compiler sees that both of `exact_to_f64`'s
+/// arms give the same value and keeps only the library call.
+#[inline(never)]
+fn wide_to_f64(v: i128) -> f64 {
+    v as f64
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::query::group::{type_names, Coder, Groups, KeyRuns};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
 use crate::query::request::{Aggregate, Func, Item, Query};
-use crate::query::sort::top_groups;
+use crate::query::sort::{top_groups, SortKey, Tie};
 use crate::query::{cores, on_threads};
 use crate::rollup::{
     Countries, Key, Layered, Measure, RollupRows, SparseColumn, NULL_ID, NULL_TIME,
@@ -286,19 +286,23 @@ fn answer(
         })
         .collect();
     let order = order(query, groups, &found.coder, &aggs);
-    // The answered groups' keys, gathered once for every group-by column.
-    let values: Vec<Key> = match query.group_by.is_empty() {
-        true => Vec::new(),
-        false => order.iter().map(|&g| groups.values[g as usize]).collect(),
+    // The answered groups' keys, gathered once for every group-by column (on every core
+    // when they are many: each is a read from anywhere in the groups).
+    let many = order.len() >= PARALLEL_GROUPS;
+    let value = |g: &u32| groups.values[*g as usize];
+    let values: Vec<Key> = match (query.group_by.is_empty(), many) {
+        (true, _) => Vec::new(),
+        (false, true) => order.par_iter().map(value).collect(),
+        (false, false) => order.iter().map(value).collect(),
     };
     let column = |(item, agg): (&Item, Option<Data>)| match (item, agg) {
         (Item::Column(c), _) => group_column(*c, values.iter().copied(), countries),
         (Item::Agg(_), Some(data)) => data.gather(&order),
         (Item::Agg(a), None) => aggregate_column(a, accs, needs, Some(&order)),
     };
-    let columns = match order.len() < PARALLEL_GROUPS {
-        true => query.select.iter().zip(aggs).map(column).collect(),
-        false => query.select.par_iter().zip(aggs).map(column).collect(),
+    let columns = match many {
+        false => query.select.iter().zip(aggs).map(column).collect(),
+        true => query.select.par_iter().zip(aggs).map(column).collect(),
     };
     Ok(Rows::new(columns))
 }
@@ -903,18 +907,39 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
     let n = groups.len();
     let limit = query.limit.map_or(n, |l| l.min(n as u64) as usize);
     let keys = &groups.keys;
+    let in_order = || groups.in_order();
+    let by_packed = Tie::Keys {
+        keys,
+        in_order: &in_order,
+    };
     if query.order_by.is_empty() {
-        let mut order = match groups.in_order() {
-            Some(order) => order,
-            None => top_groups(n, |g| keys[g as usize], limit, |_, _| Ordering::Equal),
+        return match groups.in_order() {
+            Some(mut order) => {
+                order.truncate(limit);
+                order
+            }
+            None => top_groups(n, &[&|g| keys[g as usize]], limit, by_packed),
         };
-        order.truncate(limit);
-        return order;
     }
-    // The first order key as one integer beside each group; groups whose first keys tie
-    // are ordered by every key, then by their packed keys.
-    let first = query.order_by[0];
-    let tie = |x: u32, y: u32| {
+    // Each order key as an integer per group.
+    let sort_keys: Vec<Box<dyn Fn(u32) -> u128 + '_>> = (query.order_by.iter())
+        .map(|k| -> Box<dyn Fn(u32) -> u128 + '_> {
+            match &aggs[k.item] {
+                Some(data) => Box::new(move |g| data.sort_key(g as usize, k.desc)),
+                None => {
+                    let weight = coder.weight(group_slot(query, k.item));
+                    Box::new(move |g| weight.sort_key(keys[g as usize], k.desc))
+                }
+            }
+        })
+        .collect();
+    let sort_keys: Vec<SortKey<'_>> = sort_keys.iter().map(|f| f.as_ref()).collect();
+    if (query.order_by.iter()).all(|k| aggs[k.item].as_ref().is_none_or(Data::keyed)) {
+        return top_groups(n, &sort_keys, limit, by_packed);
+    }
+    // Text columns order by their texts: groups whose first keys tie are ordered by
+    // every key, then by their packed keys.
+    let by_every_key = |x: u32, y: u32| {
         let (x, y) = (x as usize, y as usize);
         for k in &query.order_by {
             let o = match &aggs[k.item] {
@@ -931,14 +956,7 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         }
         keys[x].cmp(&keys[y])
     };
-    match &aggs[first.item] {
-        Some(data) => top_groups(n, |g| data.sort_key(g as usize, first.desc), limit, tie),
-        None => {
-            let weight = coder.weight(group_slot(query, first.item));
-            let key = |g: u32| weight.sort_key(keys[g as usize], first.desc);
-            top_groups(n, key, limit, tie)
-        }
-    }
+    top_groups(n, &sort_keys[..1], limit, Tie::By(&by_every_key))
 }
 
 /// The group-by position of select item `item` (a plain column).

@@ -158,6 +158,12 @@ impl Data {
         }
     }
 
+    /// Whether `sort_key` orders the rows as `compare` does (numbers), rather than giving
+    /// them all one key.
+    pub fn keyed(&self) -> bool {
+        matches!(self, Data::Int(_) | Data::Float(_))
+    }
+
     /// SQL order of rows `a` and `b` (NULLs last in both directions).
     pub fn compare(&self, a: usize, b: usize, desc: bool) -> Ordering {
         fn nulls_last<T>(

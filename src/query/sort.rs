@@ -1,32 +1,77 @@
-//! Ordering an answer's groups by typed sort keys: each group's first order key as one
-//! integer beside its index, sorted as plain pairs (no comparator to call per compare),
-//! in 64 bits when the keys fit; only groups whose first keys tie are compared further.
-//! A limited answer selects its first `k` groups before sorting only those. Many pairs
-//! are sorted on every core, and when most of them are taken, as single 64-bit integers:
-//! the key's leading bits above the group's index (see `by_packed_keys`).
+//! Ordering an answer's groups by typed sort keys: each order key of a group is one
+//! integer, and groups are sorted as plain integers (no comparator to call per compare)
+//! by the first key; only groups whose first keys tie are compared further. A limited
+//! answer selects its first `k` groups before sorting only those. When most of many
+//! groups are taken, they are radix sorted: starting from the groups in their tie order
+//! when that is an order of integers (the packed group keys), one stable sort per order
+//! key from the last to the first, each a pass per 11 bits of the key cut to 32 bits
+//! (then the groups whose cut keys tie by the whole key), so that no two groups are
+//! compared as a whole.
 
 use std::cmp::Ordering;
 
-use rayon::slice::ParallelSliceMut;
+/// Groups from which an answer taking most of them is radix sorted.
+const RADIX_GROUPS: usize = 1 << 12;
 
-/// Pairs from which a sort is shared between threads.
-const PARALLEL_PAIRS: usize = 1 << 15;
+/// One order key of each group as an integer (NULL is `u128::MAX`).
+pub type SortKey<'a> = &'a dyn Fn(u32) -> u128;
 
-/// The first `k` of groups `0..n` in order: by their first sort key `key` (NULL keys are
-/// `u128::MAX`), ties by `tie` (a total order of groups).
-pub fn top_groups(
-    n: usize,
-    key: impl Fn(u32) -> u128,
-    k: usize,
-    tie: impl Fn(u32, u32) -> Ordering,
-) -> Vec<u32> {
-    if n >= PARALLEL_PAIRS && k >= n / 2 {
-        if let Some(order) = by_packed_keys(n, &key, &tie) {
-            return order[..k.min(n)].to_vec();
+/// How groups whose sort keys are all equal are put in order.
+#[derive(Clone, Copy)]
+pub enum Tie<'a> {
+    /// By a comparator (a total order of groups).
+    By(&'a dyn Fn(u32, u32) -> Ordering),
+    /// By one unique integer per group (the packed group keys); `in_order` gives the
+    /// groups in that order when that comes cheaper than a sort.
+    Keys {
+        keys: &'a [u128],
+        in_order: &'a dyn Fn() -> Option<Vec<u32>>,
+    },
+}
+
+impl Tie<'_> {
+    fn cmp(&self, a: u32, b: u32) -> Ordering {
+        match self {
+            Tie::By(f) => f(a, b),
+            Tie::Keys { keys, .. } => keys[a as usize].cmp(&keys[b as usize]),
         }
     }
+}
+
+/// The first `k` of groups `0..n` in order: by each of `keys` in turn (at least one),
+/// then by `tie`.
+pub fn top_groups(n: usize, keys: &[SortKey<'_>], k: usize, tie: Tie<'_>) -> Vec<u32> {
+    let k = k.min(n);
+    let (first, rest) = keys.split_first().expect("an order key");
+    if n >= RADIX_GROUPS && k >= n / 2 {
+        let mut order = match &tie {
+            Tie::Keys { keys, in_order } => in_order().unwrap_or_else(|| {
+                let unique: SortKey<'_> = &|g| keys[g as usize];
+                radix_order((0..n as u32).collect(), unique)
+            }),
+            Tie::By(_) => (0..n as u32).collect(),
+        };
+        for key in keys.iter().rev() {
+            order = radix_order(order, *key);
+        }
+        if let Tie::By(cmp) = tie {
+            let same = |a: &u32, b: &u32| keys.iter().all(|key| key(*a) == key(*b));
+            for run in order.chunk_by_mut(same) {
+                run.sort_unstable_by(|a, b| cmp(*a, *b));
+            }
+        }
+        order.truncate(k);
+        return order;
+    }
+    // Groups whose first keys tie: by the other keys, then `tie`.
+    let then = |a: u32, b: u32| {
+        (rest.iter())
+            .map(|key| key(a).cmp(&key(b)))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| tie.cmp(a, b))
+    };
     let narrow: Option<Vec<(u64, u32)>> = (0..n as u32)
-        .map(|g| match key(g) {
+        .map(|g| match first(g) {
             u128::MAX => Some((u64::MAX, g)),
             wide => u64::try_from(wide)
                 .ok()
@@ -35,155 +80,220 @@ pub fn top_groups(
         })
         .collect();
     match narrow {
-        Some(pairs) => top_by_key(pairs, k, tie),
-        None => top_by_key((0..n as u32).map(|g| (key(g), g)).collect(), k, tie),
+        Some(pairs) => top_by_key(pairs, k, &then),
+        None => top_by_key((0..n as u32).map(|g| (first(g), g)).collect(), k, &then),
     }
 }
 
-/// Groups `0..n` in order (as `top_groups`), sorted as one integer per group: its key's
-/// distance from the smallest key, cut to the bits the group's index leaves of 64, above
-/// the index. Groups whose cut keys tie are then put in order by their whole keys and
-/// `tie`. `None` when a key is wider than 64 bits.
-fn by_packed_keys(
-    n: usize,
-    key: &impl Fn(u32) -> u128,
-    tie: &impl Fn(u32, u32) -> Ordering,
-) -> Option<Vec<u32>> {
-    let (mut lo, mut hi) = (u64::MAX, 0);
-    for g in 0..n as u32 {
-        match key(g) {
-            u128::MAX => {}
-            k => {
-                let k = u64::try_from(k).ok().filter(|k| *k < u64::MAX)?;
-                (lo, hi) = (lo.min(k), hi.max(k));
-            }
-        }
-    }
-    // The keys' span with room for NULL after the largest, in the bits left of 64.
-    let span = hi.saturating_sub(lo) + 1;
-    let index_bits = u64::BITS - (n as u64).leading_zeros();
-    let shift = (u64::BITS - span.leading_zeros()).saturating_sub(u64::BITS - index_bits);
+/// Bits of a radix sort's digit.
+const DIGIT_BITS: u32 = 11;
+
+/// Groups `base` stably sorted by `key`: each group's key is cut to its 32 leading bits
+/// above the smallest key and sorted by an LSD radix sort (digits every key shares
+/// skipped); groups whose cut keys are equal, when the cut lost bits, are then sorted
+/// stably by their whole keys.
+fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
+    let n = base.len();
+    let keys: Vec<u128> = base.iter().map(|&g| key(g)).collect();
+    let (lo, hi) = (keys.iter().filter(|k| **k != u128::MAX))
+        .fold((u128::MAX, 0), |(lo, hi), k| (lo.min(*k), hi.max(*k)));
+    // The keys' span with room for NULL after the largest.
+    let span = if lo > hi { 1 } else { hi - lo + 1 };
+    let shift = (u128::BITS - span.leading_zeros()).saturating_sub(32);
     let cut = |k: u128| match k {
-        u128::MAX => span >> shift,
-        k => (k as u64 - lo) >> shift,
+        u128::MAX => (span >> shift) as u64,
+        k => ((k - lo) >> shift) as u64,
     };
-    let mut packed: Vec<u64> = (0..n as u32)
-        .map(|g| cut(key(g)) << index_bits | u64::from(g))
+    let mut items: Vec<u64> = (base.iter().zip(&keys))
+        .map(|(&g, &k)| cut(k) << 32 | u64::from(g))
         .collect();
-    packed.par_sort_unstable();
-    let mask = (1u64 << index_bits) - 1;
-    let mut order: Vec<u32> = packed.iter().map(|p| (p & mask) as u32).collect();
-    let mut start = 0;
-    for run in packed.chunk_by(|a, b| a >> index_bits == b >> index_bits) {
-        if run.len() > 1 {
-            let by_key = |a: &u32, b: &u32| key(*a).cmp(&key(*b)).then_with(|| tie(*a, *b));
-            order[start..start + run.len()].sort_unstable_by(by_key);
+    drop(keys);
+    let digits = 32u32.div_ceil(DIGIT_BITS) as usize;
+    let mask = (1u64 << DIGIT_BITS) - 1;
+    let mut counts = vec![[0usize; 1 << DIGIT_BITS]; digits];
+    for item in &items {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[(item >> (32 + d as u32 * DIGIT_BITS) & mask) as usize] += 1;
         }
-        start += run.len();
     }
-    Some(order)
+    let mut spare = vec![0u64; n];
+    for (d, c) in counts.iter_mut().enumerate() {
+        if c.contains(&n) {
+            continue;
+        }
+        let mut at = 0;
+        for m in c.iter_mut() {
+            (*m, at) = (at, at + *m);
+        }
+        let pos = 32 + d as u32 * DIGIT_BITS;
+        for &item in &items {
+            let slot = &mut c[(item >> pos & mask) as usize];
+            spare[*slot] = item;
+            *slot += 1;
+        }
+        std::mem::swap(&mut items, &mut spare);
+    }
+    let mut order: Vec<u32> = items.iter().map(|&i| i as u32).collect();
+    if shift > 0 {
+        let mut start = 0;
+        for run in items.chunk_by(|a, b| a >> 32 == b >> 32) {
+            if run.len() > 1 {
+                order[start..start + run.len()].sort_by_key(|g| key(*g));
+            }
+            start += run.len();
+        }
+    }
+    order
 }
 
-/// `top_groups` over keys of one width.
-fn top_by_key<K: Ord + Copy + Send>(
+/// `top_groups` over first keys of one width, by selecting the first `k` then sorting
+/// them; groups whose first keys tie are ordered by `tie`.
+fn top_by_key<K: Ord + Copy>(
     mut v: Vec<(K, u32)>,
     k: usize,
-    tie: impl Fn(u32, u32) -> Ordering,
+    tie: &impl Fn(u32, u32) -> Ordering,
 ) -> Vec<u32> {
-    let k = k.min(v.len());
     if k == 0 {
         return Vec::new();
     }
-    let mut end = v.len();
-    if k < v.len() / 2 {
+    if k < v.len() {
         v.select_nth_unstable_by_key(k - 1, |p| p.0);
-        // Groups past the cut whose key ties the last one taken may still come first.
+        // Of the groups whose key ties the last one taken, the first by `tie` are taken
+        // (they may lie past the cut).
         let edge = v[k - 1].0;
-        let rest = &mut v[k..];
-        let mut tied = 0;
-        for i in 0..rest.len() {
-            if rest[i].0 == edge {
-                rest.swap(i, tied);
-                tied += 1;
-            }
+        let (mut taken, mut tied): (Vec<_>, Vec<_>) =
+            (v.into_iter().filter(|p| p.0 <= edge)).partition(|p| p.0 < edge);
+        let room = k - taken.len();
+        if room < tied.len() {
+            tied.select_nth_unstable_by(room - 1, |a, b| tie(a.1, b.1));
+            tied.truncate(room);
         }
-        end = k + tied;
+        taken.append(&mut tied);
+        v = taken;
     }
     // By key alone: ties are put in order below, so comparing groups too is waste.
-    let taken = &mut v[..end];
-    match taken.len() < PARALLEL_PAIRS {
-        true => taken.sort_unstable_by_key(|p| p.0),
-        false => taken.par_sort_unstable_by_key(|p| p.0),
-    }
-    for run in taken.chunk_by_mut(|a, b| a.0 == b.0) {
+    v.sort_unstable_by_key(|p| p.0);
+    for run in v.chunk_by_mut(|a, b| a.0 == b.0) {
         if run.len() > 1 {
             run.sort_unstable_by(|a, b| tie(a.1, b.1));
         }
     }
-    v.truncate(k);
     v.into_iter().map(|(_, g)| g).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
 
-    /// Equals a full sort by key then tie, for every cut, on keys with many ties, NULLs
-    /// and wide values.
+    /// Unique packed keys for `n` groups, in an order unlike the groups' indices, some
+    /// of them wider than 64 bits when `wide`.
+    fn packed(rng: &mut impl Rng, n: usize, wide: bool) -> Vec<u128> {
+        let step = if wide { u128::from(u64::MAX) / 7 } else { 3 };
+        let mut keys: Vec<u128> = (0..n as u128).map(|i| i * step + 1).collect();
+        keys.shuffle(rng);
+        keys
+    }
+
+    /// `top_groups` by `keys` (one or two order keys per group) for each `k` equals a
+    /// full sort by the keys then the tie, whether the tie is a comparator or the groups'
+    /// packed keys (given in order or not).
+    fn check(rng: &mut impl Rng, keys: &[Vec<u128>], wide_packed: bool, ks: &[usize]) {
+        let n = keys[0].len();
+        let packed = packed(rng, n, wide_packed);
+        let by_packed = |a: u32, b: u32| packed[a as usize].cmp(&packed[b as usize]);
+        // A tie order unlike the groups' indices.
+        let by = |a: u32, b: u32| (a % 7, a).cmp(&(b % 7, b));
+        let in_packed_order = || {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by(|a, b| by_packed(*a, *b));
+            Some(order)
+        };
+        // Each tie, and the order it stands for.
+        type Cmp<'a> = &'a dyn Fn(u32, u32) -> Ordering;
+        let ties: [(Tie, Cmp); 3] = [
+            (Tie::By(&by), &by),
+            (
+                Tie::Keys {
+                    keys: &packed,
+                    in_order: &|| None,
+                },
+                &by_packed,
+            ),
+            (
+                Tie::Keys {
+                    keys: &packed,
+                    in_order: &in_packed_order,
+                },
+                &by_packed,
+            ),
+        ];
+        let fns: Vec<Box<dyn Fn(u32) -> u128 + '_>> = (keys.iter())
+            .map(|k| Box::new(move |g: u32| k[g as usize]) as Box<dyn Fn(u32) -> u128>)
+            .collect();
+        let fns: Vec<SortKey<'_>> = fns.iter().map(|f| f.as_ref()).collect();
+        for (tie, cmp) in ties {
+            let mut full: Vec<u32> = (0..n as u32).collect();
+            full.sort_by(|a, b| {
+                let by_keys = keys.iter().map(|k| k[*a as usize].cmp(&k[*b as usize]));
+                by_keys
+                    .fold(Ordering::Equal, Ordering::then)
+                    .then_with(|| cmp(*a, *b))
+            });
+            for &k in ks {
+                let top = top_groups(n, &fns, k, tie);
+                assert_eq!(top, full[..k.min(n)], "n {n} k {k}");
+            }
+        }
+    }
+
+    /// Few groups, any number of them taken, by one or two keys: keys with many ties,
+    /// NULLs and wide values.
     #[test]
     fn top_groups_equal_a_full_sort() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for round in 0..200 {
             let n = rng.gen_range(0..300);
             let wide = round % 3 == 0;
-            let pairs: Vec<(u128, u32)> = (0..n as u32)
-                .map(|g| {
-                    let key = match rng.gen_range(0..10) {
-                        0 => u128::MAX,
-                        1 if wide => u128::from(u64::MAX) + rng.gen_range(0..3),
-                        _ => rng.gen_range(0..20),
-                    };
-                    (key, g)
+            let keys: Vec<u128> = (0..n)
+                .map(|_| match rng.gen_range(0..10) {
+                    0 => u128::MAX,
+                    1 if wide => u128::from(u64::MAX) + rng.gen_range(0..3),
+                    _ => rng.gen_range(0..20),
                 })
                 .collect();
-            // A tie order unlike the groups' indices.
-            let tie = |a: u32, b: u32| (a % 7, a).cmp(&(b % 7, b));
-            let mut full = pairs.clone();
-            full.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| tie(a.1, b.1)));
-            let full: Vec<u32> = full.into_iter().map(|(_, g)| g).collect();
-            for k in [0, 1, n / 3, n / 2 + 1, n, n + 5] {
-                let top = top_groups(pairs.len(), |g| pairs[g as usize].0, k, tie);
-                assert_eq!(top, full[..k.min(n)], "n {n} k {k}");
-            }
+            let second: Vec<u128> = (0..n).map(|_| rng.gen_range(0..3)).collect();
+            let ks = [0, 1, n / 3, n / 2 + 1, n, n + 5];
+            check(&mut rng, std::slice::from_ref(&keys), wide, &ks);
+            check(&mut rng, &[keys, second], wide, &ks);
         }
     }
 
-    /// Many groups, most of them taken, are sorted as packed integers: the same order as
-    /// a full sort, whether the keys span all 64 bits (cut), few values (many ties) or
-    /// are NULL.
+    /// Many groups, most of them taken, are radix sorted: the same order as a full sort,
+    /// by one key or two, whether the keys span more than 32 bits (cut) or 128, take few
+    /// values (many ties), are all one value or are NULL.
     #[test]
-    fn packed_keys_order_as_a_full_sort() {
+    fn radix_sorted_keys_order_as_a_full_sort() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let n = PARALLEL_PAIRS + 1000;
-        for spread in [u64::MAX - 1, 1 << 40, 50] {
+        let n = RADIX_GROUPS + 1000;
+        for spread in [u128::MAX - 1, u128::from(u64::MAX), 1 << 40, 50, 0] {
             let keys: Vec<u128> = (0..n)
                 .map(|_| match rng.gen_range(0..20) {
                     0 => u128::MAX,
-                    1 => u128::from(spread),
-                    _ => u128::from(rng.gen_range(0..=spread)),
+                    1 => spread,
+                    _ => rng.gen_range(0..=spread),
                 })
                 .collect();
-            let tie = |a: u32, b: u32| (a % 5, a).cmp(&(b % 5, b));
-            let mut full: Vec<u32> = (0..n as u32).collect();
-            full.sort_by(|a, b| {
-                keys[*a as usize]
-                    .cmp(&keys[*b as usize])
-                    .then_with(|| tie(*a, *b))
-            });
-            for k in [n, n / 2 + 1] {
-                let top = top_groups(n, |g| keys[g as usize], k, tie);
-                assert_eq!(top, full[..k], "spread {spread} k {k}");
+            let second: Vec<u128> = (0..n)
+                .map(|_| match rng.gen_range(0..10) {
+                    0 => u128::MAX,
+                    _ => rng.gen_range(0..=spread.min(5)) << 100,
+                })
+                .collect();
+            for wide in [false, true] {
+                check(&mut rng, std::slice::from_ref(&keys), wide, &[n, n / 2 + 1]);
+                check(&mut rng, &[keys.clone(), second.clone()], wide, &[n]);
             }
         }
     }
