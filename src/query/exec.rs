@@ -922,8 +922,8 @@ fn order(query: &Query, groups: &Groups, coder: &Coder, aggs: &[Option<Data>]) -
         };
     }
     // Each order key as an integer per group.
-    let sort_keys: Vec<Box<dyn Fn(u32) -> u128 + '_>> = (query.order_by.iter())
-        .map(|k| -> Box<dyn Fn(u32) -> u128 + '_> {
+    let sort_keys: Vec<Box<dyn Fn(u32) -> u128 + Sync + '_>> = (query.order_by.iter())
+        .map(|k| -> Box<dyn Fn(u32) -> u128 + Sync + '_> {
             match &aggs[k.item] {
                 Some(data) => Box::new(move |g| data.sort_key(g as usize, k.desc)),
                 None => {

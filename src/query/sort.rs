@@ -10,11 +10,16 @@
 
 use std::cmp::Ordering;
 
+use rayon::prelude::*;
+
 /// Groups from which an answer taking most of them is radix sorted.
 const RADIX_GROUPS: usize = 1 << 12;
 
 /// One order key of each group as an integer (NULL is `u128::MAX`).
-pub type SortKey<'a> = &'a dyn Fn(u32) -> u128;
+pub type SortKey<'a> = &'a (dyn Fn(u32) -> u128 + Sync);
+
+/// Groups whose keys are computed on every core.
+const PARALLEL_KEYS: usize = 1 << 16;
 
 /// How groups whose sort keys are all equal are put in order.
 #[derive(Clone, Copy)]
@@ -94,7 +99,10 @@ const DIGIT_BITS: u32 = 11;
 /// stably by their whole keys.
 fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
     let n = base.len();
-    let keys: Vec<u128> = base.iter().map(|&g| key(g)).collect();
+    let keys: Vec<u128> = match n >= PARALLEL_KEYS {
+        true => base.par_iter().map(|&g| key(g)).collect(),
+        false => base.iter().map(|&g| key(g)).collect(),
+    };
     let (lo, hi) = (keys.iter().filter(|k| **k != u128::MAX))
         .fold((u128::MAX, 0), |(lo, hi), k| (lo.min(*k), hi.max(*k)));
     // The keys' span with room for NULL after the largest.
@@ -229,8 +237,8 @@ mod tests {
                 &by_packed,
             ),
         ];
-        let fns: Vec<Box<dyn Fn(u32) -> u128 + '_>> = (keys.iter())
-            .map(|k| Box::new(move |g: u32| k[g as usize]) as Box<dyn Fn(u32) -> u128>)
+        let fns: Vec<Box<dyn Fn(u32) -> u128 + Sync + '_>> = (keys.iter())
+            .map(|k| Box::new(move |g: u32| k[g as usize]) as Box<dyn Fn(u32) -> u128 + Sync>)
             .collect();
         let fns: Vec<SortKey<'_>> = fns.iter().map(|f| f.as_ref()).collect();
         for (tie, cmp) in ties {
