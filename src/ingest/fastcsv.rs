@@ -16,11 +16,11 @@ use arrow::array::{
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int32Type, Int64Type};
-use rustc_hash::FxHashMap;
 
 use crate::ingest::fold::{parse_uuid_bytes, table_order, table_schema};
 use crate::model::arrays::utf8;
 use crate::model::buckets::Buckets;
+use crate::model::codes::{Code, TextCodes};
 use crate::model::schema::{
     type_code_of, Zone, EVENT_TYPES, PRICE_PRECISION, PRICE_SCALE, RAW_COLUMNS,
 };
@@ -46,40 +46,8 @@ struct Row {
     valid: u8,
 }
 
-/// A chunk's country texts and their indexes (into `Rows::countries`, + 1). Two-letter
-/// codes, the usual form, are found in a table by their bytes, without hashing.
-struct CountryIndex<'a> {
-    two_letters: Vec<u16>,
-    others: FxHashMap<&'a [u8], u16>,
-}
-
-impl Default for CountryIndex<'_> {
-    fn default() -> Self {
-        CountryIndex {
-            two_letters: vec![0; 1 << 16],
-            others: FxHashMap::default(),
-        }
-    }
-}
-
-impl<'a> CountryIndex<'a> {
-    #[inline]
-    fn get(&self, text: &[u8]) -> Option<u16> {
-        match text {
-            &[a, b] => {
-                Some(self.two_letters[usize::from(a) << 8 | usize::from(b)]).filter(|i| *i != 0)
-            }
-            _ => self.others.get(text).copied(),
-        }
-    }
-
-    fn insert(&mut self, text: &'a [u8], i: u16) {
-        match text {
-            &[a, b] => self.two_letters[usize::from(a) << 8 | usize::from(b)] = i,
-            _ => _ = self.others.insert(text, i),
-        }
-    }
-}
+/// A chunk's country texts and their indexes (into `Rows::countries`, + 1).
+type CountryIndex<'a> = TextCodes<&'a [u8], u16>;
 
 /// The bits of `Row::valid`: which values are not NULL (`TS` covers the minute too).
 mod valid {
@@ -298,7 +266,9 @@ impl Rows {
                 None => {
                     self.countries
                         .push(std::str::from_utf8(c).ok()?.to_string());
-                    let i = u16::try_from(self.countries.len()).ok()?;
+                    let i = u16::try_from(self.countries.len())
+                        .ok()
+                        .filter(|i| *i != u16::NONE)?;
                     country_index.insert(c, i);
                     i
                 }

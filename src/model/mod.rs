@@ -3,5 +3,6 @@
 
 pub mod arrays;
 pub mod buckets;
+pub mod codes;
 pub mod prefetch;
 pub mod schema;

@@ -9,7 +9,6 @@
 //!
 //! Every handle here belongs to the table's DuckDB thread.
 
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
 use std::path::Path;
@@ -22,6 +21,7 @@ use arrow::datatypes::{
 use duckdb::{ffi, Connection};
 
 use crate::error::{Error, Result};
+use crate::model::codes::TextCodes;
 
 /// A DuckDB failure with its message.
 fn failure(message: impl Into<String>) -> Error {
@@ -338,7 +338,7 @@ impl<'a> Column<'a> {
                     ffi::DUCKDB_TYPE_DUCKDB_TYPE_USMALLINT => 2,
                     _ => 4,
                 };
-                Write::Enum(Codes::new(values), width)
+                Write::Enum(enum_codes(values), width)
             }
             (ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR, DataType::Utf8) => Write::Text,
             (id, t) => {
@@ -389,7 +389,7 @@ impl<'a> Column<'a> {
                     let text = texts.value(from + j);
                     let code = match last {
                         Some((t, c)) if t == text => c,
-                        _ => codes.get(text).ok_or_else(|| {
+                        _ => codes.get(text.as_bytes()).ok_or_else(|| {
                             failure(format!("{text:?} is not a value of the column's ENUM"))
                         })?,
                     };
@@ -436,42 +436,16 @@ unsafe fn copy<T: ArrowPrimitiveType>(a: &ArrayRef, data: *mut c_void, from: usi
     ptr::copy_nonoverlapping(values.as_ptr(), data.cast::<T::Native>(), len);
 }
 
-/// An `ENUM`'s codes by text: two-byte texts (country codes) in a table, others hashed.
-struct Codes {
-    two_bytes: Vec<u32>,
-    others: HashMap<String, u32>,
-}
+/// An `ENUM`'s codes by text.
+type Codes = TextCodes<Vec<u8>, u32>;
 
-impl Codes {
-    fn new(values: Vec<String>) -> Codes {
-        let mut codes = Codes {
-            two_bytes: Vec::new(),
-            others: HashMap::new(),
-        };
-        for (code, value) in values.into_iter().enumerate() {
-            match value.as_bytes() {
-                &[a, b] => {
-                    if codes.two_bytes.is_empty() {
-                        codes.two_bytes = vec![u32::MAX; 1 << 16];
-                    }
-                    codes.two_bytes[usize::from(a) << 8 | usize::from(b)] = code as u32;
-                }
-                _ => _ = codes.others.insert(value, code as u32),
-            }
-        }
-        codes
+/// The codes of an `ENUM` whose values are `values`, in order.
+fn enum_codes(values: Vec<String>) -> Codes {
+    let mut codes = Codes::default();
+    for (code, value) in values.into_iter().enumerate() {
+        codes.insert(value.into_bytes(), code as u32);
     }
-
-    fn get(&self, text: &str) -> Option<u32> {
-        match text.as_bytes() {
-            &[a, b] => (self
-                .two_bytes
-                .get(usize::from(a) << 8 | usize::from(b))
-                .copied())
-            .filter(|c| *c != u32::MAX),
-            _ => self.others.get(text).copied(),
-        }
-    }
+    codes
 }
 
 #[cfg(test)]
