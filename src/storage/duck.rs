@@ -183,32 +183,41 @@ impl Writer {
         // SAFETY: a vector holds `duckdb_vector_size()` values.
         let size = unsafe { ffi::duckdb_vector_size() } as usize;
         let mut raw_types: Vec<ffi::duckdb_logical_type> = types.iter().map(|t| t.0).collect();
+        // SAFETY: the types are the appender's, alive for the call.
+        let chunk = Chunk(unsafe {
+            ffi::duckdb_create_data_chunk(raw_types.as_mut_ptr(), raw_types.len() as u64)
+        });
         for from in (0..batch.num_rows()).step_by(size) {
             let len = size.min(batch.num_rows() - from);
-            // SAFETY: the chunk has the appender's column types, each vector is written
-            // for `len` ≤ its capacity rows, and the chunk is destroyed after the append.
+            // SAFETY: the chunk has the appender's column types, it is reset before each
+            // use (its validity all valid, its vectors' pointers fetched again), and each
+            // vector is written for `len` ≤ its capacity rows.
             unsafe {
-                let mut chunk =
-                    ffi::duckdb_create_data_chunk(raw_types.as_mut_ptr(), raw_types.len() as u64);
-                let written = columns.iter().enumerate().try_for_each(|(i, c)| {
+                ffi::duckdb_data_chunk_reset(chunk.0);
+                for (i, c) in columns.iter().enumerate() {
                     c.write(
-                        ffi::duckdb_data_chunk_get_vector(chunk, i as u64),
+                        ffi::duckdb_data_chunk_get_vector(chunk.0, i as u64),
                         from,
                         len,
-                    )
-                });
-                let appended = written.and_then(|()| {
-                    ffi::duckdb_data_chunk_set_size(chunk, len as u64);
-                    match ffi::duckdb_append_data_chunk(appender.0, chunk) {
-                        ffi::DuckDBSuccess => Ok(()),
-                        _ => Err(appender.error()),
-                    }
-                });
-                ffi::duckdb_destroy_data_chunk(&mut chunk);
-                appended?;
+                    )?;
+                }
+                ffi::duckdb_data_chunk_set_size(chunk.0, len as u64);
+                if ffi::duckdb_append_data_chunk(appender.0, chunk.0) != ffi::DuckDBSuccess {
+                    return Err(appender.error());
+                }
             }
         }
         appender.flush()
+    }
+}
+
+/// A data chunk, destroyed on drop.
+struct Chunk(ffi::duckdb_data_chunk);
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: the chunk was created by `duckdb_create_data_chunk` and is not used after.
+        unsafe { ffi::duckdb_destroy_data_chunk(&mut self.0) };
     }
 }
 
