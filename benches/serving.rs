@@ -83,8 +83,9 @@ impl Raw {
         let parsing = Instant::now();
         let head: Json = serde_json::from_str(&response).expect("a JSON response line");
         let parse = parsing.elapsed();
-        let mut payload = vec![0; head["bytes"].as_u64().unwrap_or(0) as usize];
-        self.reader.read_exact(&mut payload).unwrap();
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        self.read_payload(head["bytes"].as_u64().unwrap_or(0), &mut payload);
         let streamed = head["stream"] == Json::Bool(true);
         if streamed {
             self.read_chunks(&mut payload)?;
@@ -106,7 +107,15 @@ impl Raw {
             }
             _ => head["rows"].as_array().map_or(0, Vec::len),
         };
-        Ok((took, head, rows, response.len() + payload.len()))
+        let bytes = response.len() + payload.len();
+        self.payload = payload;
+        Ok((took, head, rows, bytes))
+    }
+
+    /// Reads `n` bytes of payload onto the end of `payload`.
+    fn read_payload(&mut self, n: u64, payload: &mut Vec<u8>) {
+        let read = (&mut self.reader).take(n).read_to_end(payload).unwrap();
+        assert_eq!(read as u64, n, "the payload ended early");
     }
 
     /// The chunks of a streamed reply, appended to `payload`, and its end line (given
@@ -119,9 +128,7 @@ impl Raw {
             if n == 0 {
                 break;
             }
-            let at = payload.len();
-            payload.resize(at + n, 0);
-            self.reader.read_exact(&mut payload[at..]).unwrap();
+            self.read_payload(n as u64, payload);
         }
         let mut end = String::new();
         self.reader.read_line(&mut end).unwrap();
