@@ -341,6 +341,8 @@ fn cold_build(files: &[PathBuf], work: &Path) -> (PathBuf, f64, f64) {
 }
 
 fn main() {
+    // The allocator as the binary sets it (see `fold_kept` for the daemon's later one).
+    rollupd::daemon::memory::at_start();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

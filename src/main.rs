@@ -6,6 +6,7 @@ mod cli;
 static ALLOCATOR: rollupd::daemon::mapped::Allocator = rollupd::daemon::mapped::Allocator;
 
 fn main() {
+    rollupd::daemon::memory::at_start();
     if let Err(e) = cli::run() {
         // A reader that stops reading early (`rollupd man | head`) is no failure.
         let closed = |c: &(dyn std::error::Error + 'static)| {

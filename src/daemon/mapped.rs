@@ -8,10 +8,10 @@
 //! buffer holds at most the pages it touches, as before.
 //!
 //! Growing a large buffer moves its pages into a larger mapping (no copy). Freeing one
-//! unmaps it at once, so that a cold build's memory goes back to the system as soon as
-//! it is free, until [`keep_freed`] has freed mappings kept for reuse (up to a bound): a
-//! daemon does so once its first update is done, so that each query's large buffers do
-//! not pay the page faults of fresh memory again (see `memory`). Elsewhere than on Linux
+//! unmaps it at once, so that memory goes back to the system as soon as it is free,
+//! unless [`keep_freed`] has freed mappings kept for reuse (up to a bound): a few from
+//! the process's start, many once a daemon's first update is done, so that each query's
+//! large buffers do not pay the page faults of fresh memory again (see `memory`). Elsewhere than on Linux
 //! this is the system allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -7,7 +7,10 @@
 //! the memory it freed goes back to the system, and from then on heap allocations up to
 //! `MMAP_MAX`, up to `KEEP_FREED` of freed memory at the top of a heap and up to
 //! `KEEP_MAPPED` of freed large buffers are kept, so the next query reuses the pages; an
-//! idle daemon holds what its queries needed.
+//! idle daemon holds what its queries needed. Before that, from the process's start,
+//! `KEEP_MAPPED_FIRST` of freed large buffers are kept: the first update (a cold build
+//! above all) frees and allocates buffers of megabytes file after file, and a few files'
+//! worth of them spares many of their page faults at little cost to its peak.
 
 /// Allocations from this size on get their own mapping (the largest the C library
 /// allows for heap allocations).
@@ -20,6 +23,17 @@ const KEEP_FREED: libc::c_int = 1 << 30;
 
 /// Freed large buffers (with mappings of their own) kept for reuse.
 const KEEP_MAPPED: usize = 512 << 20;
+
+/// Freed large buffers kept for reuse until the first update ends. A cold build of 49
+/// files kept 24, 64 or 128 MiB alike: ~1 s less system time of ~27 s of CPU, its peak
+/// RSS 0–50 MB higher (256 MiB raised it by 80–140 MB).
+const KEEP_MAPPED_FIRST: usize = 64 << 20;
+
+/// Has the allocator keep `KEEP_MAPPED_FIRST` of freed large buffers; called when the
+/// process starts.
+pub fn at_start() {
+    super::mapped::keep_freed(KEEP_MAPPED_FIRST);
+}
 
 /// Gives the memory the allocator holds freed back to the system, and has it keep what
 /// queries free from then on (the heaps' tuning on glibc only). Called after each update.
