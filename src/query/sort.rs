@@ -18,7 +18,7 @@ const RADIX_GROUPS: usize = 1 << 12;
 /// One order key of each group as an integer (NULL is `u128::MAX`).
 pub type SortKey<'a> = &'a (dyn Fn(u32) -> u128 + Sync);
 
-/// Groups whose keys are computed on every core.
+/// Groups whose keys are computed, or whose pairs are sorted, on every core.
 const PARALLEL_KEYS: usize = 1 << 16;
 
 /// How groups whose sort keys are all equal are put in order.
@@ -156,7 +156,7 @@ fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
 
 /// `top_groups` over first keys of one width, by selecting the first `k` then sorting
 /// them; groups whose first keys tie are ordered by `tie`.
-fn top_by_key<K: Ord + Copy>(
+fn top_by_key<K: Ord + Copy + Send>(
     mut v: Vec<(K, u32)>,
     k: usize,
     tie: &impl Fn(u32, u32) -> Ordering,
@@ -180,7 +180,10 @@ fn top_by_key<K: Ord + Copy>(
         v = taken;
     }
     // By key alone: ties are put in order below, so comparing groups too is waste.
-    v.sort_unstable_by_key(|p| p.0);
+    match v.len() < PARALLEL_KEYS {
+        true => v.sort_unstable_by_key(|p| p.0),
+        false => v.par_sort_unstable_by_key(|p| p.0),
+    }
     for run in v.chunk_by_mut(|a, b| a.0 == b.0) {
         if run.len() > 1 {
             run.sort_unstable_by(|a, b| tie(a.1, b.1));
