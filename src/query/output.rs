@@ -123,8 +123,12 @@ impl Data {
 
     /// Rows `order` of this column, in that order.
     pub fn gather(&self, order: &[u32]) -> Data {
-        fn pick<T: Clone>(v: &[T], order: &[u32]) -> Vec<T> {
-            order.iter().map(|&i| v[i as usize].clone()).collect()
+        /// Each a read from anywhere in `v`: on every core when they are many.
+        fn pick<T: Clone + Send + Sync>(v: &[T], order: &[u32]) -> Vec<T> {
+            match order.len() >= PARALLEL_PICKS {
+                true => order.par_iter().map(|&i| v[i as usize].clone()).collect(),
+                false => order.iter().map(|&i| v[i as usize].clone()).collect(),
+            }
         }
         match self {
             Data::Int(v) => Data::Int(pick(v, order)),
@@ -531,6 +535,9 @@ impl ResultSet {
         Ok(())
     }
 }
+
+/// Rows of a column gathered on every core from this many on.
+const PARALLEL_PICKS: usize = 1 << 16;
 
 /// The most rows of one Arrow record batch of an answer.
 pub const BATCH_ROWS: usize = 1 << 16;

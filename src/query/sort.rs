@@ -103,8 +103,16 @@ fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
         true => base.par_iter().map(|&g| key(g)).collect(),
         false => base.iter().map(|&g| key(g)).collect(),
     };
-    let (lo, hi) = (keys.iter().filter(|k| **k != u128::MAX))
-        .fold((u128::MAX, 0), |(lo, hi), k| (lo.min(*k), hi.max(*k)));
+    let bounds = |(lo, hi): (u128, u128), k: &u128| match *k {
+        u128::MAX => (lo, hi),
+        k => (lo.min(k), hi.max(k)),
+    };
+    let none = (u128::MAX, 0);
+    let (lo, hi) = match n >= PARALLEL_KEYS {
+        true => (keys.par_iter().fold(|| none, bounds))
+            .reduce(|| none, |a, b| (a.0.min(b.0), a.1.max(b.1))),
+        false => keys.iter().fold(none, bounds),
+    };
     // The keys' span with room for NULL after the largest.
     let span = if lo > hi { 1 } else { hi - lo + 1 };
     let shift = (u128::BITS - span.leading_zeros()).saturating_sub(32);
@@ -112,9 +120,11 @@ fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
         u128::MAX => (span >> shift) as u64,
         k => ((k - lo) >> shift) as u64,
     };
-    let mut items: Vec<u64> = (base.iter().zip(&keys))
-        .map(|(&g, &k)| cut(k) << 32 | u64::from(g))
-        .collect();
+    let item = |(&g, &k): (&u32, &u128)| cut(k) << 32 | u64::from(g);
+    let mut items: Vec<u64> = match n >= PARALLEL_KEYS {
+        true => base.par_iter().zip(&keys).map(item).collect(),
+        false => base.iter().zip(&keys).map(item).collect(),
+    };
     drop(keys);
     let digits = 32u32.div_ceil(DIGIT_BITS) as usize;
     let mask = (1u64 << DIGIT_BITS) - 1;
