@@ -79,6 +79,7 @@ fn time_shown(item: &Item) -> Option<TimeCol> {
 /// Running aggregates of the groups, column by column.
 #[derive(Default)]
 struct Accs {
+    /// The rows of each group, when `COUNT(*)` is read (else empty).
     rows: Vec<u64>,
     /// Per price (bid, total), when an aggregate reads it (their minima and maxima only
     /// when `Needs::extremes` says they are read).
@@ -92,16 +93,18 @@ impl Accs {
     fn with_capacity(groups: usize, needs: &Needs) -> Accs {
         let room = |wanted: bool| Vec::with_capacity(if wanted { groups } else { 0 });
         Accs {
-            rows: Vec::with_capacity(groups),
+            rows: Vec::with_capacity(if needs.rows { groups } else { 0 }),
             prices: needs.prices.map(room),
             non_null: vec![Vec::with_capacity(groups); needs.counted.len()],
         }
     }
 
     /// Room for groups up to `groups`, their aggregates zero.
-    fn grow(&mut self, groups: usize, prices: [bool; 2]) {
-        self.rows.resize(groups, 0);
-        for (p, wanted) in self.prices.iter_mut().zip(prices) {
+    fn grow(&mut self, groups: usize, needs: &Needs) {
+        if needs.rows {
+            self.rows.resize(groups, 0);
+        }
+        for (p, wanted) in self.prices.iter_mut().zip(needs.prices) {
             if wanted {
                 p.resize(groups, Measure::default());
             }
@@ -111,9 +114,11 @@ impl Accs {
         }
     }
 
-    fn push(&mut self, prices: [bool; 2]) {
-        self.rows.push(0);
-        for (p, wanted) in self.prices.iter_mut().zip(prices) {
+    fn push(&mut self, needs: &Needs) {
+        if needs.rows {
+            self.rows.push(0);
+        }
+        for (p, wanted) in self.prices.iter_mut().zip(needs.prices) {
             if wanted {
                 p.push(Measure::default());
             }
@@ -126,6 +131,8 @@ impl Accs {
 
 /// What the select list reads of the rollup.
 struct Needs {
+    /// Whether rows are counted (`COUNT(*)`).
+    rows: bool,
     /// Whether the bid and the total measures are read.
     prices: [bool; 2],
     /// Whether their smallest and largest values are (else only counts and sums are kept).
@@ -137,12 +144,17 @@ struct Needs {
 impl Needs {
     fn of(query: &Query) -> Needs {
         let mut needs = Needs {
+            rows: false,
             prices: [false; 2],
             extremes: [false; 2],
             counted: Vec::new(),
         };
         for item in &query.select {
-            let Item::Agg(Aggregate { func, arg: Some(c) }) = item else {
+            let Item::Agg(Aggregate { func, arg }) = item else {
+                continue;
+            };
+            let Some(c) = arg else {
+                needs.rows = true;
                 continue;
             };
             match price_index(Some(*c)) {
@@ -268,7 +280,7 @@ fn answer(
 ) -> Result<Rows> {
     if query.group_by.is_empty() && found.groups.is_empty() {
         found.groups.find(0, &Key::default());
-        found.accs.push(needs.prices);
+        found.accs.push(needs);
     }
     let (groups, accs) = (&found.groups, &found.accs);
     budget.limits.check_rows(groups.len(), query.limit)?;
@@ -577,12 +589,12 @@ fn absorb(whole: &mut (Groups, Accs), part: (Groups, Accs), needs: &Needs) {
     let (keys, values) = (&part_groups.keys, &part_groups.values);
     let mut found = Vec::with_capacity(keys.len());
     if groups.find_direct(keys, values, &mut found) {
-        accs.grow(groups.len(), needs.prices);
+        accs.grow(groups.len(), needs);
     } else {
         for (key, value) in keys.iter().zip(values) {
             let (to, new) = groups.find(*key, value);
             if new {
-                accs.push(needs.prices);
+                accs.push(needs);
             }
             found.push(to);
         }
@@ -691,7 +703,7 @@ impl Fold<'_> {
             _ => {
                 let (g, new) = self.groups.find(key, value);
                 if new {
-                    self.accs.push(self.needs.prices);
+                    self.accs.push(self.needs);
                 }
                 g
             }
@@ -708,7 +720,9 @@ impl Fold<'_> {
             .pack(&keys[run.start..run.start + 1], &mut self.packed);
         let g = self.group_of(self.packed[0], &keys[run.start]) as usize;
         let accs = &mut self.accs;
-        accs.rows[g] += counts[run.clone()].iter().sum::<u64>();
+        if self.needs.rows {
+            accs.rows[g] += counts[run.clone()].iter().sum::<u64>();
+        }
         for (c, non_null) in self.needs.counted.iter().zip(&mut accs.non_null) {
             let rows = counts[run.clone()].iter().zip(&keys[run.clone()]);
             non_null[g] += rows
@@ -737,7 +751,7 @@ impl Fold<'_> {
             .groups
             .find_direct(&self.packed, values, &mut self.found)
         {
-            self.accs.grow(self.groups.len(), self.needs.prices);
+            self.accs.grow(self.groups.len(), self.needs);
             return;
         }
         self.found.clear();
@@ -751,8 +765,10 @@ impl Fold<'_> {
     fn sum(&mut self, block: Range<usize>) {
         let (keys, counts, prices) = self.rollup.columns();
         let (found, accs) = (&self.found, &mut self.accs);
-        for (&g, &n) in found.iter().zip(&counts[block.clone()]) {
-            accs.rows[g as usize] += n;
+        if self.needs.rows {
+            for (&g, &n) in found.iter().zip(&counts[block.clone()]) {
+                accs.rows[g as usize] += n;
+            }
         }
         for (c, non_null) in self.needs.counted.iter().zip(&mut accs.non_null) {
             let rows = found
