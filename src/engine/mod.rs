@@ -179,7 +179,7 @@ type Written = (Manifest, Vec<Arc<RollupRows>>);
 /// What a batch makes of one committed rollup.
 enum Next {
     /// Rows merged anew, with the keys whose minimum or maximum a removal may have taken.
-    Merged(RollupRows, Vec<Key>),
+    Merged(Box<RollupRows>, Vec<Key>),
     /// The batch's additions laid over the rollup's shared rows.
     Layered(Layered),
 }
@@ -276,7 +276,7 @@ impl Committed {
             let (rows, affected): (Vec<_>, Vec<_>) = combined
                 .into_iter()
                 .map(|next| match next {
-                    Next::Merged(rows, affected) => (Layered::from(rows), affected),
+                    Next::Merged(rows, affected) => (Layered::from(*rows), affected),
                     Next::Layered(rows) => (rows, Vec::new()),
                 })
                 .unzip();

@@ -335,7 +335,7 @@ impl Engine {
                     combine_us = (started.elapsed() - t_sub).as_micros() as u64,
                     "combined"
                 );
-                Ok(Next::Merged(rows, affected))
+                Ok(Next::Merged(Box::new(rows), affected))
             })
             .collect()
     }

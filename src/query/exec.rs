@@ -476,13 +476,13 @@ fn price_index(c: Option<Column>) -> Option<usize> {
 /// The measures of a sparse price column at rows `rows` (ascending): `None` where a row
 /// has none.
 fn measures_at<'a>(
-    (at, values): SparseColumn<'a>,
+    column: SparseColumn<'a>,
     rows: &'a [u32],
-) -> impl Iterator<Item = Option<&'a Measure>> + 'a {
-    let mut j = 0;
+) -> impl Iterator<Item = Option<Measure>> + 'a {
+    let (at, mut j) = (column.at, 0);
     rows.iter().map(move |&r| {
         j = gallop(at, j, at.len(), |&a| a < r);
-        at.get(j).filter(|&&a| a == r).map(|_| &values[j])
+        at.get(j).filter(|&&a| a == r).map(|_| column.get(j))
     })
 }
 
@@ -674,7 +674,7 @@ impl Fold<'_> {
     /// Adds the rows of `run` (all matching) to their groups.
     fn run(&mut self, run: Range<usize>) {
         let (_, _, prices) = self.rollup.columns();
-        for ((cursor, (at, _)), wanted) in
+        for ((cursor, SparseColumn { at, .. }), wanted) in
             self.cursors.iter_mut().zip(&prices).zip(self.needs.prices)
         {
             if wanted {
@@ -731,11 +731,16 @@ impl Fold<'_> {
                 .sum::<u64>();
         }
         for p in (0..2).filter(|p| self.needs.prices[*p]) {
-            let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
+            let (column, cursor) = (prices[p], &mut self.cursors[p]);
+            let at = column.at;
             let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < run.end);
             let mut sum = Measure::default();
-            for m in &values[*cursor..end] {
-                self.needs.add(p, &mut sum, m);
+            match self.needs.extremes[p] {
+                true => (*cursor..end).for_each(|j| sum.merge(&column.get(j))),
+                false => column.sums[*cursor..end].iter().for_each(|s| {
+                    sum.n += s.n;
+                    sum.sum += s.sum;
+                }),
             }
             self.needs.add(p, &mut accs.prices[p][g], &sum);
             *cursor = end;
@@ -782,17 +787,20 @@ impl Fold<'_> {
             }
         }
         for p in (0..2).filter(|p| self.needs.prices[*p]) {
-            let ((at, values), cursor) = (prices[p], &mut self.cursors[p]);
-            let end = gallop(at, *cursor, at.len(), |&a| (a as usize) < block.end);
-            let rows = at[*cursor..end].iter().zip(&values[*cursor..end]);
+            let (column, cursor) = (prices[p], &mut self.cursors[p]);
+            let end = gallop(column.at, *cursor, column.at.len(), |&a| {
+                (a as usize) < block.end
+            });
+            let at = &column.at[*cursor..end];
             let (sums, found) = (&mut accs.prices[p], &found[..block.len()]);
             let group = |a: u32| found[a as usize - block.start] as usize;
             match self.needs.extremes[p] {
-                true => rows.for_each(|(&a, m)| sums[group(a)].merge(m)),
-                false => rows.for_each(|(&a, m)| {
+                true => (at.iter().zip(*cursor..end))
+                    .for_each(|(&a, j)| sums[group(a)].merge(&column.get(j))),
+                false => (at.iter().zip(&column.sums[*cursor..end])).for_each(|(&a, s)| {
                     let sum = &mut sums[group(a)];
-                    sum.n += m.n;
-                    sum.sum += m.sum;
+                    sum.n += s.n;
+                    sum.sum += s.sum;
                 }),
             }
             *cursor = end;
@@ -896,16 +904,16 @@ fn aggregate_column(a: &Aggregate, accs: &Accs, needs: &Needs, only: Option<&[u3
         }
     };
     match only {
-        Some(groups) => price_column(a.func, groups.iter().map(|&g| Some(&m[g as usize]))),
-        None => price_column(a.func, m.iter().map(Some)),
+        Some(groups) => price_column(a.func, groups.iter().map(|&g| Some(m[g as usize]))),
+        None => price_column(a.func, m.iter().copied().map(Some)),
     }
 }
 
 /// The column of `func` over price measures (`None`: no price there).
-fn price_column<'a>(func: Func, measures: impl Iterator<Item = Option<&'a Measure>>) -> Data {
+fn price_column(func: Func, measures: impl Iterator<Item = Option<Measure>>) -> Data {
     let f: fn(&Measure) -> f64 = match func {
         Func::Count => {
-            let n = |m: Option<&Measure>| Some(m.map_or(0, |m| m.n as i64));
+            let n = |m: Option<Measure>| Some(m.map_or(0, |m| m.n as i64));
             return Data::Int(measures.map(n).collect());
         }
         Func::Sum => |m| price_to_f64(m.sum),
@@ -913,7 +921,7 @@ fn price_column<'a>(func: Func, measures: impl Iterator<Item = Option<&'a Measur
         Func::Min => |m| price_to_f64(m.min.into()),
         Func::Max => |m| price_to_f64(m.max.into()),
     };
-    let cell = |m: Option<&Measure>| m.filter(|m| m.n > 0).map(f);
+    let cell = |m: Option<Measure>| m.filter(|m| m.n > 0).map(|m| f(&m));
     Data::Float(measures.map(cell).collect())
 }
 

@@ -139,13 +139,13 @@ pub fn encode(rows: &RollupRows, countries: &Countries) -> Vec<u8> {
     for c in counts {
         put_u(&mut out, (*c).into());
     }
-    for (at, values) in measures {
-        put_u(&mut out, at.len() as u128);
+    for column in measures {
+        put_u(&mut out, column.at.len() as u128);
         let mut prev = 0;
-        for (a, m) in at.iter().zip(values) {
+        for (j, a) in column.at.iter().enumerate() {
             put_u(&mut out, (a - prev).into());
             prev = *a;
-            put_measure(&mut out, m);
+            put_measure(&mut out, &column.get(j));
         }
     }
     let mut framed = MAGIC.to_vec();

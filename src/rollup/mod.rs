@@ -541,12 +541,115 @@ impl IdSpans {
     }
 }
 
+/// A measure's count and sum: what sums, averages and counts of a price read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C, packed(8))]
+pub struct Summed {
+    pub n: u64,
+    pub sum: i128,
+}
+
+/// A measure's smallest and largest value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MinMax {
+    pub min: i64,
+    pub max: i64,
+}
+
+/// Measures held by their parts: counts and sums in one column, extremes in another, so
+/// that a scan summing a price reads 24 bytes a measure rather than 40.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Measures {
+    sums: Vec<Summed>,
+    extremes: Vec<MinMax>,
+}
+
+impl Measures {
+    fn with_capacity(n: usize) -> Measures {
+        Measures {
+            sums: Vec::with_capacity(n),
+            extremes: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    fn get(&self, j: usize) -> Measure {
+        join(self.sums[j], self.extremes[j])
+    }
+
+    #[inline]
+    fn set(&mut self, j: usize, m: &Measure) {
+        (self.sums[j], self.extremes[j]) = split(m);
+    }
+
+    #[inline]
+    fn push(&mut self, m: &Measure) {
+        let (s, e) = split(m);
+        self.sums.push(s);
+        self.extremes.push(e);
+    }
+
+    fn resize(&mut self, n: usize) {
+        self.sums.resize(n, Summed::default());
+        self.extremes.resize(n, MinMax::default());
+    }
+
+    fn extend_from(&mut self, src: &Measures, range: Range<usize>) {
+        self.sums.extend_from_slice(&src.sums[range.clone()]);
+        self.extremes.extend_from_slice(&src.extremes[range]);
+    }
+
+    fn range_eq(&self, r: Range<usize>, other: &Measures, o: Range<usize>) -> bool {
+        self.sums[r.clone()] == other.sums[o.clone()] && self.extremes[r] == other.extremes[o]
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.sums.shrink_to_fit();
+        self.extremes.shrink_to_fit();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.sums.capacity() * size_of::<Summed>() + self.extremes.capacity() * size_of::<MinMax>()
+    }
+}
+
+impl From<Vec<Measure>> for Measures {
+    fn from(values: Vec<Measure>) -> Measures {
+        let (sums, extremes) = values.iter().map(split).unzip();
+        Measures { sums, extremes }
+    }
+}
+
+/// A measure from its parts.
+#[inline]
+fn join(s: Summed, e: MinMax) -> Measure {
+    Measure {
+        n: s.n,
+        sum: s.sum,
+        min: e.min,
+        max: e.max,
+    }
+}
+
+/// A measure's parts, as `Measures` holds them.
+#[inline]
+fn split(m: &Measure) -> (Summed, MinMax) {
+    let m = *m;
+    (
+        Summed { n: m.n, sum: m.sum },
+        MinMax {
+            min: m.min,
+            max: m.max,
+        },
+    )
+}
+
 /// The non-empty measures of one price column: the positions of their rows (ascending)
 /// and the measures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Sparse {
     at: Vec<u32>,
-    values: Vec<Measure>,
+    values: Measures,
 }
 
 impl Sparse {
@@ -554,7 +657,7 @@ impl Sparse {
     fn push(&mut self, row: usize, m: &Measure) {
         if m.n > 0 {
             self.at.push(row_index(row));
-            self.values.push(*m);
+            self.values.push(m);
         }
     }
 
@@ -573,7 +676,7 @@ impl Sparse {
         match self.at.get(*j) {
             Some(&a) if a as usize == row => {
                 *j += 1;
-                self.values[*j - 1]
+                self.values.get(*j - 1)
             }
             _ => Measure::default(),
         }
@@ -595,7 +698,7 @@ impl Sparse {
                 .iter()
                 .map(|&r| row_index(r as usize - rows.start + to)),
         );
-        self.values.extend_from_slice(&src.values[a..b]);
+        self.values.extend_from(&src.values, a..b);
         *j = b;
     }
 
@@ -603,7 +706,7 @@ impl Sparse {
     fn range_eq(&self, r: Range<usize>, other: &Sparse, o: Range<usize>) -> bool {
         let (a, b) = (self.seek(r.start), self.seek(r.end));
         let (c, d) = (other.seek(o.start), other.seek(o.end));
-        self.values[a..b] == other.values[c..d]
+        self.values.range_eq(a..b, &other.values, c..d)
             && self.at[a..b]
                 .iter()
                 .zip(&other.at[c..d])
@@ -611,8 +714,23 @@ impl Sparse {
     }
 }
 
-/// One price's measures, and the positions of the rows that hold them.
-pub type SparseColumn<'a> = (&'a [u32], &'a [Measure]);
+/// One price's measures, and the positions of the rows that hold them (ascending).
+#[derive(Debug, Clone, Copy)]
+pub struct SparseColumn<'a> {
+    pub at: &'a [u32],
+    /// Each measure's count and sum.
+    pub sums: &'a [Summed],
+    /// Each measure's extremes.
+    pub extremes: &'a [MinMax],
+}
+
+impl SparseColumn<'_> {
+    /// The `j`th measure whole.
+    #[inline]
+    pub fn get(&self, j: usize) -> Measure {
+        join(self.sums[j], self.extremes[j])
+    }
+}
 
 /// A row position as stored in `Sparse::at`.
 #[inline]
@@ -684,7 +802,7 @@ impl RollupRows {
     pub fn with_room(rows: usize, bid: usize, total: usize) -> Self {
         let sparse = |n| Sparse {
             at: Vec::with_capacity(n),
-            values: Vec::with_capacity(n),
+            values: Measures::with_capacity(n),
         };
         RollupRows {
             keys: Vec::with_capacity(rows),
@@ -741,10 +859,11 @@ impl RollupRows {
         (
             &self.keys,
             &self.rows,
-            [
-                (&self.bid.at, &self.bid.values),
-                (&self.total.at, &self.total.values),
-            ],
+            [&self.bid, &self.total].map(|s| SparseColumn {
+                at: &s.at,
+                sums: &s.values.sums,
+                extremes: &s.values.extremes,
+            }),
         )
     }
 
@@ -764,7 +883,10 @@ impl RollupRows {
         if rows.len() != keys.len() || !fits(&bid) || !fits(&total) {
             return None;
         }
-        let sparse = |(at, values)| Sparse { at, values };
+        let sparse = |(at, values): (Vec<u32>, Vec<Measure>)| Sparse {
+            at,
+            values: values.into(),
+        };
         let mut ids = IdSpans::default();
         keys.iter().for_each(|k| ids.widen(k));
         let mut out = RollupRows {
@@ -798,7 +920,7 @@ impl RollupRows {
 
     /// The aggregates of row `i`.
     pub fn agg(&self, i: usize) -> Agg {
-        let measure = |s: &Sparse| s.find(i).map_or_else(Measure::default, |j| s.values[j]);
+        let measure = |s: &Sparse| s.find(i).map_or_else(Measure::default, |j| s.values.get(j));
         Agg {
             rows: self.rows[i],
             bid: measure(&self.bid),
@@ -845,9 +967,7 @@ impl RollupRows {
     /// Bytes of memory the rows take (their capacity).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        let sparse = |s: &Sparse| {
-            s.at.capacity() * size_of::<u32>() + s.values.capacity() * size_of::<Measure>()
-        };
+        let sparse = |s: &Sparse| s.at.capacity() * size_of::<u32>() + s.values.heap_bytes();
         self.keys.capacity() * size_of::<Key>()
             + self.rows.capacity() * size_of::<u64>()
             + sparse(&self.bid)
@@ -1033,13 +1153,16 @@ impl RollupRows {
         }
     }
 
-    /// The measures of row `i`, to repair their extremes.
-    fn measures_mut(&mut self, i: usize) -> [Option<&mut Measure>; 2] {
-        let (b, t) = (self.bid.find(i), self.total.find(i));
-        [
-            b.map(|j| &mut self.bid.values[j]),
-            t.map(|j| &mut self.total.values[j]),
-        ]
+    /// Changes the measures row `i` has by `f` (given the price's index: 0 bid, 1
+    /// total), to repair their extremes.
+    fn update_measures(&mut self, i: usize, mut f: impl FnMut(usize, &mut Measure)) {
+        for (p, s) in [&mut self.bid, &mut self.total].into_iter().enumerate() {
+            if let Some(j) = s.find(i) {
+                let mut m = s.values.get(j);
+                f(p, &mut m);
+                s.values.set(j, &m);
+            }
+        }
     }
 
     /// Positions of the `affected` keys (sorted, all present).
@@ -1054,12 +1177,12 @@ impl RollupRows {
     /// of their remaining rows, `extremes[i]` for `affected[i]` (see `Table::extremes`).
     pub fn merge_extremes(&mut self, affected: &[Key], extremes: &[Extremes]) {
         for (i, e) in self.positions(affected).into_iter().zip(extremes) {
-            for (m, v) in self.measures_mut(i).into_iter().zip([e.bid, e.total]) {
-                if let (Some(m), Some((min, max))) = (m, v) {
+            self.update_measures(i, |p, m| {
+                if let Some((min, max)) = [e.bid, e.total][p] {
                     m.min = m.min.min(min);
                     m.max = m.max.max(max);
                 }
-            }
+            });
         }
     }
 
@@ -1075,12 +1198,7 @@ impl RollupRows {
             for (k, i) in affected.iter().zip(&idx) {
                 if let Some(p) = part.find(k) {
                     let src = part.agg(p);
-                    let [bid, total] = self.measures_mut(*i);
-                    for (m, s) in [(bid, src.bid), (total, src.total)] {
-                        if let Some(m) = m {
-                            m.merge_extremes(&s);
-                        }
-                    }
+                    self.update_measures(*i, |p, m| m.merge_extremes(&[src.bid, src.total][p]));
                 }
             }
         }
@@ -1239,7 +1357,7 @@ fn take_back(s: &Sparse, j: &mut usize, row: usize) -> Measure {
     match j.checked_sub(1).map(|p| (p, s.at[p])) {
         Some((p, a)) if a as usize == row => {
             *j = p;
-            s.values[p]
+            s.values.get(p)
         }
         _ => Measure::default(),
     }
@@ -1258,7 +1376,7 @@ impl<'a> Back<'a> {
     fn new(s: &'a mut Sparse, more: usize) -> Back<'a> {
         let read = s.at.len();
         s.at.resize(read + more, 0);
-        s.values.resize(read + more, Measure::default());
+        s.values.resize(read + more);
         Back {
             s,
             read,
@@ -1279,7 +1397,7 @@ impl<'a> Back<'a> {
         if m.n > 0 {
             self.write -= 1;
             self.s.at[self.write] = row_index(row);
-            self.s.values[self.write] = *m;
+            self.s.values.set(self.write, m);
         }
     }
 }
