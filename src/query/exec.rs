@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
+use crate::model::prefetch::prefetch;
 use crate::model::schema::{exact_to_f64, price_to_f64, Column, TimeCol, PRICE_UNIT};
 use crate::query::filter::{gallop, KeyFilter};
 use crate::query::group::{type_names, Coder, Groups, KeyRuns};
@@ -184,6 +185,11 @@ impl Needs {
 
 /// Answered groups from which the answer's columns are built on threads of their own.
 const PARALLEL_GROUPS: usize = 1 << 16;
+
+/// How many measures ahead of the one summed a scan asks for: the sums are read in order
+/// but a block's loops take turns over several arrays, and the hardware's own fetching
+/// ahead falls behind (parts of the top 500k answer by spend ~5% faster).
+const SUMS_AHEAD: usize = 64;
 
 /// Rows between two checks of the cancel while scanning.
 const CANCEL_CHECK_ROWS: usize = 1 << 16;
@@ -797,11 +803,15 @@ impl Fold<'_> {
             match self.needs.extremes[p] {
                 true => (at.iter().zip(*cursor..end))
                     .for_each(|(&a, j)| sums[group(a)].merge(&column.get(j))),
-                false => (at.iter().zip(&column.sums[*cursor..end])).for_each(|(&a, s)| {
-                    let sum = &mut sums[group(a)];
-                    sum.n += s.n;
-                    sum.sum += s.sum;
-                }),
+                false => {
+                    let ahead = *cursor + SUMS_AHEAD;
+                    for (i, (&a, s)) in at.iter().zip(&column.sums[*cursor..end]).enumerate() {
+                        prefetch(column.sums.get(ahead + i));
+                        let sum = &mut sums[group(a)];
+                        sum.n += s.n;
+                        sum.sum += s.sum;
+                    }
+                }
             }
             *cursor = end;
         }
