@@ -743,10 +743,9 @@ impl Fold<'_> {
             let mut sum = Measure::default();
             match self.needs.extremes[p] {
                 true => (*cursor..end).for_each(|j| sum.merge(&column.get(j))),
-                false => column.sums[*cursor..end].iter().for_each(|s| {
-                    sum.n += s.n;
-                    sum.sum += s.sum;
-                }),
+                false => column.sums[*cursor..end]
+                    .iter()
+                    .for_each(|s| sum.add_summed(s)),
             }
             self.needs.add(p, &mut accs.prices[p][g], &sum);
             *cursor = end;
@@ -807,9 +806,7 @@ impl Fold<'_> {
                     let ahead = *cursor + SUMS_AHEAD;
                     for (i, (&a, s)) in at.iter().zip(&column.sums[*cursor..end]).enumerate() {
                         prefetch(column.sums.get(ahead + i));
-                        let sum = &mut sums[group(a)];
-                        sum.n += s.n;
-                        sum.sum += s.sum;
+                        sums[group(a)].add_summed(s);
                     }
                 }
             }

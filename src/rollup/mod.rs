@@ -433,6 +433,13 @@ impl Measure {
         o.n > 0 && self.n > o.n && (o.min == self.min || o.max == self.max)
     }
 
+    /// Adds a count and sum (the extremes left as they are, as when they are not read).
+    #[inline]
+    pub fn add_summed(&mut self, s: &Summed) {
+        self.n += s.n;
+        self.sum += s.sum;
+    }
+
     /// Min and max only, from another contribution.
     #[inline]
     fn merge_extremes(&mut self, o: &Measure) {
