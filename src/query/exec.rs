@@ -22,7 +22,7 @@ use crate::daemon::limits::QueryBudget;
 use crate::error::{Error, Result};
 use crate::model::prefetch::prefetch;
 use crate::model::schema::{exact_to_f64, price_to_f64, Column, TimeCol, PRICE_UNIT};
-use crate::query::filter::{gallop, KeyFilter};
+use crate::query::filter::{gallop, KeyFilter, SortedKeys};
 use crate::query::group::{type_names, Coder, Groups, KeyRuns};
 use crate::query::output::{Data, ResultSet, Rows};
 use crate::query::plan::{Plan, Route};
@@ -420,7 +420,10 @@ fn select(
     } else {
         rollup.time_range(range.0, range.1)
     };
-    let (keys, _, _) = rollup.columns();
+    let keys = SortedKeys {
+        keys: rollup.keys(),
+        samples: rollup.samples(),
+    };
     let runs = filter.runs(keys, rows, budget.limits.parallel_rows);
     budget.cancel.check()?;
     let ids = [false, true].map(|publ| filter.id_bounds(publ, rollup.ids().of(publ)));

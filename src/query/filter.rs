@@ -5,15 +5,15 @@
 //! Rollup keys are sorted (time, type, country, advertiser, publisher), so the filter
 //! also finds the runs of matching rows by skipping: from a key that fails, the next key
 //! that could pass (the failing column moved to its next allowed value, or a column
-//! before it moved on) is sought by galloping, so a filter on any key column reads only
-//! the rows around the runs it matches.
+//! before it moved on) is sought by galloping (through every 32nd key first, when it is
+//! far), so a filter on any key column reads only the rows around the runs it matches.
 
 use std::ops::Range;
 
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 use crate::query::request::{Filter, Lit, Op};
 use crate::query::{cores, on_threads};
-use crate::rollup::{ordinal_of, Key, Ordinal, NULL_ID, NULL_TIME};
+use crate::rollup::{ordinal_of, Key, Ordinal, NULL_ID, NULL_TIME, SAMPLE_EVERY};
 
 /// Sorted, disjoint, inclusive ranges of integers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +204,12 @@ impl KeyFilter {
     /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A range of
     /// many times `per_part` rows is cut in parts searched on threads of their own (the
     /// runs found do not depend on where the cuts fall).
-    pub fn runs(&self, keys: &[Key], range: Range<usize>, per_part: usize) -> Vec<Range<usize>> {
+    pub fn runs(
+        &self,
+        keys: SortedKeys,
+        range: Range<usize>,
+        per_part: usize,
+    ) -> Vec<Range<usize>> {
         if self.preds.is_empty() {
             return if range.is_empty() {
                 vec![]
@@ -218,7 +223,7 @@ impl KeyFilter {
     /// `runs`, in parts of at least `per_part` rows searched by up to `threads` threads.
     fn runs_cut(
         &self,
-        keys: &[Key],
+        keys: SortedKeys,
         range: Range<usize>,
         per_part: usize,
         threads: usize,
@@ -241,15 +246,15 @@ impl KeyFilter {
     }
 
     /// `runs`, on the calling thread.
-    fn runs_in(&self, keys: &[Key], range: Range<usize>) -> Vec<Range<usize>> {
-        let (mut i, end) = (range.start, range.end);
+    fn runs_in(&self, sorted: SortedKeys, range: Range<usize>) -> Vec<Range<usize>> {
+        let (keys, (mut i, end)) = (sorted.keys, (range.start, range.end));
         let mut out: Vec<Range<usize>> = Vec::new();
         // Rows to probe one by one: none after a long skip (the matches are sparse).
         let mut probe = LINEAR_PROBE;
         while i < end {
             if self.matches(&keys[i]) {
                 let j = match self.run_bound(&keys[i]) {
-                    Some(bound) => gallop(keys, i + 1, end, |k| k.ordinal() < bound),
+                    Some(bound) => sorted.seek(i + 1, end, bound),
                     None => {
                         let mut j = i + 1;
                         while j < end && self.matches(&keys[j]) {
@@ -272,7 +277,7 @@ impl KeyFilter {
                 continue;
             }
             match self.next_candidate(&keys[j - 1]) {
-                Some(target) => i = gallop(keys, j, end, |k| k.ordinal() < target),
+                Some(target) => i = sorted.seek(j, end, target),
                 None => break,
             }
             probe = if i - j < LINEAR_PROBE {
@@ -335,6 +340,37 @@ impl KeyFilter {
             col = col.checked_sub(1)?;
             want = parts[col].checked_add(1);
         }
+    }
+}
+
+/// A rollup's sorted keys and the ordinals of every `SAMPLE_EVERY`th one (from the
+/// first; empty: none sampled), for searches that skip far.
+#[derive(Clone, Copy)]
+pub struct SortedKeys<'a> {
+    pub keys: &'a [Key],
+    pub samples: &'a [Ordinal],
+}
+
+impl SortedKeys<'_> {
+    /// The first position in `from..end` whose key's ordinal is not below `target`
+    /// (`end` if none). Far from `from`, it gallops through the samples (a 32nd of the
+    /// keys' bytes, more of them cached: a gallop through the keys misses the cache at
+    /// most of its probes), then searches the `SAMPLE_EVERY` keys it is left with. A
+    /// skip-scan seeking once per day and type of `day_type_advertiser`: 1.83 → 1.30 ms
+    /// with cold caches.
+    fn seek(&self, from: usize, end: usize, target: Ordinal) -> usize {
+        let before = |k: &Key| k.ordinal() < target;
+        let near = from + 2 * SAMPLE_EVERY;
+        if end <= near || self.samples.is_empty() || !before(&self.keys[near]) {
+            return gallop(self.keys, from, end, before);
+        }
+        // Sample `s` is key `s * SAMPLE_EVERY`; those past `from` up to `end` are searched.
+        let first = from / SAMPLE_EVERY + 1;
+        let last = end.div_ceil(SAMPLE_EVERY).min(self.samples.len());
+        let s = gallop(self.samples, first, last, |o| *o < target);
+        let lo = from.max((s - 1) * SAMPLE_EVERY);
+        let hi = (s * SAMPLE_EVERY).min(end);
+        lo + self.keys[lo..hi].partition_point(before)
     }
 }
 
@@ -519,6 +555,15 @@ mod tests {
                 }
             }
         }
+        let samples = crate::rollup::sample(&keys);
+        let sampled = SortedKeys {
+            keys: &keys,
+            samples: &samples,
+        };
+        let plain = SortedKeys {
+            keys: &keys,
+            samples: &[],
+        };
         let ranges = |rng: &mut rand_chacha::ChaCha8Rng| {
             let r = (0..rng.gen_range(1..3))
                 .map(|_| {
@@ -541,18 +586,21 @@ mod tests {
             }
             let filter = KeyFilter::of(preds);
             let from = rng.gen_range(0..keys.len());
-            let found: Vec<usize> = filter
-                .runs(&keys, from..keys.len(), usize::MAX)
-                .into_iter()
-                .flatten()
-                .collect();
             let want: Vec<usize> = (from..keys.len())
                 .filter(|i| filter.matches(&keys[*i]))
                 .collect();
-            assert_eq!(found, want, "{filter:?}");
+            // Found through the sampled keys and without them.
+            for sorted in [sampled, plain] {
+                let found: Vec<usize> = filter
+                    .runs(sorted, from..keys.len(), usize::MAX)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                assert_eq!(found, want, "{filter:?}");
+            }
             let threads = rng.gen_range(2..5);
-            let cut = filter.runs_cut(&keys, from..keys.len(), rng.gen_range(1..40), threads);
-            let whole = filter.runs(&keys, from..keys.len(), usize::MAX);
+            let cut = filter.runs_cut(sampled, from..keys.len(), rng.gen_range(1..40), threads);
+            let whole = filter.runs(sampled, from..keys.len(), usize::MAX);
             assert_eq!(cut, whole, "{filter:?}");
         }
     }

@@ -15,6 +15,7 @@ pub use countries::Countries;
 pub use layered::Layered;
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -500,6 +501,20 @@ pub struct RollupRows {
     bid: Sparse,
     total: Sparse,
     ids: IdSpans,
+    /// Every `SAMPLE_EVERY`th key's ordinal, made when first asked for (`samples`) and
+    /// dropped whenever the keys change (`keys_change`).
+    samples: OnceLock<Box<[Ordinal]>>,
+}
+
+/// Keys between two of a rollup's sampled keys (see `RollupRows::samples`).
+pub const SAMPLE_EVERY: usize = 32;
+
+/// The ordinal of every `SAMPLE_EVERY`th key of `keys`, from the first.
+pub fn sample(keys: &[Key]) -> Box<[Ordinal]> {
+    keys.iter()
+        .step_by(SAMPLE_EVERY)
+        .map(Key::ordinal)
+        .collect()
 }
 
 /// Rows are equal when their columns are (whatever spans their ids were given).
@@ -816,7 +831,7 @@ impl RollupRows {
             rows: Vec::with_capacity(rows),
             bid: sparse(bid),
             total: sparse(total),
-            ids: IdSpans::default(),
+            ..RollupRows::default()
         }
     }
 
@@ -833,6 +848,7 @@ impl RollupRows {
     /// put in order with `sort` before anything else reads them.
     #[inline]
     pub fn push(&mut self, key: Key, agg: &Agg) {
+        self.keys_change();
         let i = self.keys.len();
         self.ids.widen(&key);
         self.keys.push(key);
@@ -843,12 +859,29 @@ impl RollupRows {
 
     /// Appends `src`'s rows `range` (keys above every key already here).
     pub fn extend_from(&mut self, src: &RollupRows, range: Range<usize>) {
+        self.keys_change();
         Walk::new(src).copy(range, self);
+    }
+
+    /// Drops what was derived from the keys (they are about to change).
+    #[inline]
+    fn keys_change(&mut self) {
+        if self.samples.get().is_some() {
+            self.samples = OnceLock::new();
+        }
+    }
+
+    /// Every `SAMPLE_EVERY`th key's ordinal (`sample`), made on the first call for these
+    /// keys: a search far through the keys looks among these (half a byte a row, more
+    /// of it cached) before reading the keys themselves.
+    pub fn samples(&self) -> &[Ordinal] {
+        self.samples.get_or_init(|| sample(&self.keys))
     }
 
     /// Puts rows pushed out of key order in order (keys are unique). Country codes are
     /// given out per process, so rows read back from files may need it.
     pub fn sort(&mut self) {
+        self.keys_change();
         if self.keys.is_sorted() {
             return;
         }
@@ -902,6 +935,7 @@ impl RollupRows {
             bid: sparse(bid),
             total: sparse(total),
             ids,
+            samples: OnceLock::new(),
         };
         out.sort();
         out.keys.windows(2).all(|w| w[0] < w[1]).then_some(out)
@@ -1080,6 +1114,7 @@ impl RollupRows {
     }
 
     fn merge_group_in_place(&mut self, adds: &[&RollupRows]) {
+        self.keys_change();
         for a in adds {
             self.ids.union(&a.ids);
         }
@@ -1525,6 +1560,39 @@ mod tests {
         assert_eq!(k, Key::new(5, 1, 2, NULL_ID, NULL_ID));
         assert!(!k.set_id(true, i64::MIN));
         assert_eq!(k.id(true), NULL_ID);
+    }
+
+    /// The sampled keys a search uses are those of the rows as they are: each way the
+    /// keys change drops the samples made before.
+    #[test]
+    fn samples_follow_the_keys() {
+        let agg = |n: u64| Agg {
+            rows: n,
+            ..Agg::default()
+        };
+        let rows_of = |times: std::ops::Range<i32>| -> RollupRows {
+            times.map(|t| (Key::new(t, 1, 0, 0, 0), agg(1))).collect()
+        };
+        let sampled = |r: &RollupRows| r.samples().to_vec() == sample(r.keys()).to_vec();
+        // 96 rows: a row pushed is sampled.
+        let mut rows = rows_of(0..96);
+        assert!(sampled(&rows));
+        rows.push(Key::new(200, 1, 0, 0, 0), &agg(1));
+        assert_eq!(rows.samples().len(), 4);
+        assert!(sampled(&rows));
+        rows.extend_from(&rows_of(300..400), 0..100);
+        assert!(sampled(&rows));
+        rows.merge_in_place(&rows_of(-50..0));
+        assert!(sampled(&rows));
+        assert_eq!(rows.samples()[0], Key::new(-50, 1, 0, 0, 0).ordinal());
+        rows.push(Key::new(-100, 1, 0, 0, 0), &agg(1));
+        rows.sort();
+        assert!(sampled(&rows));
+        let mut shared = Layered::from(rows.clone());
+        assert!(sampled(shared.parts()[0]));
+        shared.make_mut().merge_in_place(&rows_of(1000..1100));
+        assert!(sampled(shared.parts()[0]));
+        assert_eq!(shared.parts()[0].len(), rows.len() + 100);
     }
 
     /// A bound made from any column values orders against keys as those values do, ids
