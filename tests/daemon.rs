@@ -273,8 +273,10 @@ fn killed_daemons_recover_without_reparsing_unchanged_files() {
         }
         assert!(
             parsed <= text.len() as u64,
-            "round {round}: parsed {parsed} bytes after the crash, only {} changed",
-            text.len()
+            "round {round}: parsed {parsed} bytes after the crash, only {} changed (rebuilt \
+             on open: {})",
+            text.len(),
+            d.status()["rebuilt"]
         );
         d.sync();
         assert_eq!(
