@@ -11,8 +11,8 @@
 //! unmaps it at once, so that memory goes back to the system as soon as it is free,
 //! unless [`keep_freed`] has freed mappings kept for reuse (up to a bound): a few from
 //! the process's start, many once a daemon's first update is done, so that each query's
-//! large buffers do not pay the page faults of fresh memory again (see `memory`). Elsewhere than on Linux
-//! this is the system allocator.
+//! large buffers do not pay the page faults of fresh memory again (see `memory`).
+//! Elsewhere than on Linux this is the system allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

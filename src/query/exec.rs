@@ -92,10 +92,10 @@ struct Accs {
 impl Accs {
     /// Room for `groups` groups of what `needs` reads.
     fn with_capacity(groups: usize, needs: &Needs) -> Accs {
-        let room = |wanted: bool| Vec::with_capacity(if wanted { groups } else { 0 });
+        let room = |wanted: bool| if wanted { groups } else { 0 };
         Accs {
-            rows: Vec::with_capacity(if needs.rows { groups } else { 0 }),
-            prices: needs.prices.map(room),
+            rows: Vec::with_capacity(room(needs.rows)),
+            prices: needs.prices.map(|wanted| Vec::with_capacity(room(wanted))),
             non_null: vec![Vec::with_capacity(groups); needs.counted.len()],
         }
     }
