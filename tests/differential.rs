@@ -1,11 +1,14 @@
 //! Differential tests: random and reference queries against DuckDB over the raw CSVs.
 
+use std::path::PathBuf;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rollupd::daemon::protocol::{query_response, Format};
 use rollupd::model::schema::Column;
 use rollupd::query::{plan::covers, Query};
 use rollupd::rollup::{codec, Dim, RollupSpec};
+use rollupd::Engine;
 use serde_json::{json, Value as Json};
 
 use crate::oracle::{assert_same, oracle, query_context, random_query, rollup_query, values_equal};
@@ -112,11 +115,18 @@ fn reference_queries_come_from_rollups_and_equal_duckdb() {
         "rollup:all_type_advertiser",
         "rollup:minute_type",
     ];
-    for (q, source) in reference_queries().iter().zip(expected) {
+    let cases: Vec<(Json, &str)> = reference_queries().into_iter().zip(expected).collect();
+    answers_equal_duckdb(&engine, &files, &cases);
+}
+
+/// Each query of `cases` is answered from its source, not empty, and equal to DuckDB's
+/// answer over `files`.
+fn answers_equal_duckdb(engine: &Engine, files: &[PathBuf], cases: &[(Json, &str)]) {
+    for (q, source) in cases {
         let answer = engine.query(q).unwrap();
-        assert_eq!(answer.source, source, "{q}");
+        assert_eq!(answer.source, *source, "{q}");
         assert!(!answer.result.rows.is_empty(), "{q}");
-        let want = oracle(&files, q).unwrap();
+        let want = oracle(files, q).unwrap();
         assert_same(q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
     }
 }
@@ -156,13 +166,62 @@ fn ts_spans_of_whole_buckets_come_from_rollups_and_equal_duckdb() {
         (by_country(t(13, 0), t(14, 0)), "duckdb"),
         (by_type(t(9, 17) + 1, t(11, 3) - 1), "duckdb"),
     ];
-    for (q, source) in cases {
-        let answer = engine.query(&q).unwrap();
-        assert_eq!(answer.source, source, "{q}");
-        assert!(!answer.result.rows.is_empty(), "{q}");
-        let want = oracle(&files, &q).unwrap();
-        assert_same(&q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
-    }
+    answers_equal_duckdb(&engine, &files, &cases);
+}
+
+/// Filters keeping a few advertisers or publishers, a key column after others in their
+/// rollups (whose rows are then read from the rollup's list by id rather than
+/// skip-scanned), equal DuckDB's: `in` lists, narrow ranges and `eq`, with other filters
+/// beside them.
+#[test]
+fn few_ids_of_a_later_key_column_equal_duckdb() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 20_000, 6);
+    let engine = ws.build();
+    let ctx = query_context(&files);
+    let (adv, publ) = (&ctx.advertisers, &ctx.publishers);
+    let ids =
+        |all: &[i32], at: &[usize]| -> Vec<i32> { at.iter().map(|i| all[i % all.len()]).collect() };
+    let by_week = |filter: Json| {
+        json!({"select": ["week", "type", {"COUNT": "*"}, {"SUM": "total_price"}, {"MAX": "bid_price"}],
+               "where": filter, "group_by": ["week", "type"]})
+    };
+    let by_pair = |filter: Json| {
+        json!({"select": ["publisher_id", "advertiser_id", {"COUNT": "*"}, {"AVG": "bid_price"}],
+               "where": filter, "group_by": ["publisher_id", "advertiser_id"]})
+    };
+    let cases = [
+        (
+            by_week(json!([{"col": "advertiser_id", "op": "in", "val": ids(adv, &[3, 40, 400])}])),
+            "rollup:day_type_advertiser",
+        ),
+        (
+            by_week(
+                json!([{"col": "advertiser_id", "op": "eq", "val": adv[adv.len() / 2]},
+                        {"col": "type", "op": "neq", "val": "serve"},
+                        {"col": "day", "op": "gte", "val": ctx.days[ctx.days.len() / 3]}]),
+            ),
+            "rollup:day_type_advertiser",
+        ),
+        (
+            by_week(json!([{"col": "advertiser_id", "op": "between", "val": [adv[10], adv[12]]}])),
+            "rollup:day_type_advertiser",
+        ),
+        (
+            by_pair(
+                json!([{"col": "publisher_id", "op": "in", "val": ids(publ, &[1, 20, 200, 700])}]),
+            ),
+            "rollup:all_advertiser_publisher",
+        ),
+        (
+            by_pair(
+                json!([{"col": "publisher_id", "op": "in", "val": ids(publ, &[5, 6, 50])},
+                        {"col": "advertiser_id", "op": "lt", "val": adv[adv.len() / 2]}]),
+            ),
+            "rollup:all_advertiser_publisher",
+        ),
+    ];
+    answers_equal_duckdb(&engine, &files, &cases);
 }
 
 /// Answers in which every matching rollup row is a group of its own, in order (answered

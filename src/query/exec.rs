@@ -424,7 +424,9 @@ fn select(
         keys: rollup.keys(),
         samples: rollup.samples(),
     };
-    let runs = filter.runs(keys, rows, budget.limits.parallel_rows);
+    let listed = (filter.narrow_id(rollup.ids(), rows.len()))
+        .and_then(|publ| filter.runs_by_id(keys.keys, rows.clone(), rollup.by_id(publ), publ));
+    let runs = listed.unwrap_or_else(|| filter.runs(keys, rows, budget.limits.parallel_rows));
     budget.cancel.check()?;
     let ids = [false, true].map(|publ| filter.id_bounds(publ, rollup.ids().of(publ)));
     Ok(Selected {

@@ -7,13 +7,15 @@
 //! that could pass (the failing column moved to its next allowed value, or a column
 //! before it moved on) is sought by galloping (through every 32nd key first, when it is
 //! far), so a filter on any key column reads only the rows around the runs it matches.
+//! A filter that keeps a few ids of a column after others reads their rows from the
+//! rollup's list by id (`rollup::IdIndex`) instead.
 
 use std::ops::Range;
 
 use crate::model::schema::{type_name, Column, TimeCol, EVENT_TYPES};
 use crate::query::request::{Filter, Lit, Op};
 use crate::query::{cores, on_threads};
-use crate::rollup::{ordinal_of, Key, Ordinal, NULL_ID, NULL_TIME, SAMPLE_EVERY};
+use crate::rollup::{ordinal_of, IdIndex, IdSpans, Key, Ordinal, NULL_ID, NULL_TIME, SAMPLE_EVERY};
 
 /// Sorted, disjoint, inclusive ranges of integers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,18 @@ pub struct KeyFilter {
     allowed: [Option<Ranges>; 5],
 }
 
+/// A filter keeps few ids of a column when it allows at most one in `NARROW_IDS` of the
+/// ids a rollup's rows span; their rows may then be read from the rollup's list by id.
+const NARROW_IDS: i64 = 64;
+
+/// The rows a list by id gives are read when they are at most one in `LISTED_ROWS` of the
+/// rows searched (each is a read of its own, where a skip-scan reads runs).
+const LISTED_ROWS: usize = 32;
+
+/// Fewer rows than this are always skip-scanned (a list by id is not worth making for
+/// them).
+const LISTED_FROM: usize = 1 << 14;
+
 /// Failing rows checked one by one before the next candidate key is sought (while the
 /// skips are short).
 const LINEAR_PROBE: usize = 8;
@@ -199,6 +213,82 @@ impl KeyFilter {
             None => (lo, hi),
         };
         (lo <= hi).then_some((lo, hi))
+    }
+
+    /// The id column (false: advertiser, true: publisher) whose filter keeps at most one
+    /// in `NARROW_IDS` of the ids a rollup's rows span (`spans`), the narrower if both
+    /// do; `None` as well when fewer than `LISTED_FROM` rows are searched.
+    pub fn narrow_id(&self, spans: &IdSpans, searched: usize) -> Option<bool> {
+        if searched < LISTED_FROM {
+            return None;
+        }
+        let share = |publ: bool| {
+            let Ranges(allowed) = self.allowed[3 + usize::from(publ)].as_ref()?;
+            let (lo, hi) = spans.of(publ)?;
+            let kept: i64 = (allowed.iter())
+                .map(|&(a, b)| (b.min(hi) - a.max(lo) + 1).max(0))
+                .sum();
+            (kept.saturating_mul(NARROW_IDS) <= hi - lo + 1)
+                .then(|| (kept as f64 / (hi - lo + 1) as f64, publ))
+        };
+        let (a, p) = (share(false), share(true));
+        match (a, p) {
+            (Some(a), Some(p)) => Some(if p.0 < a.0 { p.1 } else { a.1 }),
+            (a, p) => a.or(p).map(|(_, publ)| publ),
+        }
+    }
+
+    /// The runs of rows of `range` whose keys match, in order, found from `index` (the
+    /// rows listed by the id column `publ`): the rows of each id the filters keep,
+    /// checked one by one. `None` when those are more than one in `LISTED_ROWS` of
+    /// `range` (a skip-scan then reads less).
+    pub fn runs_by_id(
+        &self,
+        keys: &[Key],
+        range: Range<usize>,
+        index: &IdIndex,
+        publ: bool,
+    ) -> Option<Vec<Range<usize>>> {
+        let most = range.len() / LISTED_ROWS;
+        (self.listed(index, publ, range.clone()))
+            .try_fold(0, |n, rows| Some(n + rows.len()).filter(|&n| n <= most))?;
+        Some(self.runs_listed(keys, range, index, publ))
+    }
+
+    /// For each id of column `publ` the filters keep, its rows within `range` (from
+    /// `index`, the rows listed by that column).
+    fn listed<'a>(
+        &'a self,
+        index: &'a IdIndex,
+        publ: bool,
+        range: Range<usize>,
+    ) -> impl Iterator<Item = &'a [u32]> {
+        let allowed = self.allowed[3 + usize::from(publ)].as_ref();
+        (allowed.into_iter().flat_map(|r| &r.0))
+            .flat_map(move |&(lo, hi)| index.rows_in(lo, hi, range.clone()))
+    }
+
+    /// `runs_by_id` whatever the number of rows listed (all of `range` when the filters
+    /// keep any id of column `publ`).
+    fn runs_listed(
+        &self,
+        keys: &[Key],
+        range: Range<usize>,
+        index: &IdIndex,
+        publ: bool,
+    ) -> Vec<Range<usize>> {
+        if self.allowed[3 + usize::from(publ)].is_none() {
+            return self.runs_in(SortedKeys { keys, samples: &[] }, range);
+        }
+        let mut rows: Vec<u32> = (self.listed(index, publ, range).flatten().copied())
+            .filter(|&i| self.matches(&keys[i as usize]))
+            .collect();
+        rows.sort_unstable();
+        let mut out = Vec::with_capacity(rows.len());
+        for i in rows.into_iter().map(|i| i as usize) {
+            push_run(&mut out, i..i + 1);
+        }
+        out
     }
 
     /// The runs of rows of `range` whose keys match, in order; `keys` sorted. A range of
@@ -564,6 +654,7 @@ mod tests {
             keys: &keys,
             samples: &[],
         };
+        let by_id = [false, true].map(|publ| IdIndex::new(&keys, publ));
         let ranges = |rng: &mut rand_chacha::ChaCha8Rng| {
             let r = (0..rng.gen_range(1..3))
                 .map(|_| {
@@ -602,6 +693,11 @@ mod tests {
             let cut = filter.runs_cut(sampled, from..keys.len(), rng.gen_range(1..40), threads);
             let whole = filter.runs(sampled, from..keys.len(), usize::MAX);
             assert_eq!(cut, whole, "{filter:?}");
+            // Found from the rows listed by either id.
+            for (publ, index) in [false, true].into_iter().zip(&by_id) {
+                let listed = filter.runs_listed(&keys, from..keys.len(), index, publ);
+                assert_eq!(listed, whole, "{filter:?} by {publ}");
+            }
         }
     }
 }

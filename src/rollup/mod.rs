@@ -8,10 +8,12 @@
 
 pub mod codec;
 mod countries;
+mod index;
 mod layered;
 pub mod partial;
 
 pub use countries::Countries;
+pub use index::IdIndex;
 pub use layered::Layered;
 
 use std::ops::Range;
@@ -504,6 +506,9 @@ pub struct RollupRows {
     /// Every `SAMPLE_EVERY`th key's ordinal, made when first asked for (`samples`) and
     /// dropped whenever the keys change (`keys_change`).
     samples: OnceLock<Box<[Ordinal]>>,
+    /// The rows listed by advertiser and by publisher, made when first asked for
+    /// (`by_id`) and dropped with the samples.
+    by_id: [OnceLock<IdIndex>; 2],
 }
 
 /// Keys between two of a rollup's sampled keys (see `RollupRows::samples`).
@@ -869,6 +874,11 @@ impl RollupRows {
         if self.samples.get().is_some() {
             self.samples = OnceLock::new();
         }
+        for index in &mut self.by_id {
+            if index.get().is_some() {
+                *index = OnceLock::new();
+            }
+        }
     }
 
     /// Every `SAMPLE_EVERY`th key's ordinal (`sample`), made on the first call for these
@@ -876,6 +886,13 @@ impl RollupRows {
     /// of it cached) before reading the keys themselves.
     pub fn samples(&self) -> &[Ordinal] {
         self.samples.get_or_init(|| sample(&self.keys))
+    }
+
+    /// The rows listed by advertiser (or publisher) id, made on the first call for these
+    /// keys: a filter that keeps few ids of a column after others reads their rows from
+    /// it rather than seeking once per prefix.
+    pub fn by_id(&self, publ: bool) -> &IdIndex {
+        self.by_id[usize::from(publ)].get_or_init(|| IdIndex::new(&self.keys, publ))
     }
 
     /// Puts rows pushed out of key order in order (keys are unique). Country codes are
@@ -935,7 +952,7 @@ impl RollupRows {
             bid: sparse(bid),
             total: sparse(total),
             ids,
-            samples: OnceLock::new(),
+            ..RollupRows::default()
         };
         out.sort();
         out.keys.windows(2).all(|w| w[0] < w[1]).then_some(out)
@@ -1013,6 +1030,9 @@ impl RollupRows {
             + self.rows.capacity() * size_of::<u64>()
             + sparse(&self.bid)
             + sparse(&self.total)
+            + (self.by_id.iter().filter_map(OnceLock::get))
+                .map(IdIndex::heap_bytes)
+                .sum::<usize>()
     }
 
     /// Merges sorted rows into one sorted set: a linear merge, or, when one side is much
@@ -1562,18 +1582,28 @@ mod tests {
         assert_eq!(k.id(true), NULL_ID);
     }
 
-    /// The sampled keys a search uses are those of the rows as they are: each way the
-    /// keys change drops the samples made before.
+    /// The sampled keys and the lists by id a search uses are those of the rows as they
+    /// are: each way the keys change drops those made before.
     #[test]
-    fn samples_follow_the_keys() {
+    fn searches_follow_the_keys() {
         let agg = |n: u64| Agg {
             rows: n,
             ..Agg::default()
         };
         let rows_of = |times: std::ops::Range<i32>| -> RollupRows {
-            times.map(|t| (Key::new(t, 1, 0, 0, 0), agg(1))).collect()
+            times
+                .map(|t| (Key::new(t, 1, 0, i64::from(t % 7), 0), agg(1)))
+                .collect()
         };
-        let sampled = |r: &RollupRows| r.samples().to_vec() == sample(r.keys()).to_vec();
+        let listed = |index: &IdIndex, len: usize| -> Vec<u32> {
+            let rows = index.rows_in(i64::MIN, i64::MAX, 0..len);
+            rows.flatten().copied().collect()
+        };
+        let sampled = |r: &RollupRows| {
+            r.samples().to_vec() == sample(r.keys()).to_vec()
+                && listed(r.by_id(false), r.len())
+                    == listed(&IdIndex::new(r.keys(), false), r.len())
+        };
         // 96 rows: a row pushed is sampled.
         let mut rows = rows_of(0..96);
         assert!(sampled(&rows));
@@ -1584,7 +1614,7 @@ mod tests {
         assert!(sampled(&rows));
         rows.merge_in_place(&rows_of(-50..0));
         assert!(sampled(&rows));
-        assert_eq!(rows.samples()[0], Key::new(-50, 1, 0, 0, 0).ordinal());
+        assert_eq!(rows.samples()[0], Key::new(-50, 1, 0, -50 % 7, 0).ordinal());
         rows.push(Key::new(-100, 1, 0, 0, 0), &agg(1));
         rows.sort();
         assert!(sampled(&rows));
