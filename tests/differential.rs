@@ -169,6 +169,51 @@ fn ts_spans_of_whole_buckets_come_from_rollups_and_equal_duckdb() {
     answers_equal_duckdb(&engine, &files, &cases);
 }
 
+/// DuckDB keeps each query shape prepared on its connection: the same shape asked again
+/// with other values (of other types too, and after an answer cut short by the row cap)
+/// equals DuckDB's answer for those values.
+#[test]
+fn a_shape_asked_again_with_other_values_equals_duckdb() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 5_000, 8);
+    let engine = ws.build();
+    let ctx = query_context(&files);
+    let users = |lo: i64, hi: i64| {
+        json!({"select": ["type", {"COUNT": "*"}, {"SUM": "bid_price"}],
+               "where": [{"col": "user_id", "op": "between", "val": [lo, hi]}],
+               "group_by": ["type"]})
+    };
+    let priced = |min: Json| {
+        json!({"select": ["advertiser_id", {"COUNT": "*"}],
+               "where": [{"col": "bid_price", "op": "gte", "val": min},
+                         {"col": "country", "op": "eq", "val": ctx.countries[0]}],
+               "group_by": ["advertiser_id"], "order_by": [{"col": "COUNT(*)", "dir": "desc"}],
+               "limit": 5})
+    };
+    let every_auction =
+        json!({"select": ["auction_id", {"COUNT": "*"}], "group_by": ["auction_id"]});
+    let mut capped = rollupd::daemon::limits::QueryBudget::default();
+    capped.limits.max_answer_rows = 100;
+    let cases = [
+        users(0, 1 << 40),
+        users(1 << 40, 1 << 61),
+        priced(json!(0.5)),
+        priced(json!(1)),
+        users(0, 1 << 62),
+        priced(json!(0.25)),
+    ];
+    for (i, q) in cases.iter().enumerate() {
+        let answer = engine.query(q).unwrap();
+        assert_eq!(answer.source, "duckdb", "{q}");
+        let want = oracle(&files, q).unwrap();
+        assert_same(q, &answer.result.columns, &answer_rows(&answer), &want).unwrap();
+        if i % 2 == 0 {
+            let cut = engine.query_within(&every_auction, &capped);
+            assert!(matches!(cut, Err(rollupd::Error::TooLarge(_))), "{cut:?}");
+        }
+    }
+}
+
 /// Filters keeping a few advertisers or publishers, a key column after others in their
 /// rollups (whose rows are then read from the rollup's list by id rather than
 /// skip-scanned), equal DuckDB's: `in` lists, narrow ranges and `eq`, with other filters

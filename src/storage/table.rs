@@ -778,7 +778,25 @@ fn run_query(
     times: &[Option<TimeCol>],
     budget: &QueryBudget,
 ) -> Result<Rows> {
-    let mut stmt = conn.prepare(sql)?;
+    // Kept prepared on the connection: a query shape asked again (its values are bound
+    // parameters) skips DuckDB's parse, bind and plan. A statement whose answer was not
+    // read to its end (an error, the row cap) is not kept.
+    let mut stmt = conn.prepare_cached(sql)?;
+    let read = read_answer(&mut stmt, params, types, times, budget);
+    if read.is_err() {
+        stmt.discard();
+    }
+    read
+}
+
+/// Runs the prepared `stmt` and reads its whole answer (see `run_query`).
+fn read_answer(
+    stmt: &mut duckdb::Statement<'_>,
+    params: &[Param],
+    types: &[OutType],
+    times: &[Option<TimeCol>],
+    budget: &QueryBudget,
+) -> Result<Rows> {
     let bound = bind(params);
     let batches = stmt.stream_arrow(duckdb::params_from_iter(
         bound.iter().map(ToSqlOutput::from),
