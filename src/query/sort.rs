@@ -151,14 +151,16 @@ fn radix_order(base: Vec<u32>, key: SortKey<'_>) -> Vec<u32> {
         }
         std::mem::swap(&mut items, &mut spare);
     }
-    let mut order: Vec<u32> = items.iter().map(|&i| i as u32).collect();
-    if shift > 0 {
-        let mut start = 0;
-        for run in items.chunk_by(|a, b| a >> 32 == b >> 32) {
-            if run.len() > 1 {
-                order[start..start + run.len()].sort_by_key(|g| key(*g));
-            }
-            start += run.len();
+    if shift == 0 {
+        return items.iter().map(|&i| i as u32).collect();
+    }
+    // One pass: each run of equal cut keys copied out, then sorted by whole keys.
+    let mut order: Vec<u32> = Vec::with_capacity(n);
+    for run in items.chunk_by(|a, b| a >> 32 == b >> 32) {
+        let start = order.len();
+        order.extend(run.iter().map(|&i| i as u32));
+        if run.len() > 1 {
+            order[start..].sort_by_key(|g| key(*g));
         }
     }
     order
