@@ -632,8 +632,7 @@ pub fn answer_head(answer: &Answer) -> String {
 pub fn write_payload(result: &ResultSet, format: Format, w: &mut impl Write) -> Result<()> {
     let failed = |e: std::io::Error| Error::Internal(format!("writing an answer: {e}"));
     match format {
-        Format::Json => serde_json::to_writer(w, &result.rows)
-            .map_err(|e| failed(std::io::Error::other(e.to_string()))),
+        Format::Json => result.rows.write_json(w).map_err(failed),
         Format::Csv => result.write_csv(w).map_err(failed),
         Format::Arrow => result.write_arrow_ipc(w),
     }
