@@ -231,11 +231,10 @@ impl KeyFilter {
             (kept.saturating_mul(NARROW_IDS) <= hi - lo + 1)
                 .then(|| (kept as f64 / (hi - lo + 1) as f64, publ))
         };
-        let (a, p) = (share(false), share(true));
-        match (a, p) {
-            (Some(a), Some(p)) => Some(if p.0 < a.0 { p.1 } else { a.1 }),
-            (a, p) => a.or(p).map(|(_, publ)| publ),
-        }
+        // The first of the two on a tie: advertisers.
+        ([share(false), share(true)].into_iter().flatten())
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, publ)| publ)
     }
 
     /// The runs of rows of `range` whose keys match, in order, found from `index` (the
