@@ -175,15 +175,7 @@ fn a_file_rewritten_while_being_folded_was_committed_half_old() {
     set_mtime(&path, Duration::from_secs(60));
     let d = Daemon::spawn_with_env(&ws, &[], &[("ROLLUPD_FAILPOINTS", "fold.read=pause")]);
     // The first pass reads the file, then waits at the hook until the marker goes.
-    let marker = rollupd::engine::failpoint::pause_marker(d.child.id(), "fold.read");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the fold never paused"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let marker = d.paused_at("fold.read");
     std::fs::write(&path, sample_file(2_000, 70)).unwrap();
     std::fs::remove_file(&marker).unwrap();
     let d = d.wait_ready();

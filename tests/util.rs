@@ -230,6 +230,21 @@ impl Daemon {
         }
     }
 
+    /// Waits (at most a minute) until the daemon is paused at `failpoint` (set to `pause`
+    /// in its environment) and returns the marker whose removal lets it go on.
+    pub fn paused_at(&self, failpoint: &str) -> PathBuf {
+        let marker = rollupd::engine::failpoint::pause_marker(self.child.id(), failpoint);
+        let start = std::time::Instant::now();
+        while !marker.exists() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "the daemon never paused at {failpoint}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        marker
+    }
+
     /// Stops the daemon with SIGTERM; it must exit 0.
     pub fn stop(mut self) {
         // SAFETY: kill on our own child's pid.
