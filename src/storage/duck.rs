@@ -1,7 +1,7 @@
 //! DuckDB through its C API, where the `duckdb` crate falls short of what the table needs:
-//! the database is opened here and the crate's connections are made from it, and the
-//! table's write transactions run on a connection of their own whose appends write table
-//! batches straight into DuckDB vectors. Event types and countries go in as their `ENUM`
+//! the database file is attached here with the table's row group size and the crate's
+//! connections are made on it, and the table's write transactions run on a connection of
+//! their own whose appends write table batches straight into DuckDB vectors. Event types and countries go in as their `ENUM`
 //! codes, prices as their 64-bit integers, UUIDs as DuckDB keeps them. Through the
 //! crate's Arrow appender every text became a DuckDB string, which the appender then
 //! looked up to cast it to the `ENUM`, and every value took a call: a fifth of DuckDB's
@@ -54,11 +54,41 @@ pub struct Database(ffi::duckdb_database);
 // SAFETY: DuckDB's database handle may be used from any thread.
 unsafe impl Send for Database {}
 
+/// The name the database file is attached under. DuckDB's main database is an in-memory
+/// one holding nothing, because only an attached database takes a row group size; every
+/// connection made here reads and writes the attached one.
+const ATTACHED: &str = "rollupd";
+
+/// Rows per row group of the database file (DuckDB's default is 122,880). The table's rows
+/// are in file order, each file's by day, so a day of every file sits in a row group of
+/// each; DuckDB skips row groups by their columns' ranges, so a time range reads a
+/// seventh as many rows as in row groups of the default size. Full scans were measured
+/// no slower, the file no larger (8,192 rows: no faster; 4,096: slower). It applies to
+/// row groups written from now on: the rows of an older database keep theirs until their
+/// file is loaded again.
+pub const ROW_GROUP_ROWS: u64 = 16_384;
+
 impl Database {
     /// Opens the database file at `path` (created if missing) with `settings`: DuckDB
-    /// configuration options by name.
+    /// configuration options by name. DuckDB spills to `<path>.tmp`.
     pub fn open(path: &Path, settings: &[(&str, String)]) -> Result<Database> {
-        let c_path = c_string(&path.to_string_lossy())?;
+        let mut spill = path.as_os_str().to_owned();
+        spill.push(".tmp");
+        let spill = ("temp_directory", spill.to_string_lossy().into_owned());
+        let db = Database::open_memory(settings.iter().chain([&spill]))?;
+        let attach = format!(
+            "ATTACH '{}' AS {ATTACHED} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
+            path.to_string_lossy().replace('\'', "''")
+        );
+        db.connect()?.execute(&attach)?;
+        Ok(db)
+    }
+
+    /// An in-memory database with `settings`, before the file is attached.
+    fn open_memory<'a>(
+        settings: impl IntoIterator<Item = &'a (&'a str, String)>,
+    ) -> Result<Database> {
+        let c_path = c_string(":memory:")?;
         // SAFETY: the config is created, used and destroyed here; the out-pointers are
         // valid, and the error string DuckDB allocates is freed once read.
         unsafe {
@@ -96,11 +126,20 @@ impl Database {
     pub fn connection(&self) -> Result<Connection> {
         // SAFETY: the handle is open, and connections made from it keep the database
         // alive; the crate does not close a database it did not open.
-        Ok(unsafe { Connection::open_from_raw(self.0) }?)
+        let conn = unsafe { Connection::open_from_raw(self.0) }?;
+        conn.execute_batch(&use_attached())?;
+        Ok(conn)
     }
 
     /// A connection for write transactions.
     pub fn writer(&self) -> Result<Writer> {
+        let writer = self.connect()?;
+        writer.execute(&use_attached())?;
+        Ok(writer)
+    }
+
+    /// A connection of the C API, on the in-memory database until told otherwise.
+    fn connect(&self) -> Result<Writer> {
         let mut conn: ffi::duckdb_connection = ptr::null_mut();
         // SAFETY: the handle is open and the out-pointer valid.
         match unsafe { ffi::duckdb_connect(self.0, &mut conn) } {
@@ -108,6 +147,19 @@ impl Database {
             _ => Err(failure("DuckDB could not open a connection")),
         }
     }
+}
+
+/// The statement that makes a connection read and write the attached database file.
+fn use_attached() -> String {
+    format!("USE {ATTACHED}")
+}
+
+/// Another connection to `conn`'s database, reading and writing the attached file as
+/// every connection made here does.
+pub fn another(conn: &Connection) -> Result<Connection> {
+    let other = conn.try_clone()?;
+    other.execute_batch(&use_attached())?;
+    Ok(other)
 }
 
 impl Drop for Database {
@@ -467,6 +519,52 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    /// Every connection made here reads and writes the database file, whose new row groups
+    /// hold `ROW_GROUP_ROWS` rows, also once it is opened again; DuckDB spills beside it.
+    #[test]
+    fn connections_share_the_file_in_row_groups_of_the_set_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's.duckdb");
+        let rows = 2 * ROW_GROUP_ROWS + 100;
+        let row_groups = |conn: &Connection| -> (i64, i64) {
+            conn.query_row(
+                "SELECT count(DISTINCT row_group_id), max(count) \
+                 FROM pragma_storage_info('t') WHERE column_name = 'i'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        {
+            let db = Database::open(&path, &[]).unwrap();
+            let writer = db.writer().unwrap();
+            writer
+                .execute(&format!(
+                    "CREATE TABLE t AS SELECT range AS i FROM range({rows})"
+                ))
+                .unwrap();
+            writer.execute("CHECKPOINT").unwrap();
+            let conn = db.connection().unwrap();
+            let other = another(&conn).unwrap();
+            for c in [&conn, &other] {
+                let n: i64 = c
+                    .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(n as u64, rows);
+                assert_eq!(row_groups(c), (3, ROW_GROUP_ROWS as i64));
+            }
+            let spill: String = conn
+                .query_row("SELECT current_setting('temp_directory')", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(spill, format!("{}.tmp", path.display()));
+        }
+        let db = Database::open(&path, &[]).unwrap();
+        assert_eq!(
+            row_groups(&db.connection().unwrap()),
+            (3, ROW_GROUP_ROWS as i64)
+        );
+    }
 
     /// Every kind of column the table has, with NULLs, across more than one DuckDB vector,
     /// reads back as appended; a text outside an `ENUM` fails the transaction, which

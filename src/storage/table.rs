@@ -32,7 +32,7 @@ use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
 use crate::rollup::{Countries, Extremes, Key, RollupSpec, NULL_TIME};
-use crate::storage::duck::{Database, Writer};
+use crate::storage::duck::{self, Database, Writer};
 
 /// Work for the DuckDB thread, given its connection and its connection for writes.
 type Job = Box<dyn FnOnce(&mut Connection, &Writer) + Send>;
@@ -491,7 +491,7 @@ impl Table {
         self.call(move |conn| {
             let conns = (0..readers.max(1))
                 .map(|_| {
-                    let reader = conn.try_clone()?;
+                    let reader = duck::another(conn)?;
                     pin(&reader)?;
                     Ok(reader)
                 })
@@ -731,7 +731,7 @@ impl View {
             if writes.load(Ordering::SeqCst) != pinned_at {
                 return Ok(None);
             }
-            let reader = conn.try_clone()?;
+            let reader = duck::another(conn)?;
             pin(&reader)?;
             Ok(Some(reader))
         })
@@ -834,7 +834,8 @@ fn read_answer(
 fn column_type(conn: &Connection, col: TableCol) -> Result<String> {
     Ok(conn.query_row(
         "SELECT data_type FROM duckdb_columns() \
-         WHERE schema_name = 'main' AND table_name = 'events' AND column_name = ?",
+         WHERE database_name = current_database() AND schema_name = 'main' \
+         AND table_name = 'events' AND column_name = ?",
         params![col.name()],
         |r| r.get(0),
     )?)
