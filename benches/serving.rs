@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use duckdb::types::ToSqlOutput;
 use rand::seq::SliceRandom;
@@ -43,23 +43,32 @@ impl Native {
         }
     }
 
-    /// Median ms of `runs` runs of the daemon's SQL for `query`, reading every row.
-    pub fn time(&self, query: &Json, runs: usize) -> (f64, usize) {
+    /// The daemon's SQL for `query` run in full (every row read): `warm` runs, then at least
+    /// 3 and up to `runs` until `budget` has passed. Returns the median ms of those and the
+    /// rows.
+    pub fn time(&self, query: &Json, warm: usize, runs: usize, budget: Duration) -> (f64, usize) {
         let q = Query::parse(query).expect("a valid query");
         let (text, params) = sql(&q, Zone::Utc);
         let bound = rollupd::storage::table::bind(&params);
         let mut stmt = self.conn.prepare(&text).expect("prepare");
-        let mut times = Vec::new();
-        let mut rows = 0;
-        for _ in 0..runs {
+        let mut run = || {
             let start = Instant::now();
             let batches = stmt
                 .query_arrow(duckdb::params_from_iter(
                     bound.iter().map(ToSqlOutput::from),
                 ))
                 .expect("native query");
-            rows = batches.map(|b| b.num_rows()).sum();
-            times.push(ms(start.elapsed()));
+            let rows: usize = batches.map(|b| b.num_rows()).sum();
+            (ms(start.elapsed()), rows)
+        };
+        for _ in 0..warm {
+            run();
+        }
+        let (started, mut times, mut rows) = (Instant::now(), Vec::new(), 0);
+        while times.len() < 3 || (times.len() < runs && started.elapsed() < budget) {
+            let (t, r) = run();
+            times.push(t);
+            rows = r;
         }
         (pct(&sorted(times), 0.5), rows)
     }
@@ -330,7 +339,7 @@ pub fn random_mix(socket: &Path, native: &Native, n: usize, rounds: usize) {
         let cached = cached_request(q);
         conn.answer(&cached);
         let hits: Vec<f64> = (0..rounds).map(|_| conn.answer(&cached).0).collect();
-        let (theirs, _) = native.time(q, 3);
+        let (theirs, _) = native.time(q, 0, 3, Duration::ZERO);
         if theirs / mine < worst.0 {
             worst = (theirs / mine, q.to_string());
         }
@@ -439,7 +448,7 @@ pub fn large_answers(socket: &Path, native: &Native) {
         let (a, arows, _) = run(request(q, "arrow"));
         let (s, srows, _) = run(streamed(q, "arrow"));
         assert_eq!((rows, rows), (arows, srows), "{label}");
-        let (d, drows) = native.time(q, 3);
+        let (d, drows) = native.time(q, 0, 3, Duration::ZERO);
         assert_eq!(rows, drows, "{label}");
         let rate = |t: f64| rows as f64 / t * 1e3;
         for (min, t) in slowest.iter_mut().zip([j, js, a, s]) {
