@@ -12,7 +12,7 @@ use crate::oracle::{assert_same, oracle};
 use crate::util::{answer_rows, reference_queries, Workspace};
 
 /// One generated file's CSV text.
-fn sample(rows: usize, index: usize) -> String {
+pub fn sample(rows: usize, index: usize) -> String {
     let mut out = Vec::new();
     let opts = GenOptions {
         files: 1,
@@ -24,7 +24,7 @@ fn sample(rows: usize, index: usize) -> String {
 }
 
 /// Rewrites CSV text field by field (the sample has no quoted fields).
-fn map_fields(text: &str, f: impl Fn(usize, Vec<&str>) -> Vec<String>) -> String {
+pub fn map_fields(text: &str, f: impl Fn(usize, Vec<&str>) -> Vec<String>) -> String {
     let mut out = String::new();
     for (i, line) in text.lines().enumerate() {
         out.push_str(&f(i, line.split(',').collect()).join(","));

@@ -129,6 +129,70 @@ fn a_table_of_another_schema_version_is_created_again_and_folded_again() {
     assert_eq!(engine.rebuilt(), None, "the version is current now");
 }
 
+/// A table of the schema version before bit-packed prices (DuckDB's own compression, its
+/// default row groups; here with a widened country type too) is copied into the current
+/// layout on open with its rows in their order, and no file is folded again; the copy
+/// answers as a fresh build does, and a later file widens its country type again.
+#[test]
+fn a_table_of_the_previous_schema_version_is_copied_not_folded_again() {
+    use crate::input::{map_fields, sample};
+    let with_country = |text: &str, country: &'static str| {
+        map_fields(text, move |i, fields| {
+            let mut out: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            if i > 0 && i % 3 == 0 {
+                out[8] = country.to_string();
+            }
+            out
+        })
+    };
+    let ws = Workspace::new();
+    let mut files = vec![ws.write("a.csv", with_country(&sample(20_000, 0), "usa"))];
+    files.extend(ws.generate(1, 20_000, 80));
+    drop(ws.build());
+    let path = ws.state().join("events.duckdb");
+    let rows_in_order = "SELECT md5(string_agg(concat_ws(',', file_id, ts, country, bid_price, \
+                         total_price), ';' ORDER BY rowid)) FROM events";
+    let before: String = {
+        let db = duckdb::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE v2 AS SELECT * FROM events; DROP TABLE events; \
+             ALTER TABLE v2 RENAME TO events; \
+             UPDATE meta SET value = 2 WHERE key = 'schema_version'; CHECKPOINT",
+        )
+        .unwrap();
+        db.query_row(rows_in_order, [], |r| r.get(0)).unwrap()
+    };
+    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+    assert_eq!(engine.rebuilt(), None, "copied, not rebuilt");
+    let report = engine.update(&ws.watch()).unwrap();
+    assert_eq!(report.bytes_parsed, 0, "no file is read again");
+    assert_fresh(&engine, &files, "after the copy");
+    drop(engine);
+    {
+        let db = duckdb::Connection::open(&path).unwrap();
+        let after: String = db.query_row(rows_in_order, [], |r| r.get(0)).unwrap();
+        assert_eq!(after, before, "the rows, in their order");
+        let storage = |sql: &str| -> String { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let prices = storage(
+            "SELECT string_agg(DISTINCT compression, ',') FROM pragma_storage_info('events') \
+             WHERE column_name IN ('bid_price', 'total_price') AND segment_type <> 'VALIDITY' \
+             AND compression <> 'Constant'",
+        );
+        assert_eq!(prices, "BitPacking");
+        let largest = storage(
+            "SELECT CAST(max(count) AS VARCHAR) FROM pragma_storage_info('events') \
+             WHERE column_name = 'ts' AND segment_type <> 'VALIDITY'",
+        );
+        assert_eq!(largest, rollupd::storage::duck::ROW_GROUP_ROWS.to_string());
+    }
+    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
+    assert_eq!(engine.rebuilt(), None);
+    files.push(ws.write("c.csv", with_country(&sample(3_000, 2), "jp")));
+    let report = engine.update(&ws.watch()).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_fresh(&engine, &files, "after a later file widened the type");
+}
+
 /// Rollups added to the set are computed from the table (appended and NULL-keyed rows
 /// included), those dropped go, and no CSV is read again: the rollups equal a fresh
 /// build and the queries DuckDB.

@@ -181,6 +181,17 @@ impl Kind {
         }
     }
 
+    /// The compression DuckDB is told to use for a column of this kind, where its own
+    /// choice is a poor one: prices are mostly NULL (only some event types carry each), so
+    /// DuckDB picks RLE, whose scans and skips walk run by run. Bit-packed, the file is
+    /// the same size, a full scan of a price ~1.7x faster, an hour of `ts` ~20% faster.
+    pub fn compression(self) -> Option<&'static str> {
+        match self {
+            Kind::Price => Some("bitpacking"),
+            _ => None,
+        }
+    }
+
     /// The Arrow type table batches carry (a UUID as its 16 bytes).
     pub fn arrow(self) -> arrow::datatypes::DataType {
         use arrow::datatypes::DataType;

@@ -64,8 +64,7 @@ const ATTACHED: &str = "rollupd";
 /// each; DuckDB skips row groups by their columns' ranges, so a time range reads a
 /// seventh as many rows as in row groups of the default size. Full scans were measured
 /// no slower, the file no larger (8,192 rows: no faster; 4,096: slower). It applies to
-/// row groups written from now on: the rows of an older database keep theirs until their
-/// file is loaded again.
+/// row groups written from then on (the table's schema version 2 is copied anew on open).
 pub const ROW_GROUP_ROWS: u64 = 16_384;
 
 impl Database {

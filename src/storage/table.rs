@@ -27,7 +27,7 @@ use duckdb::{params, Connection};
 use crate::daemon::limits::QueryBudget;
 use crate::engine::failpoint::Failpoints;
 use crate::error::{Error, Result};
-use crate::model::schema::{enum_sql, is_two_letter_code, Column, TableCol, TimeCol, Zone};
+use crate::model::schema::{enum_sql, is_two_letter_code, Column, Kind, TableCol, TimeCol, Zone};
 use crate::query::output::{concat, empty, from_arrow, OutType, Rows};
 use crate::query::plan::Param;
 use crate::rollup::partial::Positions;
@@ -212,27 +212,41 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);";
 
-/// The `events` table's DDL, from its columns.
-fn events_ddl() -> String {
+/// The DDL of an `events` table called `name`, from its columns; its `country` of the
+/// `ENUM` type `country` (the type a new table starts with: `Kind::Country.sql()`).
+fn events_ddl(name: &str, country: &str) -> String {
     let columns: Vec<String> = TableCol::ALL
         .iter()
         .map(|c| {
+            let ty = match c {
+                TableCol::Country => country.to_string(),
+                c => c.kind().sql(),
+            };
             let null = if c.nullable() { "" } else { " NOT NULL" };
-            format!("{} {}{null}", c.sql_name(), c.kind().sql())
+            let compression = (c.kind().compression())
+                .map(|m| format!(" USING COMPRESSION {m}"))
+                .unwrap_or_default();
+            format!("{} {ty}{null}{compression}", c.sql_name())
         })
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS events ({});",
+        "CREATE TABLE IF NOT EXISTS {name} ({});",
         columns.join(", ")
     )
 }
 
 /// The version of the tables' layout (`SCHEMA`, `TableCol`), kept in `meta`; bump it when
 /// they change (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
-/// Version 2: `type` and `country` are `ENUM`s.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2: `type` and `country` are `ENUM`s. Version 3: prices bit-packed (and row
+/// groups of `duck::ROW_GROUP_ROWS`), rewritten from version 2 (`rewrite_events`).
+const SCHEMA_VERSION: i64 = 3;
 
-/// Creates the tables if needed. A database of another schema version has its tables
+/// The schema version whose `events` rows are copied into the current layout on open;
+/// older ones are dropped and folded again.
+const REWRITTEN_FROM: i64 = 2;
+
+/// Creates the tables if needed. A database of schema version `REWRITTEN_FROM` has its
+/// `events` rows copied into the current layout; one of another version has its tables
 /// dropped and created again (the rows are folded again from the CSV files), and the
 /// reason is returned. A database from before versions were kept has this layout.
 fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
@@ -251,7 +265,12 @@ fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
             e => Err(e),
         })?;
     let rebuilt = match found {
-        Some(v) if v != SCHEMA_VERSION => {
+        None | Some(SCHEMA_VERSION) => None,
+        Some(REWRITTEN_FROM) => {
+            rewrite_events(conn)?;
+            None
+        }
+        Some(v) => {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files; \
                  DROP TABLE IF EXISTS settings;",
@@ -262,15 +281,41 @@ fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
             tracing::warn!("{why}");
             Some(why)
         }
-        _ => None,
     };
-    conn.execute_batch(&events_ddl())?;
+    conn.execute_batch(&events_ddl("events", &Kind::Country.sql()))?;
     conn.execute_batch(SCHEMA)?;
     conn.execute(
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
         params![SCHEMA_VERSION],
     )?;
     Ok(rebuilt)
+}
+
+/// Copies the rows of an `events` table of schema version `REWRITTEN_FROM` (DuckDB's own
+/// compression for every column, its default row groups) into the current layout, in
+/// their order, and checkpoints: one transaction that reads no file. It takes room for a
+/// second copy of the table while it runs, and ~1 s per million rows.
+fn rewrite_events(conn: &Connection) -> Result<()> {
+    let started = std::time::Instant::now();
+    tracing::warn!("the DuckDB table is copied into schema version {SCHEMA_VERSION}");
+    let country = column_type(conn, TableCol::Country)?;
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let copied = conn.execute_batch(&format!(
+        "{} INSERT INTO events_rewritten SELECT * FROM events; DROP TABLE events; \
+         ALTER TABLE events_rewritten RENAME TO events; \
+         INSERT OR REPLACE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}); COMMIT",
+        events_ddl("events_rewritten", &country)
+    ));
+    if let Err(e) = copied {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
+    conn.execute_batch("CHECKPOINT")?;
+    tracing::warn!(
+        ms = started.elapsed().as_millis() as u64,
+        "the DuckDB table was copied into schema version {SCHEMA_VERSION}"
+    );
+    Ok(())
 }
 
 impl Table {
