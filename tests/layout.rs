@@ -130,9 +130,10 @@ fn a_table_of_another_schema_version_is_created_again_and_folded_again() {
 }
 
 /// A table of the schema version before bit-packed prices (DuckDB's own compression, its
-/// default row groups; here with a widened country type too) is copied into the current
-/// layout on open with its rows in their order, and no file is folded again; the copy
-/// answers as a fresh build does, and a later file widens its country type again.
+/// default row groups; here with a widened country type too) is copied into a new file in
+/// the current layout on open, with its rows in their order, and no file is folded again;
+/// the copy answers as a fresh build does, and a later file widens its country type
+/// again. A copy that fails leaves the old file answering, and the next open copies it.
 #[test]
 fn a_table_of_the_previous_schema_version_is_copied_not_folded_again() {
     use crate::input::{map_fields, sample};
@@ -162,12 +163,34 @@ fn a_table_of_the_previous_schema_version_is_copied_not_folded_again() {
         .unwrap();
         db.query_row(rows_in_order, [], |r| r.get(0)).unwrap()
     };
-    let engine = Engine::open(&ws.state(), EngineOptions::default()).unwrap();
-    assert_eq!(engine.rebuilt(), None, "copied, not rebuilt");
-    let report = engine.update(&ws.watch()).unwrap();
-    assert_eq!(report.bytes_parsed, 0, "no file is read again");
-    assert_fresh(&engine, &files, "after the copy");
-    drop(engine);
+    let version = |db: &duckdb::Connection| -> i64 {
+        db.query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let copy_fails = EngineOptions::default();
+    copy_fails
+        .failpoints
+        .arm("table.rewrite", Action::Error)
+        .unwrap();
+    for (opts, copied) in [(copy_fails, false), (EngineOptions::default(), true)] {
+        let engine = Engine::open(&ws.state(), opts).unwrap();
+        assert_eq!(engine.rebuilt(), None, "copied or kept, not rebuilt");
+        let report = engine.update(&ws.watch()).unwrap();
+        assert_eq!(report.bytes_parsed, 0, "no file is read again");
+        assert_fresh(&engine, &files, "after the copy");
+        drop(engine);
+        let left: Vec<_> = (std::fs::read_dir(ws.state()).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("rewrite"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let db = duckdb::Connection::open(&path).unwrap();
+        assert_eq!(version(&db), if copied { 3 } else { 2 });
+    }
     {
         let db = duckdb::Connection::open(&path).unwrap();
         let after: String = db.query_row(rows_in_order, [], |r| r.get(0)).unwrap();

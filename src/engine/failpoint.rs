@@ -2,9 +2,10 @@
 //! returned at that step) or the process die (abort), to check that every step leaves
 //! state the next update or restart turns into the fresh-build answer.
 //!
-//! Two test hooks outside the commit path share the mechanism ([`HOOKS`]): `fold.read`
+//! Test hooks outside the commit path share the mechanism ([`HOOKS`]): `fold.read`
 //! (`pause`: the fold of a file waits, once, right after reading it, until the test lets
-//! it go) and `ingest.pass` (`panic`: the ingest loop panics).
+//! it go), `ingest.pass` (`panic`: the ingest loop panics) and `table.rewrite` (a table of
+//! the previous schema version copied into a new file that then does not replace it).
 //!
 //! Each engine carries its own set (`EngineOptions::failpoints`), so tests in one process
 //! do not disturb each other; the command line fills it from `ROLLUPD_FAILPOINTS`
@@ -46,11 +47,14 @@ pub const LAYOUT_POINTS: [&str; 2] = [
 pub const LAYER_POINTS: [&str; 1] = ["merge"];
 
 /// Test hooks outside the commit path.
-pub const HOOKS: [&str; 2] = [
+pub const HOOKS: [&str; 3] = [
     // In a file's fold, after its bytes are read and before it is checked for changes.
     "fold.read",
     // At the start of each pass of the ingest loop.
     "ingest.pass",
+    // After a table of the previous schema version is copied into a new file, before that
+    // file replaces the old one.
+    "table.rewrite",
 ];
 
 /// What a failpoint does when reached.

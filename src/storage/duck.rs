@@ -57,7 +57,7 @@ unsafe impl Send for Database {}
 /// The name the database file is attached under. DuckDB's main database is an in-memory
 /// one holding nothing, because only an attached database takes a row group size; every
 /// connection made here reads and writes the attached one.
-const ATTACHED: &str = "rollupd";
+pub const ATTACHED: &str = "rollupd";
 
 /// Rows per row group of the database file (DuckDB's default is 122,880). The table's rows
 /// are in file order, each file's by day, so a day of every file sits in a row group of
@@ -75,11 +75,7 @@ impl Database {
         spill.push(".tmp");
         let spill = ("temp_directory", spill.to_string_lossy().into_owned());
         let db = Database::open_memory(settings.iter().chain([&spill]))?;
-        let attach = format!(
-            "ATTACH '{}' AS {ATTACHED} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
-            path.to_string_lossy().replace('\'', "''")
-        );
-        db.connect()?.execute(&attach)?;
+        db.connect()?.execute(&attach_sql(path, ATTACHED))?;
         Ok(db)
     }
 
@@ -146,6 +142,15 @@ impl Database {
             _ => Err(failure("DuckDB could not open a connection")),
         }
     }
+}
+
+/// The statement that attaches the database file at `path` as `name`, its new row groups
+/// of `ROW_GROUP_ROWS` rows.
+pub fn attach_sql(path: &Path, name: &str) -> String {
+    format!(
+        "ATTACH '{}' AS {name} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
+        path.to_string_lossy().replace('\'', "''")
+    )
 }
 
 /// The statement that makes a connection read and write the attached database file.

@@ -212,9 +212,9 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);";
 
-/// The DDL of an `events` table called `name`, from its columns; its `country` of the
-/// `ENUM` type `country` (the type a new table starts with: `Kind::Country.sql()`).
-fn events_ddl(name: &str, country: &str) -> String {
+/// The DDL of the `events` table, from its columns; its `country` of the `ENUM` type
+/// `country` (the type a new table starts with: `Kind::Country.sql()`).
+fn events_ddl(country: &str) -> String {
     let columns: Vec<String> = TableCol::ALL
         .iter()
         .map(|c| {
@@ -230,46 +230,56 @@ fn events_ddl(name: &str, country: &str) -> String {
         })
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {name} ({});",
+        "CREATE TABLE IF NOT EXISTS events ({});",
         columns.join(", ")
     )
 }
 
+/// The table of the schema version (and other numbers).
+const META: &str =
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL)";
+
 /// The version of the tables' layout (`SCHEMA`, `TableCol`), kept in `meta`; bump it when
 /// they change (a table added with `IF NOT EXISTS`, like `settings`, needs no bump).
-/// Version 2: `type` and `country` are `ENUM`s. Version 3: prices bit-packed (and row
-/// groups of `duck::ROW_GROUP_ROWS`), rewritten from version 2 (`rewrite_events`).
+/// Version 2: `type` and `country` are `ENUM`s. Version 3: prices bit-packed, row groups
+/// of `duck::ROW_GROUP_ROWS` rows.
 const SCHEMA_VERSION: i64 = 3;
 
-/// The schema version whose `events` rows are copied into the current layout on open;
-/// older ones are dropped and folded again.
+/// The schema version whose tables are copied into the current layout on open
+/// (`open_current`); other older ones are dropped and every file is folded again.
 const REWRITTEN_FROM: i64 = 2;
 
-/// Creates the tables if needed. A database of schema version `REWRITTEN_FROM` has its
-/// `events` rows copied into the current layout; one of another version has its tables
-/// dropped and created again (the rows are folded again from the CSV files), and the
-/// reason is returned. A database from before versions were kept has this layout.
+/// The schema version `meta` records, if any.
+fn schema_version(conn: &Connection) -> Result<Option<i64>> {
+    conn.execute_batch(META)?;
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |r| r.get(0),
+    )
+    .map(Some)
+    .or_else(|e| match e {
+        duckdb::Error::QueryReturnedNoRows => Ok(None),
+        e => Err(e.into()),
+    })
+}
+
+/// Creates the tables that are missing, `events`' `country` of type `country`.
+fn create_tables(conn: &Connection, country: &str) -> Result<()> {
+    conn.execute_batch(META)?;
+    conn.execute_batch(&events_ddl(country))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// Creates the tables if needed. A database of another schema version (but
+/// `REWRITTEN_FROM`, which answers the same until `open_current` manages to copy it) has
+/// its tables dropped and created again (the rows are folded again from the CSV files),
+/// and the reason is returned. A database from before versions were kept has this layout.
 fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL)",
-    )?;
-    let found: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            duckdb::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+    let found = schema_version(conn)?;
     let rebuilt = match found {
-        None | Some(SCHEMA_VERSION) => None,
-        Some(REWRITTEN_FROM) => {
-            rewrite_events(conn)?;
-            None
-        }
+        None | Some(SCHEMA_VERSION) | Some(REWRITTEN_FROM) => None,
         Some(v) => {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS files; \
@@ -282,40 +292,106 @@ fn ensure_schema(conn: &Connection) -> Result<Option<String>> {
             Some(why)
         }
     };
-    conn.execute_batch(&events_ddl("events", &Kind::Country.sql()))?;
-    conn.execute_batch(SCHEMA)?;
-    conn.execute(
-        "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-        params![SCHEMA_VERSION],
-    )?;
+    create_tables(conn, &Kind::Country.sql())?;
+    if found != Some(REWRITTEN_FROM) {
+        conn.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+            params![SCHEMA_VERSION],
+        )?;
+    }
     Ok(rebuilt)
 }
 
-/// Copies the rows of an `events` table of schema version `REWRITTEN_FROM` (DuckDB's own
-/// compression for every column, its default row groups) into the current layout, in
-/// their order, and checkpoints: one transaction that reads no file. It takes room for a
-/// second copy of the table while it runs, and ~1 s per million rows.
-fn rewrite_events(conn: &Connection) -> Result<()> {
-    let started = std::time::Instant::now();
-    tracing::warn!("the DuckDB table is copied into schema version {SCHEMA_VERSION}");
-    let country = column_type(conn, TableCol::Country)?;
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let copied = conn.execute_batch(&format!(
-        "{} INSERT INTO events_rewritten SELECT * FROM events; DROP TABLE events; \
-         ALTER TABLE events_rewritten RENAME TO events; \
-         INSERT OR REPLACE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}); COMMIT",
-        events_ddl("events_rewritten", &country)
-    ));
-    if let Err(e) = copied {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.into());
+/// Opens the database file at `path`. One of schema version `REWRITTEN_FROM` is first
+/// copied into a new file in the current layout (`rewrite_file`: no CSV is read, ~0.2 s
+/// per million rows, room for a second copy of the table), which then replaces it. If
+/// the copy fails, the old file stays as it was (its answers are the same, only slower)
+/// and the next open tries again.
+fn open_current(
+    path: &Path,
+    settings: &[(&str, String)],
+    failpoints: &Failpoints,
+) -> Result<(Database, Connection)> {
+    let db = Database::open(path, settings)?;
+    let conn = db.connection()?;
+    if schema_version(&conn)? != Some(REWRITTEN_FROM) {
+        return Ok((db, conn));
     }
-    conn.execute_batch("CHECKPOINT")?;
+    let started = std::time::Instant::now();
+    let copy = path.with_extension("duckdb.rewrite");
     tracing::warn!(
-        ms = started.elapsed().as_millis() as u64,
-        "the DuckDB table was copied into schema version {SCHEMA_VERSION}"
+        "the DuckDB table is copied into schema version {SCHEMA_VERSION} ({})",
+        copy.display()
     );
-    Ok(())
+    let copied = rewrite_file(&conn, &copy).and_then(|()| failpoints.hit("table.rewrite"));
+    drop((conn, db));
+    let wal = path.with_extension("duckdb.wal");
+    let replaced = copied.and_then(|()| match wal.exists() {
+        // Closed after a checkpoint, the database leaves no log; one that is left would
+        // be replayed into the copy.
+        true => Err(Error::Internal(format!("{} is left", wal.display()))),
+        false => std::fs::rename(&copy, path).map_err(|e| Error::io(path, e)),
+    });
+    match replaced {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                crate::storage::manifest::sync_dir(dir)?;
+            }
+            tracing::warn!(
+                ms = started.elapsed().as_millis() as u64,
+                "the DuckDB table was copied into schema version {SCHEMA_VERSION}"
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                "the DuckDB table stays in schema version {REWRITTEN_FROM} (the same \
+                 answers, slower) until the next start: copying it failed: {e}"
+            );
+            remove_copy(&copy);
+        }
+    }
+    let db = Database::open(path, settings)?;
+    let conn = db.connection()?;
+    Ok((db, conn))
+}
+
+/// Copies every table of `conn`'s database into a new database file at `to`, created in
+/// the current schema (`events`' rows in their order, its `country` of the type it has
+/// now), and checkpoints both databases, so that neither leaves a log.
+fn rewrite_file(conn: &Connection, to: &Path) -> Result<()> {
+    remove_copy(to);
+    let country = column_type(conn, TableCol::Country)?;
+    conn.execute_batch(&duck::attach_sql(to, "rewritten"))?;
+    let from = duck::ATTACHED;
+    let copied = conn
+        .execute_batch("USE rewritten")
+        .map_err(Error::from)
+        .and_then(|()| create_tables(conn, &country))
+        .and_then(|()| {
+            Ok(conn.execute_batch(&format!(
+                "INSERT INTO events SELECT * FROM {from}.events; \
+                 INSERT INTO files SELECT * FROM {from}.files; \
+                 INSERT INTO settings SELECT * FROM {from}.settings; \
+                 INSERT INTO meta SELECT * FROM {from}.meta; \
+                 INSERT OR REPLACE INTO meta VALUES ('schema_version', {SCHEMA_VERSION}); \
+                 CHECKPOINT rewritten"
+            ))?)
+        });
+    let detached = conn.execute_batch(&format!("USE {from}; DETACH rewritten; CHECKPOINT"));
+    copied?;
+    Ok(detached?)
+}
+
+/// Removes a copy `rewrite_file` made (and its log), if there is one.
+fn remove_copy(copy: &Path) {
+    for f in [copy.to_path_buf(), copy.with_extension("rewrite.wal")] {
+        match std::fs::remove_file(&f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("removing {}: {e}", f.display());
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Table {
@@ -335,8 +411,7 @@ impl Table {
         if !opts.memory_limit.is_empty() {
             settings.push(("max_memory", opts.memory_limit.clone()));
         }
-        let db = Database::open(path, &settings)?;
-        let mut conn = db.connection()?;
+        let (db, mut conn) = open_current(path, &settings, &failpoints)?;
         let writer = db.writer()?;
         let rebuilt = ensure_schema(&conn)?;
         // Checkpoints happen only when no view is reading (see `View::quiesce`): DuckDB
