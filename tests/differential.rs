@@ -518,3 +518,46 @@ fn arrow_rows(payload: &[u8]) -> Vec<Vec<Json>> {
     }
     out
 }
+
+/// Filters on prices (compared by DuckDB as the decimal's cast to a float, and by the
+/// daemon between exact decimal bounds) keep the rows DuckDB keeps over the CSVs' floats:
+/// literals a decimal holds, ones of more digits than it has, a price of the data itself,
+/// bounds beyond every price, and the comparisons left as they are (`neq`, `in`).
+#[test]
+fn price_filters_keep_the_rows_duckdb_keeps() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 20_000, 7);
+    let engine = ws.build();
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let held: Vec<f64> = (text.lines().skip(1))
+        .filter_map(|line| line.split(',').nth(5)?.parse().ok())
+        .take(3)
+        .collect();
+    let count = |col: &str, op: &str, val: Json| {
+        json!({"select": [{"COUNT": "*"}, {"SUM": "bid_price"}, {"MAX": "total_price"}],
+               "where": [{"col": col, "op": op, "val": val}]})
+    };
+    let mut cases = Vec::new();
+    for col in ["bid_price", "total_price"] {
+        cases.extend([
+            count(col, "gte", json!(0.99)),
+            count(col, "gt", json!(0.5)),
+            count(col, "lte", json!(0.123_456_789_123)),
+            count(col, "lt", json!(0.3)),
+            count(col, "between", json!([0.25, 0.750_000_000_1])),
+            count(col, "eq", json!(held[0])),
+            count(col, "gte", json!(1e12)),
+            count(col, "lte", json!(-5)),
+            count(col, "neq", json!(held[1])),
+            count(col, "in", json!([held[1], held[2], 0.1])),
+        ]);
+    }
+    let cases: Vec<(Json, &str)> = cases.into_iter().map(|q| (q, "duckdb")).collect();
+    answers_equal_duckdb(&engine, &files, &cases);
+    let eq = engine.query(&cases[5].0).unwrap();
+    assert_ne!(
+        answer_rows(&eq)[0][0],
+        json!(0),
+        "a price of the data is found"
+    );
+}

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod group;
 pub mod output;
 pub mod plan;
+pub mod price;
 pub mod querylog;
 pub mod request;
 pub mod sort;

@@ -9,6 +9,7 @@
 use crate::model::schema::{Column, ColumnKind, TimeCol, Zone};
 use crate::query::filter::bucket_len;
 use crate::query::output::OutType;
+use crate::query::price::{self, Bounds};
 use crate::query::request::{Aggregate, Filter, Func, Item, Lit, Op, Query};
 use crate::rollup::RollupSpec;
 
@@ -406,6 +407,11 @@ const FAR_DAYS: i64 = 1_000_000;
 const MS_PER_DAY: i64 = 86_400_000;
 
 fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
+    if f.col.kind() == ColumnKind::Price {
+        if let Some(b) = price::bounds(f.op, &f.lits) {
+            return price_sql(f.col.name(), b, params);
+        }
+    }
     let (lhs, ph) = match f.col {
         Column::AuctionId => ("auction_id".to_string(), "CAST(? AS UUID)"),
         c => (column_sql(c), "?"),
@@ -426,6 +432,30 @@ fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
             };
             format!("{lhs} {sym} {ph}")
         }
+    }
+}
+
+/// A price filter's bounds on the price column `col` (`price::bounds`): compared with the
+/// column as it is stored, so DuckDB checks them in its scan. The bounds are bound as the
+/// decimals' text (a parameter compared with the column takes its type).
+fn price_sql(col: &str, bounds: Bounds, params: &mut Vec<Param>) -> String {
+    let decimal = "?";
+    let mut bind = |n: i64| params.push(Param::Text(price::decimal_text(n)));
+    match bounds {
+        Bounds::AtLeast(lo) => {
+            bind(lo);
+            format!("{col} >= {decimal}")
+        }
+        Bounds::AtMost(hi) => {
+            bind(hi);
+            format!("{col} <= {decimal}")
+        }
+        Bounds::Between(lo, hi) => {
+            bind(lo);
+            bind(hi);
+            format!("{col} BETWEEN {decimal} AND {decimal}")
+        }
+        Bounds::Nothing => "FALSE".to_string(),
     }
 }
 
