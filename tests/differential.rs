@@ -561,3 +561,43 @@ fn price_filters_keep_the_rows_duckdb_keeps() {
         "a price of the data is found"
     );
 }
+
+/// Filters on time columns that DuckDB answers (grouped by advertiser and country, which
+/// no rollup holds), each also bounding the `day` column: every bucket and comparison,
+/// on a bucket's start or inside one, equal DuckDB over the CSVs.
+#[test]
+fn time_filters_answered_by_duckdb_equal_duckdb() {
+    let ws = Workspace::new();
+    let files = ws.generate(2, 20_000, 8);
+    let engine = ws.build();
+    let ctx = query_context(&files);
+    let day = |i: usize| ctx.days[i % ctx.days.len()].clone();
+    let (d0, d1) = (day(40), day(43));
+    let by_pair = |col: &str, op: &str, val: Json| {
+        json!({"select": ["advertiser_id", "country", {"COUNT": "*"}, {"SUM": "bid_price"}],
+               "where": [{"col": col, "op": op, "val": val}],
+               "group_by": ["advertiser_id", "country"]})
+    };
+    let cases: Vec<(Json, &str)> = [
+        by_pair("day", "eq", json!(d0)),
+        by_pair("day", "between", json!([d0, d1])),
+        by_pair("day", "in", json!([d0, d1])),
+        by_pair("week", "eq", json!(d0)),
+        by_pair("week", "lte", json!(d0)),
+        by_pair("week", "gt", json!(d1)),
+        by_pair("hour", "lt", json!(format!("{d0} 10:00:00"))),
+        by_pair("hour", "gte", json!(format!("{d1} 23:00:00"))),
+        by_pair(
+            "minute",
+            "between",
+            json!([format!("{d0} 10:17"), format!("{d0} 13:44")]),
+        ),
+        by_pair("minute", "eq", json!(format!("{d1} 00:00"))),
+    ]
+    .into_iter()
+    .filter(|q| !oracle(&files, q).unwrap().rows.is_empty())
+    .map(|q| (q, "duckdb"))
+    .collect();
+    assert!(cases.len() >= 8, "{} cases with rows", cases.len());
+    answers_equal_duckdb(&engine, &files, &cases);
+}

@@ -359,39 +359,49 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
     )
 }
 
-/// For a filter on `ts`, the same bounds on the `day` column (the local day of `zone`):
-/// in UTC the days of the bounds, in other zones widened by a day each way (the instants
-/// of a local day lie within its UTC day and the days either side), so they never leave
-/// out a row the filter takes. The table's rows lie in day order within each file and
-/// the day column is run-length coded, so DuckDB reads it cheaply and skips the `ts`
-/// values of rows on other days.
-fn day_of_ts_sql(f: &Filter, zone: Zone, params: &mut Vec<Param>) -> Vec<String> {
-    if f.col != Column::Ts {
-        return Vec::new();
-    }
-    let ms: Vec<i64> = f
+/// For a filter on `ts` or a time column, bounds on the `day` column (the local day of
+/// `zone`) that every row it takes is within, so they never leave out a row the filter
+/// takes. A `ts` bound's day in UTC, widened by a day each way in other zones (the instants
+/// of a local day lie within its UTC day and the days either side); a time column's
+/// bucket bounds (local minutes) the days of the first minute of the lowest bucket and the
+/// last minute of the highest. The table's rows lie in day order within each file and
+/// the day column is run-length coded, so DuckDB skips the row groups and vectors of
+/// other days and reads the filtered column only for rows of the days left.
+fn day_bounds_sql(f: &Filter, zone: Zone, params: &mut Vec<Param>) -> Vec<String> {
+    let values: Vec<i64> = f
         .lits
         .iter()
         .filter_map(|l| match l {
             Lit::Int(v) => Some(*v),
+            Lit::Time(m) => Some(i64::from(*m)),
             _ => None,
         })
         .collect();
-    let (lo, hi) = match (f.op, ms.iter().min(), ms.iter().max()) {
+    let (lo, hi) = match (f.op, values.iter().min(), values.iter().max()) {
         (Op::Between | Op::Eq | Op::In, Some(lo), Some(hi)) => (Some(*lo), Some(*hi)),
         (Op::Gt | Op::Gte, Some(lo), _) => (Some(*lo), None),
         (Op::Lt | Op::Lte, _, Some(hi)) => (None, Some(*hi)),
         _ => (None, None),
     };
-    let widen = match zone {
-        Zone::Utc => 0,
-        Zone::Named(_) => 1,
+    let (lo, hi) = match f.col {
+        Column::Ts => {
+            let widen = match zone {
+                Zone::Utc => 0,
+                Zone::Named(_) => 1,
+            };
+            let day = |ms: i64, widen: i64| ms.div_euclid(MS_PER_DAY) + widen;
+            (lo.map(|ms| day(ms, -widen)), hi.map(|ms| day(ms, widen)))
+        }
+        Column::Time(t) => {
+            let day = |m: i64| m.div_euclid(MINUTES_PER_DAY);
+            (lo.map(day), hi.map(|m| day(m + bucket_len(t) - 1)))
+        }
+        _ => return Vec::new(),
     };
     let mut preds = Vec::new();
-    for (bound, sym, widen) in [(lo, ">=", -widen), (hi, "<=", widen)] {
+    for (day, sym) in [(lo, ">="), (hi, "<=")] {
         // Days far outside any data are left out: they bound nothing, and could be
         // outside DuckDB's dates.
-        let day = bound.map(|ms| ms.div_euclid(MS_PER_DAY) + widen);
         if let Some(day) = day.filter(|d| d.abs() <= FAR_DAYS) {
             preds.push(format!("day {sym} DATE '1970-01-01' + CAST(? AS INTEGER)"));
             params.push(Param::Int(day));
@@ -400,11 +410,14 @@ fn day_of_ts_sql(f: &Filter, zone: Zone, params: &mut Vec<Param>) -> Vec<String>
     preds
 }
 
-/// Days from 1970 beyond which a `ts` bound is not carried over to `day`.
+/// Days from 1970 beyond which a bound is not carried over to `day`.
 const FAR_DAYS: i64 = 1_000_000;
 
 /// Milliseconds in a day.
 const MS_PER_DAY: i64 = 86_400_000;
+
+/// Minutes in a day.
+const MINUTES_PER_DAY: i64 = 1440;
 
 fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
     if f.col.kind() == ColumnKind::Price {
@@ -481,7 +494,7 @@ pub fn sql(query: &Query, zone: Zone) -> (String, Vec<Param>) {
             query
                 .filters
                 .iter()
-                .flat_map(|f| day_of_ts_sql(f, zone, &mut params)),
+                .flat_map(|f| day_bounds_sql(f, zone, &mut params)),
         );
         sql.push_str(" WHERE ");
         sql.push_str(&preds.join(" AND "));
@@ -567,6 +580,77 @@ mod tests {
                     .map(|(d, dir)| Param::Int(d + dir * widen))
                     .collect();
                 assert_eq!(params[params.len() - bound.len()..], bound, "{filter}");
+            }
+        }
+    }
+
+    /// A filter on a time column bounds the `day` column around every row it takes, for
+    /// every bucket, comparison and literal (on a bucket's start or not).
+    #[test]
+    fn time_filters_bound_the_day_column_around_every_row_they_take() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(43);
+        let ops = [
+            Op::Eq,
+            Op::Neq,
+            Op::Gt,
+            Op::Gte,
+            Op::Lt,
+            Op::Lte,
+            Op::Between,
+            Op::In,
+        ];
+        for _ in 0..400 {
+            let t =
+                [TimeCol::Minute, TimeCol::Hour, TimeCol::Day, TimeCol::Week][rng.gen_range(0..4)];
+            let op = ops[rng.gen_range(0..ops.len())];
+            let base = 28_000_000 + rng.gen_range(0..100_000);
+            let mut values: Vec<i32> = (0..3)
+                .map(|_| match rng.gen_bool(0.5) {
+                    true => t.bucket(base + rng.gen_range(0..30_000)),
+                    false => base + rng.gen_range(0..30_000),
+                })
+                .collect();
+            values.sort_unstable();
+            let lits: Vec<Lit> = match op {
+                Op::Between => values[..2].iter().map(|m| Lit::Time(*m)).collect(),
+                Op::In => values.iter().map(|m| Lit::Time(*m)).collect(),
+                _ => vec![Lit::Time(values[0])],
+            };
+            let f = Filter {
+                col: Column::Time(t),
+                op,
+                lits,
+            };
+            let mut params = Vec::new();
+            let preds = day_bounds_sql(&f, Zone::Utc, &mut params);
+            let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+            for (pred, param) in preds.iter().zip(&params) {
+                let Param::Int(day) = param else {
+                    panic!("{param:?}")
+                };
+                match pred.contains(">=") {
+                    true => lo = *day,
+                    false => hi = *day,
+                }
+            }
+            for x in base - 20_000..base + 50_000 {
+                let b = t.bucket(x);
+                let v = &values;
+                let takes = match op {
+                    Op::Eq => b == v[0],
+                    Op::Neq => b != v[0],
+                    Op::Gt => b > v[0],
+                    Op::Gte => b >= v[0],
+                    Op::Lt => b < v[0],
+                    Op::Lte => b <= v[0],
+                    Op::Between => b >= v[0] && b <= v[1],
+                    Op::In => v.contains(&b),
+                };
+                let day = i64::from(x.div_euclid(1440));
+                if takes {
+                    assert!(lo <= day && day <= hi, "{t:?} {op:?} {v:?}: {x} on {day}");
+                }
             }
         }
     }
