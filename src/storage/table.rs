@@ -334,8 +334,9 @@ fn open_current(
     });
     match replaced {
         Ok(()) => {
-            if let Some(dir) = path.parent() {
-                crate::storage::manifest::sync_dir(dir)?;
+            // The copy is in place either way; only a crash could yet bring the old back.
+            if let Some(Err(e)) = path.parent().map(crate::storage::manifest::sync_dir) {
+                tracing::warn!("syncing the folder of {}: {e}", path.display());
             }
             tracing::warn!(
                 ms = started.elapsed().as_millis() as u64,
