@@ -486,7 +486,8 @@ fn status(h: &Handle) -> String {
         queries,
         connections,
         answer_cache: h.cache.counts(),
-        time_zone: h.engine.layout().zone.name(),
+        // The published snapshot's: a layout change shows once queries answer in it.
+        time_zone: h.engine.snapshot().zone.name(),
         layout_change: h.engine.layout_progress(),
     })
 }
