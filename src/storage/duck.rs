@@ -1,11 +1,11 @@
 //! DuckDB through its C API, where the `duckdb` crate falls short of what the table needs:
 //! the database file is attached here with the table's row group size and the crate's
 //! connections are made on it, and the table's write transactions run on a connection of
-//! their own whose appends write table batches straight into DuckDB vectors. Event types and countries go in as their `ENUM`
-//! codes, prices as their 64-bit integers, UUIDs as DuckDB keeps them. Through the
-//! crate's Arrow appender every text became a DuckDB string, which the appender then
-//! looked up to cast it to the `ENUM`, and every value took a call: a fifth of DuckDB's
-//! thread in a cold build.
+//! their own whose appends write table batches straight into DuckDB vectors. Event types
+//! and countries go in as their `ENUM` codes, prices as their 64-bit integers, UUIDs as
+//! DuckDB keeps them. Through the crate's Arrow appender every text became a DuckDB
+//! string, which the appender then looked up to cast it to the `ENUM`, and every value
+//! took a call: a fifth of DuckDB's thread in a cold build.
 //!
 //! Every handle here belongs to the table's DuckDB thread.
 
