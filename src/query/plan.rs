@@ -393,7 +393,7 @@ fn day_bounds_sql(f: &Filter, zone: Zone, params: &mut Vec<Param>) -> Vec<String
             (lo.map(|ms| day(ms, -widen)), hi.map(|ms| day(ms, widen)))
         }
         Column::Time(t) => {
-            let day = |m: i64| m.div_euclid(MINUTES_PER_DAY);
+            let day = |m: i64| m.div_euclid(bucket_len(TimeCol::Day));
             (lo.map(day), hi.map(|m| day(m + bucket_len(t) - 1)))
         }
         _ => return Vec::new(),
@@ -415,9 +415,6 @@ const FAR_DAYS: i64 = 1_000_000;
 
 /// Milliseconds in a day.
 const MS_PER_DAY: i64 = 86_400_000;
-
-/// Minutes in a day.
-const MINUTES_PER_DAY: i64 = 1440;
 
 fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
     if f.col.kind() == ColumnKind::Price {
@@ -452,21 +449,20 @@ fn filter_sql(f: &Filter, params: &mut Vec<Param>) -> String {
 /// column as it is stored, so DuckDB checks them in its scan. The bounds are bound as the
 /// decimals' text (a parameter compared with the column takes its type).
 fn price_sql(col: &str, bounds: Bounds, params: &mut Vec<Param>) -> String {
-    let decimal = "?";
     let mut bind = |n: i64| params.push(Param::Text(price::decimal_text(n)));
     match bounds {
         Bounds::AtLeast(lo) => {
             bind(lo);
-            format!("{col} >= {decimal}")
+            format!("{col} >= ?")
         }
         Bounds::AtMost(hi) => {
             bind(hi);
-            format!("{col} <= {decimal}")
+            format!("{col} <= ?")
         }
         Bounds::Between(lo, hi) => {
             bind(lo);
             bind(hi);
-            format!("{col} BETWEEN {decimal} AND {decimal}")
+            format!("{col} BETWEEN ? AND ?")
         }
         Bounds::Nothing => "FALSE".to_string(),
     }
