@@ -18,23 +18,38 @@ use serde_json::{json, Value as Json};
 use super::{csv_source, mark, ms, pct, sorted, Raw};
 
 /// DuckDB (the embedded build, in-process) on a native `events` table of the bench rows,
-/// with the daemon's column types, sorted as the daemon sorts a file's rows.
+/// with the daemon's column types.
 pub struct Native {
     conn: duckdb::Connection,
     pub load_s: f64,
 }
 
+/// The order of a native table's rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layout {
+    /// As `CREATE TABLE … AS SELECT … FROM read_csv(…)` loads the files: file after file,
+    /// each in its own order (the bench files are random partitions: each spans the year).
+    AsLoaded,
+    /// Sorted by day, type and country across all files, as the daemon sorts each file's
+    /// rows: DuckDB's best case for a time range (a day's rows in a row group or two).
+    ByDay,
+}
+
 impl Native {
-    pub fn load(files: &[PathBuf]) -> Native {
+    pub fn load(files: &[PathBuf], layout: Layout) -> Native {
         let start = Instant::now();
         let conn = duckdb::Connection::open_in_memory().expect("duckdb");
         let src = csv_source(files);
+        let order = match layout {
+            Layout::AsLoaded => "",
+            Layout::ByDay => " ORDER BY day, \"type\", country",
+        };
         conn.execute_batch(&format!(
             "CREATE TABLE events AS SELECT ts, \"type\", CAST(auction_id AS UUID) AS auction_id, \
              advertiser_id, publisher_id, CAST(bid_price AS DECIMAL(18, 9)) AS bid_price, \
              user_id, CAST(total_price AS DECIMAL(18, 9)) AS total_price, country, \
              CAST(epoch_ms(ts) AS DATE) AS day, CAST(floor(ts / 60000) AS INTEGER) AS local_minute \
-             FROM {src} ORDER BY day, \"type\", country"
+             FROM {src}{order}"
         ))
         .expect("native table");
         Native {
