@@ -449,7 +449,10 @@ fn server_p50(t: &Trips) -> String {
 }
 
 fn reference_latency(socket: &Path, iters: usize) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference-queries.json");
+    // Cargo's variable when it runs the bench, not the compiled-in one (which names the
+    // checkout that built the binary, maybe another sharing the target folder).
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("benches run by cargo");
+    let path = Path::new(&root).join("docs/reference-queries.json");
     let queries: Vec<Json> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut conn = Raw::connect(socket);
     let pings = round_trips(

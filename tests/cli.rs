@@ -1,6 +1,6 @@
 //! The real binary: gen, build, query, config and demo on a temp folder.
 
-use crate::util::{ok_stdout, Workspace};
+use crate::util::{ok_stdout, repo_file, Workspace};
 
 fn built() -> Workspace {
     let ws = Workspace::new();
@@ -44,7 +44,8 @@ fn gen_is_deterministic() {
 #[test]
 fn query_file_with_an_array_prints_one_line_per_query() {
     let ws = built();
-    let refs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference-queries.json");
+    let refs = repo_file("docs/reference-queries.json");
+    let refs = refs.to_str().expect("a UTF-8 path");
     let out = ok_stdout(&ws.run(&["query", "--state", "state", "-f", refs]));
     let lines: Vec<serde_json::Value> = out
         .lines()

@@ -79,6 +79,14 @@ impl Workspace {
     }
 }
 
+/// A file of this repository, found through the `CARGO_MANIFEST_DIR` cargo sets when it
+/// runs the tests: not the one compiled in, which names the checkout that built the test
+/// binary, and a target folder shared by checkouts may hold another's.
+pub fn repo_file(path: &str) -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run by cargo");
+    Path::new(&root).join(path)
+}
+
 /// Runs the real `rollupd` binary in `dir`.
 pub fn rollupd(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rollupd"))
