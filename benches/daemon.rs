@@ -747,12 +747,9 @@ fn duckdb_routed(
         mark(smallest >= 10.0)
     );
     for (name, ratios) in [("as loaded", &to_loaded), ("sorted by day", &to_by_day)] {
-        let (i, slowest) =
-            ratios
-                .iter()
-                .cloned()
-                .enumerate()
-                .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        let (i, slowest) = (ratios.iter().copied().enumerate())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
         println!(
             "Largest socket / native ratio, native table {name}: {slowest:.2}x (query {}; \
              goal ≤ 1.5x: {}).",
